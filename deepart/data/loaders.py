@@ -1,0 +1,59 @@
+"""From the data config to a TaskTable and DataLoaders."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from deepart.config import build
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from deepart.data.dataset import PaintingDataset, collate
+from deepart.data.table import TaskTable
+from deepart.data.transforms import min_decode_side, transform_from_config
+
+log = logging.getLogger(__name__)
+
+
+def load_table(data_cfg: DictConfig) -> TaskTable:
+    """Instantiate `data.source` (a function returning a TaskTable) and keep `data.tasks`."""
+    table = build(data_cfg.source, tasks=list(data_cfg.tasks) if data_cfg.tasks else None)
+    table = table.select_tasks(list(data_cfg.tasks) if data_cfg.tasks else None)
+    for note in table.notes:
+        log.info(note)
+    log.info("data: %s", table.summary())
+    return table
+
+
+def num_workers(data_cfg: DictConfig) -> int:
+    n = data_cfg.get("num_workers")
+    return min(8, os.cpu_count() or 1) if n is None else int(n)
+
+
+def _loader(dataset, batch_size, sampler, workers, device, drop_last=False) -> DataLoader:
+    cuda = torch.device(device).type == "cuda"
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate, pin_memory=cuda, drop_last=drop_last,
+                      persistent_workers=workers > 0, prefetch_factor=(4 if cuda else 2) if workers else None)
+
+
+def train_loader(table: TaskTable, data_cfg: DictConfig, sampler_cfg: DictConfig, batch_size: int,
+                 seed: int, device: str, rank: int = 0, world_size: int = 1) -> DataLoader:
+    dataset = PaintingDataset(table, "train", transform_from_config(data_cfg, train=True),
+                              min_decode_side(data_cfg))
+    sampler = build(sampler_cfg, labels=table.labels("train"), **_sampler_kwargs(sampler_cfg, table),
+                          seed=seed, rank=rank, world_size=world_size)
+    drop_last = len(sampler) > batch_size  # avoid a final batch of 1 (BatchNorm cannot train on it)
+    return _loader(dataset, batch_size, sampler, num_workers(data_cfg), device, drop_last)
+
+
+def _sampler_kwargs(sampler_cfg: DictConfig, table: TaskTable) -> dict:
+    return {"task_names": table.task_names} if "tasks" in sampler_cfg else {}
+
+
+def eval_loader(table: TaskTable, data_cfg: DictConfig, batch_size: int, device: str, split: str = "val",
+                workers: int | None = None) -> DataLoader:
+    dataset = PaintingDataset(table, split, transform_from_config(data_cfg, train=False),
+                              min_decode_side(data_cfg))
+    return _loader(dataset, batch_size, None, num_workers(data_cfg) if workers is None else workers, device)

@@ -1,0 +1,154 @@
+"""WikiArt with the ArtGAN splits (Tan et al.): parsing the published label files and joining the tasks.
+
+Files (flat, as written by `python -m deepart.data.download wikiart`):
+    <root>/{style,genre,artist}_{train,val}.csv   <root>/{style,genre,artist}_class.txt
+    <root>/images/<StyleFolder>/<file>.jpg          (paths in the CSVs are relative to images/)
+
+Quirks of the real files handled here:
+- style/genre rows are `path,label` with CRLF endings; artist rows are `path,,label` with LF endings,
+  after a header line `(Path to image),, (Groundtruth class)` and a blank line;
+- the style folder `Art_Nouveau_Modern/` holds class `Art_Nouveau` (folder != class name);
+- a path may be listed twice in one file (genre_val.csv has one): identical rows are kept once,
+  conflicting labels are an error;
+- the three tasks' splits were drawn independently, so an image can be in one task's train split and
+  another task's val split: multi-task train excludes every image that is in any val split.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepart.data.table import MISSING, TaskTable
+from deepart.errors import DataError
+
+log = logging.getLogger(__name__)
+
+TASKS = ("style", "genre", "artist")
+#: style class name -> folder that holds its images, where the two differ
+STYLE_FOLDERS = {"Art_Nouveau": "Art_Nouveau_Modern"}
+
+
+def read_class_list(path: Path) -> list[str]:
+    """Class names from an ArtGAN class file (`<index> <name>` per line, indices 0..N-1 in order)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"class list not found: {path}")
+    names: list[str] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        index, _, name = line.partition(" ")
+        if not index.isdigit() or not name.strip() or int(index) != len(names):
+            raise DataError(f"{path}:{lineno}: expected '<{len(names)}> <class name>', got {line!r}")
+        names.append(name.strip())
+    if not names:
+        raise DataError(f"{path} lists no classes")
+    return names
+
+
+def read_split(path: Path, num_classes: int) -> pd.DataFrame:
+    """Rows of an ArtGAN split file as a frame with columns `path`, `label`.
+
+    Accepts `path,label` and `path,,label` rows, CRLF or LF endings, a UTF-8 BOM, a `(Path to image)`
+    header and blank lines. Labels must be integers in 0..num_classes-1; errors name file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"split file not found: {path}")
+    paths: list[str] = []
+    labels: list[int] = []
+    first_line: dict[str, tuple[int, int]] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        line = line.strip()
+        if not line or (line.startswith("(") and not paths):
+            continue
+        image, sep, label = line.rpartition(",")
+        image = image.rstrip(",").strip()
+        label = label.strip()
+        if not sep or not image:
+            raise DataError(f"{path}:{lineno}: expected 'path,label' or 'path,,label', got {line!r}")
+        try:
+            value = int(label)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: label {label!r} is not an integer") from None
+        if not 0 <= value < num_classes:
+            raise DataError(f"{path}:{lineno}: label {value} is out of range 0..{num_classes - 1} "
+                            f"(the class list has {num_classes} classes)")
+        if image in first_line:
+            prev_line, prev_label = first_line[image]
+            if prev_label != value:
+                raise DataError(f"{path}:{lineno}: {image} is listed again with label {value}, "
+                                f"but line {prev_line} gives label {prev_label}")
+            continue
+        first_line[image] = (lineno, value)
+        paths.append(image)
+        labels.append(value)
+    if not paths:
+        raise DataError(f"{path} lists no images")
+    return pd.DataFrame({"path": paths, "label": np.asarray(labels, dtype=np.int64)})
+
+
+def _join(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Outer join of per-task (path, label) frames into one frame: path + one column per task."""
+    table = None
+    for task, frame in frames.items():
+        frame = frame.rename(columns={"label": task})
+        table = frame if table is None else table.merge(frame, on="path", how="outer", sort=False)
+    for task in frames:
+        table[task] = table[task].fillna(MISSING).astype(np.int64)
+    return table.reset_index(drop=True)
+
+
+def check_images(frames: list[pd.DataFrame], image_root: Path, policy: str) -> list[pd.DataFrame]:
+    """Count listed images that are not on disk; raise (policy 'error') or drop them ('skip')."""
+    listed = pd.unique(pd.concat([f["path"] for f in frames], ignore_index=True))
+    missing = [p for p in listed if not (image_root / p).is_file()]
+    if not missing:
+        return frames
+    examples = ", ".join(missing[:5])
+    if policy == "error":
+        raise DataError(
+            f"{len(missing)} of {len(listed)} listed images are missing under {image_root} "
+            f"(first: {examples}). Download them (see README: getting the data) or pass "
+            f"data.source.missing_images=skip to train on the {len(listed) - len(missing)} present ones.")
+    log.warning("%d of %d listed images are missing under %s and are skipped (first: %s)",
+                len(missing), len(listed), image_root, examples)
+    gone = set(missing)
+    return [f[~f["path"].isin(gone)].reset_index(drop=True) for f in frames]
+
+
+def load_wikiart(root: str | Path, tasks: list[str] | None = None, missing_images: str = "error",
+                 images_dir: str = "images") -> TaskTable:
+    """Multi-task WikiArt table from the ArtGAN files under `root`.
+
+    One task: exactly that task's published train/val split. Several tasks: val is the union of the
+    tasks' val splits, each task labelled only from its own val file (so each task is scored on its own
+    val split); train is the union of the train splits minus every image in any val split.
+    """
+    root = Path(root)
+    tasks = list(tasks or TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise DataError(f"data.tasks: unknown WikiArt task(s) {unknown}; choose from {list(TASKS)}")
+    if not root.is_dir():
+        raise DataError(f"WikiArt folder not found: {root}. Run `python -m deepart.data.download wikiart` "
+                        f"or set data.source.root=<folder with the ArtGAN CSVs>.")
+    classes = {t: read_class_list(root / f"{t}_class.txt") for t in tasks}
+    train = {t: read_split(root / f"{t}_train.csv", len(classes[t])) for t in tasks}
+    val = {t: read_split(root / f"{t}_val.csv", len(classes[t])) for t in tasks}
+    train_table, val_table = _join(train), _join(val)
+
+    notes = []
+    in_val = train_table["path"].isin(set(val_table["path"]))
+    if in_val.any():
+        notes.append(f"{int(in_val.sum())} images listed in a train split are in another task's val split "
+                     f"and are excluded from train")
+        train_table = train_table[~in_val].reset_index(drop=True)
+
+    image_root = root / images_dir
+    train_table, val_table = check_images([train_table, val_table], image_root, missing_images)
+    return TaskTable(train_table, val_table, classes, image_root, notes)

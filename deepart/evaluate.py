@@ -1,0 +1,98 @@
+"""`evaluate_checkpoint(cfg)`: everything eval.py does, from a checkpoint alone."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from deepart.config import build
+from omegaconf import DictConfig, OmegaConf
+
+from deepart.data.loaders import eval_loader, load_table
+from deepart.errors import CheckpointError, ConfigError, DataError
+from deepart.metrics import format_table, per_class_table
+from deepart.models.deepartnet import build_model
+from deepart.training.checkpoint import load_checkpoint
+from deepart.training.engine import Runtime, SkipCounter, evaluate
+from deepart.viz import plot_confusion
+
+log = logging.getLogger("deepart")
+
+
+def run_dir_of(ckpt_path: str | Path) -> Path:
+    """The training run dir a checkpoint belongs to (<run>/checkpoints[/phase-N]/x.pt -> <run>)."""
+    path = Path(ckpt_path).resolve()
+    for parent in path.parents:
+        if parent.name == "checkpoints":
+            return parent.parent
+    return path.parent
+
+
+def require_checkpoint_arg(argv: list[str]) -> None:
+    """Refuse a `ckpt=` argument that names no file, before anything is written."""
+    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("ckpt=")]
+    if given and not Path(given[-1]).is_file():
+        raise CheckpointError(f"checkpoint not found: {given[-1]}. Pass the path of a .pt file written by "
+                              f"train.py, e.g. ckpt=<run dir>/checkpoints/best.pt")
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate a checkpoint on its run's validation split; write metrics.json, per-class CSV and
+    confusion-matrix PNGs to `out_dir` (default <run dir>/eval). Returns the metrics."""
+    if cfg.split not in ("val", "train"):
+        raise ConfigError(f"split={cfg.split!r} is not allowed: expected val | train")
+    ckpt = load_checkpoint(cfg.ckpt)
+    run_cfg = OmegaConf.create(ckpt["config"])
+    if cfg.get("data_root"):
+        run_cfg.data.source.root = cfg.data_root
+    tasks = ckpt["tasks"]
+    table = load_table(run_cfg.data)
+    if table.tasks != tasks:
+        raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
+                        f"the checkpoint was trained on ({list(tasks)}); pass data_root=<the run's data>")
+    trainer_cfg = OmegaConf.merge(run_cfg.trainer, {"device": cfg.device})
+    rt = Runtime.from_config(trainer_cfg)
+    model = build_model(run_cfg, tasks, pretrained=False)
+    model.load_state_dict(ckpt["model"])
+    model.to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = build(run_cfg.loss, tasks=tasks)
+    loss_fn.load_state_dict(ckpt["loss"])
+    loss_fn.to(rt.device)
+
+    loader = eval_loader(table, run_cfg.data, cfg.batch_size, str(rt.device), split=cfg.split,
+                         workers=cfg.num_workers)
+    skips = SkipCounter()
+    metrics, meter = evaluate(model, loss_fn, loader, rt, tasks, skips=skips, progress=True, desc=f"eval {cfg.split}")
+    if cfg.split != "val":
+        metrics = {k.replace("val/", f"{cfg.split}/", 1): v for k, v in metrics.items()}
+
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir_of(ckpt["path"]) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_class = []
+    for task, names in tasks.items():
+        cm = meter.confusion_matrix(task)
+        plot_confusion(cm, names, out_dir / f"confusion_{task}.png", title=f"{task} ({cfg.split}, row-normalised)")
+        per_class.append(per_class_table(cm, names).assign(task=task))
+    per_class_df = pd.concat(per_class, ignore_index=True)[["task", "class", "support", "predicted", "precision",
+                                                             "recall", "f1"]]
+    per_class_df.to_csv(out_dir / "per_class.csv", index=False)
+    result = {"checkpoint": str(ckpt["path"]), "epoch": ckpt["epoch"], "split": cfg.split,
+              "skipped_images": skips.total, "metrics": metrics}
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+
+    print(f"\n{ckpt['path']} (epoch {ckpt['epoch']}), {cfg.split} split:\n"
+          f"{format_table(metrics, tasks, prefix=cfg.split)}\n")
+    for task in tasks:
+        print(f"{cfg.split}/{task}: loss {metrics[f'{cfg.split}/{task}/loss']:.4f}")
+    with pd.option_context("display.max_rows", 200, "display.width", 120):
+        print("\nper-class precision / recall:\n" + per_class_df.to_string(index=False, float_format="%.3f"))
+    if cfg.split == "val" and ckpt.get("metrics"):
+        diff = max((abs(metrics[k] - v) for k, v in ckpt["metrics"].items() if k in metrics), default=0.0)
+        log.info("largest difference to the val metrics recorded in the checkpoint: %.2e", diff)
+    print(f"\nwrote {out_dir}/metrics.json, per_class.csv, confusion_<task>.png")
+    return metrics

@@ -1,0 +1,73 @@
+"""Per-task classification losses and their multi-task combination."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepart.data.table import MISSING
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
+               label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
+    """Focal loss (Lin et al. 2017) with optional label smoothing.
+
+    loss = -sum_c q_c (1 - p_c)^gamma log p_c, q = one-hot target smoothed as in
+    `F.cross_entropy(label_smoothing=...)`. gamma = 0 is exactly cross-entropy.
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)
+    num_classes = logits.shape[-1]
+    q = F.one_hot(target, num_classes).to(logp.dtype)
+    if label_smoothing:
+        q = q * (1 - label_smoothing) + label_smoothing / num_classes
+    modulator = (1 - logp.exp()).clamp_min(0).pow(gamma) if gamma else 1.0
+    loss = -(q * modulator * logp).sum(-1)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+class MultiTaskLoss(nn.Module):
+    """Sum of per-task losses over the tasks of a batch, labels of -1 masked out.
+
+    weighting="uncertainty": L = sum_t exp(-s_t) L_t + s_t, with s_t = log sigma_t^2 learned
+    (Kendall et al. 2018); "equal": L = sum_t L_t. A task with no label in the batch contributes nothing.
+    """
+
+    def __init__(self, tasks: dict[str, list[str]] | list[str], criterion: str = "focal", gamma: float = 2.0,
+                 label_smoothing: float = 0.0, weighting: str = "uncertainty"):
+        super().__init__()
+        self.task_names = list(tasks)
+        self.gamma = gamma if criterion == "focal" else 0.0
+        self.label_smoothing = label_smoothing
+        self.weighting = weighting
+        self.log_vars = nn.Parameter(torch.zeros(len(self.task_names)), requires_grad=weighting == "uncertainty")
+
+    def per_sample(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample loss of one task (0 where the label is missing) and the label mask."""
+        mask = labels != MISSING
+        loss = focal_loss(logits, labels.clamp_min(0), self.gamma, self.label_smoothing, reduction="none")
+        return loss * mask, mask
+
+    def forward(self, logits: dict[str, torch.Tensor], labels: torch.Tensor):
+        """Returns (total loss, per-task mean losses (T,) detached, per-task label counts (T,))."""
+        total = logits[self.task_names[0]].new_zeros((), dtype=torch.float32)
+        task_losses, counts = [], []
+        for t, name in enumerate(self.task_names):
+            loss, mask = self.per_sample(logits[name], labels[:, t])
+            n = mask.sum()
+            mean = loss.sum() / n.clamp_min(1)
+            present = (n > 0).float()
+            if self.weighting == "uncertainty":
+                total = total + present * (torch.exp(-self.log_vars[t]) * mean + self.log_vars[t])
+            else:
+                total = total + mean
+            task_losses.append(mean.detach())
+            counts.append(n)
+        return total, torch.stack(task_losses), torch.stack(counts)
+
+    def task_weights(self) -> dict[str, float]:
+        """Current weight exp(-s_t) of each task (1.0 with equal weighting)."""
+        return {name: float(torch.exp(-self.log_vars[t].detach())) for t, name in enumerate(self.task_names)}

@@ -1,0 +1,3 @@
+from deepart.models.deepartnet import DeepArtNet, build_model
+
+__all__ = ["DeepArtNet", "build_model"]

@@ -1,0 +1,119 @@
+"""timm backbone reduced to its feature stages, with stage bookkeeping for freezing and offline weights."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from deepart.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _strip_prefix(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local file (.pth/.pt/.bin via torch, or .safetensors), unwrapped if nested."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"backbone.weights: file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"backbone.weights: {path} does not hold a state dict of tensors")
+    return _strip_prefix(state, "module.")
+
+
+def _match_by_order(source: dict, target: dict, name: str, path) -> dict:
+    """Rename `source` tensors onto `target` keys position by position (BatchNorm counters ignored)."""
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    dst = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
+    if len(src) != len(dst) or any(a.shape != b.shape for (_, a), (_, b) in zip(src, dst)):
+        raise ConfigError(
+            f"backbone.weights: {path} matches timm '{name}' neither by name nor one-to-one by position "
+            f"({len(src)} tensors in the file, {len(dst)} in the model). Is it a '{name}' checkpoint?")
+    return {dk: sv for (_, sv), (dk, _) in zip(src, dst)}
+
+
+class TimmBackbone(nn.Module):
+    """Feature extractor: a timm model's stages up to the last (stride 32) feature map.
+
+    `stages` are timm's feature stages (stem included in stage 0): freezing stage k freezes every
+    parameter that runs before the k-th feature map is produced and after the (k-1)-th.
+    """
+
+    def __init__(self, name: str, pretrained: bool = False, weights: str | None = None,
+                 drop_path_rate: float = 0.0):
+        super().__init__()
+        if name not in timm.list_models() and not timm.is_model(name):
+            close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+            raise ConfigError(f"backbone.name={name!r} is not a timm model. Options in conf/backbone/ or any "
+                              f"timm name (similar: {', '.join(close) or 'none'}).")
+        kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        try:
+            self.body = timm.create_model(name, pretrained=pretrained and not weights, features_only=True,
+                                          out_indices=(-1,), **kwargs)
+        except (OSError, RuntimeError) as exc:
+            if pretrained and not weights:
+                raise ConfigError(
+                    f"backbone.pretrained=true: could not fetch ImageNet weights for '{name}' ({exc}). "
+                    "Without internet, pass backbone.weights=<local file> or backbone.pretrained=false."
+                ) from exc
+            raise
+        self.name = name
+        info = self.body.feature_info
+        self.out_channels = info.channels()[-1]
+        self.reduction = info.reduction()[-1]
+        self.stage_modules = [d["module"] for d in info.info]
+        cfg = self.body.pretrained_cfg
+        self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+        self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+        if weights:
+            self.load_weights(weights)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_modules)
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load a local state dict: by name (timm keys, possibly of the full classifier model), else by
+        position onto the full timm model (e.g. the EfficientNet-Lite0 package file)."""
+        source = read_weights_file(path)
+        target = self.body.state_dict()
+        if not all(k in source for k in target if not k.endswith("num_batches_tracked")):
+            full = timm.create_model(self.name, pretrained=False).state_dict()
+            source = _match_by_order(source, full, self.name, path)
+        state = {k: v for k, v in source.items() if k in target}
+        missing, _ = self.body.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing:
+            raise ConfigError(f"backbone.weights: {path} lacks {len(missing)} tensors, e.g. {missing[:3]}")
+        log.info("backbone '%s': loaded %d tensors from %s", self.name, len(state), path)
+
+    def stage_of(self) -> dict[str, int]:
+        """Parameter name (relative to this module) -> feature stage index."""
+        names = [n for n, _ in self.body.named_parameters()]
+        last_index = []
+        for module in self.stage_modules:
+            idx = [i for i, n in enumerate(names) if n == module or n.startswith(module + ".")]
+            last_index.append(max(idx) if idx else (last_index[-1] if last_index else -1))
+        stages, stage = {}, 0
+        for i, n in enumerate(names):
+            while stage < len(last_index) - 1 and i > last_index[stage]:
+                stage += 1
+            stages["body." + n] = stage
+        return stages
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)[-1]  # (B, C, H/32, W/32)

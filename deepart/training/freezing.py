@@ -1,0 +1,43 @@
+"""Phase freezing: which parameters train, expressed as data (`phase.freeze`, `phase.freeze_stages`)."""
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from deepart.errors import ConfigError
+from deepart.models.deepartnet import DeepArtNet
+
+log = logging.getLogger(__name__)
+
+
+
+def apply_freezing(model: DeepArtNet, freeze: list[str], freeze_stages: int) -> dict[str, int]:
+    """Freeze the named model parts and backbone stages 0..freeze_stages-1; everything else trains.
+
+    BatchNorm layers whose parameters are all frozen are kept in eval mode (running statistics fixed).
+    Returns counts of trainable / frozen parameters.
+    """
+    n_stages = model.backbone.num_stages
+    if freeze_stages > n_stages:
+        raise ConfigError(f"phase.freeze_stages={freeze_stages}: backbone '{model.backbone.name}' has "
+                          f"{n_stages} stages (0..{n_stages - 1}); use 0..{n_stages}")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for part in freeze:
+        module = getattr(model, part, None)
+        if isinstance(module, nn.Module):
+            module.requires_grad_(False)
+    stage_of = model.backbone.stage_of()
+    for name, p in model.backbone.named_parameters():
+        if stage_of[name] < freeze_stages:
+            p.requires_grad_(False)
+
+    model.frozen_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                          and any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
+    model.train(model.training)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    log.info("freezing: parts %s, backbone stages < %d -> %.2fM trainable, %.2fM frozen parameters",
+             list(freeze) or "none", freeze_stages, trainable / 1e6, frozen / 1e6)
+    return {"trainable": trainable, "frozen": frozen}

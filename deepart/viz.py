@@ -1,0 +1,64 @@
+"""Pictures: attention overlays and confusion matrices."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def upsample_map(weights: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A (h, w) map bilinearly upsampled to `size` (H, W) and scaled to [0, 1]."""
+    t = torch.as_tensor(np.asarray(weights, dtype=np.float32))[None, None]
+    up = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+    lo, hi = float(up.min()), float(up.max())
+    return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+    """Blend an (H, W) map in [0, 1] over an (H, W, 3) uint8 image; returns uint8 (H, W, 3)."""
+    from matplotlib import colormaps
+
+    colours = colormaps[cmap](heat)[..., :3] * 255
+    return np.clip((1 - alpha) * image.astype(np.float32) + alpha * colours, 0, 255).astype(np.uint8)
+
+
+def attention_overlay(image_chw: torch.Tensor, attention: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Overlay of a (h, w) attention map on a uint8 (3, H, W) image tensor."""
+    image = image_chw.permute(1, 2, 0).cpu().numpy()
+    return overlay(image, upsample_map(attention, image.shape[:2]))
+
+
+def plot_confusion(cm: np.ndarray, class_names: list[str], path: str | Path, title: str = "",
+                   normalize: bool = True) -> Path:
+    """Save a confusion matrix (rows = truth, normalised per true class by default) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm, dtype=float)
+    shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
+    n = len(class_names)
+    side = max(4.0, 0.32 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix" + (" (row-normalised)" if normalize else ""))
+    if n <= 12:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, f"{shown[i, j]:.2f}" if normalize else int(cm[i, j]), ha="center",
+                            va="center", fontsize=7, color="white" if shown[i, j] > 0.5 * shown.max() else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
