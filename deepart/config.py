@@ -16,7 +16,7 @@ FREEZABLE = ("backbone", "proj", "sequencer", "attention", "heads")
 CRITERIA = ("focal", "ce")
 WEIGHTINGS = ("uncertainty", "equal")
 PRECISIONS = ("auto", "bf16", "fp32")
-MISSING_IMAGES = ("error", "skip")
+MISSING_IMAGES = ("error", "skip", "ignore")
 
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 

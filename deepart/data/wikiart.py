@@ -8,8 +8,9 @@ Quirks of the real files handled here:
 - style/genre rows are `path,label` with CRLF endings; artist rows are `path,,label` with LF endings,
   after a header line `(Path to image),, (Groundtruth class)` and a blank line;
 - the style folder `Art_Nouveau_Modern/` holds class `Art_Nouveau` (folder != class name);
-- a path may be listed twice in one file (genre_val.csv has one): identical rows are kept once,
-  conflicting labels are an error;
+- a path may be listed twice in one file (genre_val.csv lists one painting as both cityscape and
+  landscape): a single-task run keeps every row, exactly as published; the multi-task table has one
+  row per image, so there a duplicate with conflicting labels is left unlabelled for that task;
 - the three tasks' splits were drawn independently, so an image can be in one task's train split and
   another task's val split: multi-task train excludes every image that is in any val split.
 """
@@ -51,17 +52,17 @@ def read_class_list(path: Path) -> list[str]:
 
 
 def read_split(path: Path, num_classes: int) -> pd.DataFrame:
-    """Rows of an ArtGAN split file as a frame with columns `path`, `label`.
+    """Every row of an ArtGAN split file, as a frame with columns `path`, `label`.
 
     Accepts `path,label` and `path,,label` rows, CRLF or LF endings, a UTF-8 BOM, a `(Path to image)`
     header and blank lines. Labels must be integers in 0..num_classes-1; errors name file and line.
+    Rows are returned as published, repeated paths included (see `unique_labels`).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"split file not found: {path}")
     paths: list[str] = []
     labels: list[int] = []
-    first_line: dict[str, tuple[int, int]] = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         line = line.strip()
         if not line or (line.startswith("(") and not paths):
@@ -78,18 +79,30 @@ def read_split(path: Path, num_classes: int) -> pd.DataFrame:
         if not 0 <= value < num_classes:
             raise DataError(f"{path}:{lineno}: label {value} is out of range 0..{num_classes - 1} "
                             f"(the class list has {num_classes} classes)")
-        if image in first_line:
-            prev_line, prev_label = first_line[image]
-            if prev_label != value:
-                raise DataError(f"{path}:{lineno}: {image} is listed again with label {value}, "
-                                f"but line {prev_line} gives label {prev_label}")
-            continue
-        first_line[image] = (lineno, value)
         paths.append(image)
         labels.append(value)
     if not paths:
         raise DataError(f"{path} lists no images")
     return pd.DataFrame({"path": paths, "label": np.asarray(labels, dtype=np.int64)})
+
+
+def unique_labels(frame: pd.DataFrame, name: str, notes: list[str]) -> pd.DataFrame:
+    """One row per path: repeated identical rows collapse; a path listed with different labels gets
+    label -1 (its ground truth is ambiguous). Each case is added to `notes`."""
+    repeated = frame["path"].duplicated(keep=False)
+    if not repeated.any():
+        return frame
+    labels_per_path = frame[repeated].groupby("path", sort=False)["label"].nunique()
+    conflicting = labels_per_path[labels_per_path > 1].index
+    out = frame.drop_duplicates("path").copy()
+    out.loc[out["path"].isin(conflicting), "label"] = MISSING
+    if len(conflicting):
+        notes.append(f"{name}: {len(conflicting)} image(s) listed with different labels are left unlabelled "
+                     f"for this task (e.g. {conflicting[0]})")
+    identical = len(labels_per_path) - len(conflicting)
+    if identical:
+        notes.append(f"{name}: {identical} image(s) listed twice with the same label are used once")
+    return out.reset_index(drop=True)
 
 
 def _join(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -104,7 +117,10 @@ def _join(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def check_images(frames: list[pd.DataFrame], image_root: Path, policy: str) -> list[pd.DataFrame]:
-    """Count listed images that are not on disk; raise (policy 'error') or drop them ('skip')."""
+    """Count listed images that are not on disk; raise (policy 'error'), drop them ('skip'), or do not
+    look ('ignore': files that turn out missing are skipped and counted while reading)."""
+    if policy == "ignore":
+        return frames
     listed = pd.unique(pd.concat([f["path"] for f in frames], ignore_index=True))
     missing = [p for p in listed if not (image_root / p).is_file()]
     if not missing:
@@ -138,11 +154,15 @@ def load_wikiart(root: str | Path, tasks: list[str] | None = None, missing_image
         raise DataError(f"WikiArt folder not found: {root}. Run `python -m deepart.data.download wikiart` "
                         f"or set data.source.root=<folder with the ArtGAN CSVs>.")
     classes = {t: read_class_list(root / f"{t}_class.txt") for t in tasks}
-    train = {t: read_split(root / f"{t}_train.csv", len(classes[t])) for t in tasks}
-    val = {t: read_split(root / f"{t}_val.csv", len(classes[t])) for t in tasks}
-    train_table, val_table = _join(train), _join(val)
+    notes: list[str] = []
+    splits = {}
+    for split in ("train", "val"):
+        frames = {t: read_split(root / f"{t}_{split}.csv", len(classes[t])) for t in tasks}
+        if len(tasks) > 1:
+            frames = {t: unique_labels(f, f"{t}_{split}.csv", notes) for t, f in frames.items()}
+        splits[split] = _join(frames)
+    train_table, val_table = splits["train"], splits["val"]
 
-    notes = []
     in_val = train_table["path"].isin(set(val_table["path"]))
     if in_val.any():
         notes.append(f"{int(in_val.sum())} images listed in a train split are in another task's val split "

@@ -1,0 +1,74 @@
+"""Shared test helpers: compose the real config and shrink it (tiny timm backbone, small images,
+1 epoch, no W&B), plus a small demo dataset generated once per session."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from deepart.config import CONF_DIR, config_groups, quote_numeric_choices
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# A model small enough to train in seconds on 2 CPU cores, built from the real config groups.
+TINY = [
+    "backbone.name=test_efficientnet", "backbone.pretrained=false",
+    "model.dim=32", "model.head_hidden=16",
+    "logger=none", "trainer.progress_bar=false", "trainer.log_every_n_steps=0",
+    "data.image_size=64", "data.resize_size=64", "data.num_workers=0",
+    "phase=3", "phase.epochs=1", "phase.batch_size=16", "phase.lr=3e-3",
+]
+TINY_SEQUENCER = ["sequencer.encoder.hidden_size=16", "sequencer.pooling.hidden_dim=16"]
+
+
+def tiny_sequencer(name: str) -> list[str]:
+    """Overrides that shrink sequencer option `name` (for the default bilstm: TINY_SEQUENCER)."""
+    if name == "pool":
+        return []
+    if name == "transformer":
+        return ["sequencer.encoder.ff_dim=32", "sequencer.encoder.num_heads=4", "sequencer.pooling.hidden_dim=16"]
+    return TINY_SEQUENCER
+DEMO_N, DEMO_SIZE = 96, 64
+
+
+def compose_config(overrides: list[str] = (), config_name: str = "config") -> DictConfig:
+    """The composed project config with `overrides` (command-line syntax)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=quote_numeric_choices(list(overrides), config_groups()))
+
+
+def demo_overrides(root: Path) -> list[str]:
+    return ["data=demo", f"data.source.root={root}", f"data.source.n_images={DEMO_N}",
+            f"data.source.image_size={DEMO_SIZE}"]
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    from deepart.data.demo import generate_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    return generate_demo(root, n_images=DEMO_N, image_size=DEMO_SIZE, seed=0)
+
+
+@pytest.fixture
+def tiny_cfg(demo_root):
+    """Factory: the tiny demo config plus extra overrides."""
+
+    def make(*extra: str) -> DictConfig:
+        return compose_config([*demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, *extra])
+
+    return make
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run train.py / eval.py in a subprocess (as a user would) and return the finished process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd or REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
