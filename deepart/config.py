@@ -44,6 +44,14 @@ def config_groups() -> list[str]:
     return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 
 
+def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+    """The project config composed in-process with command-line style `overrides` (for scripts and tests)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=quote_numeric_choices(list(overrides), config_groups()))
+
+
 def group_options(group: str) -> list[str]:
     """Option names of one config group."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))

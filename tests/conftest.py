@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from deepart.config import CONF_DIR, config_groups, quote_numeric_choices
+from deepart.config import compose_config  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -35,12 +34,6 @@ def tiny_sequencer(name: str) -> list[str]:
         return ["sequencer.encoder.ff_dim=32", "sequencer.encoder.num_heads=4", "sequencer.pooling.hidden_dim=16"]
     return TINY_SEQUENCER
 DEMO_N, DEMO_SIZE = 96, 64
-
-
-def compose_config(overrides: list[str] = (), config_name: str = "config") -> DictConfig:
-    """The composed project config with `overrides` (command-line syntax)."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=quote_numeric_choices(list(overrides), config_groups()))
 
 
 def demo_overrides(root: Path) -> list[str]:

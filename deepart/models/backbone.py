@@ -46,7 +46,37 @@ def _match_by_order(source: dict, target: dict, name: str, path) -> dict:
     return {dk: sv for (_, sv), (dk, _) in zip(src, dst)}
 
 
-class TimmBackbone(nn.Module):
+class Backbone(nn.Module):
+    """What the model and the freezing logic need from a backbone.
+
+    Subclasses set `body` (the module holding every parameter), `name`, `out_channels`, `reduction`,
+    `stage_modules` (names, inside `body`, of the module that ends each feature stage, in order) and the
+    input `mean` / `std` (0..1 scale); `forward` returns the last feature map (B, out_channels, H/r, W/r).
+    """
+
+    body: nn.Module
+    stage_modules: list[str]
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_modules)
+
+    def stage_of(self) -> dict[str, int]:
+        """Parameter name (relative to this module) -> feature stage index."""
+        names = [n for n, _ in self.body.named_parameters()]
+        last_index = []
+        for module in self.stage_modules:
+            idx = [i for i, n in enumerate(names) if n == module or n.startswith(module + ".")]
+            last_index.append(max(idx) if idx else (last_index[-1] if last_index else -1))
+        stages, stage = {}, 0
+        for i, n in enumerate(names):
+            while stage < len(last_index) - 1 and i > last_index[stage]:
+                stage += 1
+            stages["body." + n] = stage
+        return stages
+
+
+class TimmBackbone(Backbone):
     """Feature extractor: a timm model's stages up to the last (stride 32) feature map.
 
     `stages` are timm's feature stages (stem included in stage 0): freezing stage k freezes every
@@ -82,10 +112,6 @@ class TimmBackbone(nn.Module):
         if weights:
             self.load_weights(weights)
 
-    @property
-    def num_stages(self) -> int:
-        return len(self.stage_modules)
-
     def load_weights(self, path: str | Path) -> None:
         """Load a local state dict: by name (timm keys, possibly of the full classifier model), else by
         position onto the full timm model (e.g. the EfficientNet-Lite0 package file)."""
@@ -101,19 +127,46 @@ class TimmBackbone(nn.Module):
             raise ConfigError(f"backbone.weights: {path} lacks {len(missing)} tensors, e.g. {missing[:3]}")
         log.info("backbone '%s': loaded %d tensors from %s", self.name, len(state), path)
 
-    def stage_of(self) -> dict[str, int]:
-        """Parameter name (relative to this module) -> feature stage index."""
-        names = [n for n, _ in self.body.named_parameters()]
-        last_index = []
-        for module in self.stage_modules:
-            idx = [i for i, n in enumerate(names) if n == module or n.startswith(module + ".")]
-            last_index.append(max(idx) if idx else (last_index[-1] if last_index else -1))
-        stages, stage = {}, 0
-        for i, n in enumerate(names):
-            while stage < len(last_index) - 1 and i > last_index[stage]:
-                stage += 1
-            stages["body." + n] = stage
-        return stages
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)[-1]  # (B, C, H/32, W/32)
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SmallCNN(Backbone):
+    """A plain VGG-style CNN (3x3 conv + BatchNorm + ReLU blocks, 2x2 max-pool between them) for quick
+    runs from scratch on a CPU, e.g. the built-in demo: it learns shape and texture cues in a few epochs,
+    where ImageNet-style backbones trained from scratch need many more. Stage k is block k; the output
+    stride is 2 ** (len(widths) - 1) (16 with the default 5 blocks: 7x7 tokens at 112 px)."""
+
+    def __init__(self, widths: tuple[int, ...] | list[int] = (32, 64, 96, 128, 192), weights: str | None = None,
+                 name: str = "small_cnn", pretrained: bool = False, drop_path_rate: float = 0.0):
+        super().__init__()
+        if pretrained:
+            raise ConfigError("backbone.pretrained=true: small_cnn has no pretrained weights; use "
+                              "backbone.weights=<file> or backbone.pretrained=false")
+        widths = [int(w) for w in widths]
+        if not widths or min(widths) < 1:
+            raise ConfigError(f"backbone.widths={widths}: give one positive channel count per block")
+        layers: list[nn.Module] = []
+        for i, (cin, cout) in enumerate(zip([3, *widths[:-1]], widths)):
+            if i:
+                layers.append(nn.MaxPool2d(2))
+            layers.append(_conv_block(cin, cout))
+        self.body = nn.Sequential(*layers)
+        self.name = name
+        self.out_channels = widths[-1]
+        self.reduction = 2 ** (len(widths) - 1)
+        self.stage_modules = [str(i) for i, m in enumerate(layers) if isinstance(m, nn.Sequential)]
+        self.mean, self.std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+        if weights:
+            state = _strip_prefix(read_weights_file(weights), "body.")
+            try:
+                self.body.load_state_dict(state)
+            except RuntimeError as exc:
+                raise ConfigError(f"backbone.weights: {weights} does not fit small_cnn {widths}: {exc}") from exc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)  # (B, widths[-1], H/reduction, W/reduction)

@@ -70,6 +70,20 @@ class SkipCounter:
                 log.warning("more unreadable images are skipped; the count is reported per epoch")
 
 
+def train_step(model, loss_fn: MultiTaskLoss, images: torch.Tensor, labels: torch.Tensor, optimizer, rt: Runtime,
+               *, grad_clip: float | None, params: list[torch.Tensor]) -> tuple[dict, torch.Tensor]:
+    """Forward, loss, backward, clipping and one optimizer step; no host sync. Returns (outputs, loss)."""
+    with rt.autocast():
+        out = model(images)
+        loss, _, _ = loss_fn(out["logits"], labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return out, loss
+
+
 def train_one_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler, rt: Runtime, *,
                     grad_clip: float | None, tasks: dict, skips: SkipCounter, desc: str, progress: bool,
                     log_every: int, on_log=None, step: int = 0) -> tuple[dict[str, float], int]:
@@ -86,14 +100,7 @@ def train_one_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler,
         if "image" not in batch:
             continue
         images, labels = rt.images(batch), rt.labels(batch)
-        with rt.autocast():
-            out = model(images)
-            loss, _, _ = loss_fn(out["logits"], labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
+        out, loss = train_step(model, loss_fn, images, labels, optimizer, rt, grad_clip=grad_clip, params=params)
         scheduler.step()
         meter.update(out["logits"], labels)
         loss_sum += loss.detach()
