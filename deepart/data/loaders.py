@@ -6,11 +6,12 @@ import os
 
 import torch
 from deepart.config import build
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from deepart.data.dataset import PaintingDataset, collate
 from deepart.data.table import TaskTable
+from deepart.errors import ConfigError
 from deepart.data.transforms import min_decode_side, transform_from_config
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,10 @@ log = logging.getLogger(__name__)
 
 def load_table(data_cfg: DictConfig) -> TaskTable:
     """Instantiate `data.source` (a function returning a TaskTable) and keep `data.tasks`."""
+    unset = [key for key in data_cfg if OmegaConf.is_missing(data_cfg, key)]
+    if unset:
+        raise ConfigError(f"data.{unset[0]} is not set: pass data.{unset[0]}=... on the command line "
+                          f"(see docs/data.md)")
     table = build(data_cfg.source, tasks=list(data_cfg.tasks) if data_cfg.tasks else None)
     table = table.select_tasks(list(data_cfg.tasks) if data_cfg.tasks else None)
     for note in table.notes:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepart.data.table import MISSING, TaskTable
+from deepart.data.table import MISSING, TaskTable, check_images
 from deepart.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -160,27 +160,6 @@ def resolve_spellings(frames: list[pd.DataFrame], image_root: Path, notes: list[
     notes.append(f"{len(renames)} listed paths are stored under their repaired UTF-8 spelling "
                  f"(e.g. {next(iter(renames))!r} -> {next(iter(renames.values()))!r})")
     return [f.assign(path=f["path"].replace(renames)) for f in frames]
-
-
-def check_images(frames: list[pd.DataFrame], image_root: Path, policy: str) -> list[pd.DataFrame]:
-    """Count listed images that are not on disk; raise (policy 'error'), drop them ('skip'), or do not
-    look ('ignore': files that turn out missing are skipped and counted while reading)."""
-    if policy == "ignore":
-        return frames
-    listed = pd.unique(pd.concat([f["path"] for f in frames], ignore_index=True))
-    missing = [p for p in listed if not (image_root / p).is_file()]
-    if not missing:
-        return frames
-    examples = ", ".join(missing[:5])
-    if policy == "error":
-        raise DataError(
-            f"{len(missing)} of {len(listed)} listed images are missing under {image_root} "
-            f"(first: {examples}). Download them (see README: getting the data) or pass "
-            f"data.source.missing_images=skip to train on the {len(listed) - len(missing)} present ones.")
-    log.warning("%d of %d listed images are missing under %s and are skipped (first: %s)",
-                len(missing), len(listed), image_root, examples)
-    gone = set(missing)
-    return [f[~f["path"].isin(gone)].reset_index(drop=True) for f in frames]
 
 
 def load_wikiart(root: str | Path, tasks: list[str] | None = None, missing_images: str = "error",
