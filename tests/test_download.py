@@ -38,7 +38,10 @@ class Server:
                 server.ranges.append(rng)
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
                 if start >= len(body):
-                    self.send_error(416)
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(body)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 self.send_response(206 if rng else 200)
                 if rng:
@@ -104,6 +107,18 @@ def test_dropped_connection_is_retried_automatically(tmp_path, serve):
     fetch(server.url + "/f", tmp_path / "f", retries=3, progress=False)
     assert (tmp_path / "f").read_bytes() == body
     assert server.ranges == [None, "bytes=100000-", "bytes=200000-"]
+
+
+def test_complete_or_oversized_part_file(tmp_path, serve):
+    body = b"y" * 1000
+    server = serve({"/f": body})
+    (tmp_path / "f.part").write_bytes(body)  # finished before the rename: nothing left to fetch
+    fetch(server.url + "/f", tmp_path / "f", retries=0, progress=False)
+    assert (tmp_path / "f").read_bytes() == body
+    (tmp_path / "g.part").write_bytes(b"z" * 1500)  # longer than the file: not trusted, fetched again
+    server.files["/g"] = body
+    fetch(server.url + "/g", tmp_path / "g", retries=1, progress=False)
+    assert (tmp_path / "g").read_bytes() == body and server.ranges[-2:] == ["bytes=1500-", None]
 
 
 def test_images_download_and_extract(tmp_path, serve):

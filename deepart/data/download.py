@@ -101,9 +101,14 @@ def fetch(url: str, dest: Path, *, retries: int = 3, progress: bool = True) -> P
         try:
             response = _open(url, offset)
         except urllib.error.HTTPError as exc:
-            if exc.code == 416 and offset:  # nothing left to send: the part file is complete
-                part.rename(dest)
-                return dest
+            if exc.code == 416 and offset:  # nothing left to send: complete if the sizes agree
+                announced = (exc.headers.get("Content-Range") or "").rpartition("/")[2]
+                if announced.isdigit() and int(announced) == offset:
+                    part.rename(dest)
+                    return dest
+                part.unlink()
+                if attempt < retries:
+                    continue
             raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
