@@ -92,7 +92,7 @@ class TaskTable:
 
 
 def check_images(frames: list[pd.DataFrame], image_root: Path, policy: str,
-                 option: str = "data.source.missing_images") -> list[pd.DataFrame]:
+                 get_them: str = "check the image folder") -> list[pd.DataFrame]:
     """Count listed images that are not on disk; raise (policy 'error'), drop them ('skip'), or do not
     look ('ignore': files that turn out missing are skipped and counted while reading)."""
     if policy == "ignore":
@@ -103,10 +103,11 @@ def check_images(frames: list[pd.DataFrame], image_root: Path, policy: str,
         return frames
     examples = ", ".join(missing[:5])
     if policy == "error":
+        present = len(listed) - len(missing)
         raise DataError(
             f"{len(missing)} of {len(listed)} listed images are missing under {image_root} "
-            f"(first: {examples}). Download them (see docs/data.md: getting the data) or pass "
-            f"{option}=skip to train on the {len(listed) - len(missing)} present ones.")
+            f"(first: {examples}). To get them: {get_them} (docs/data.md)"
+            + (f", or pass data.source.missing_images=skip to train on the {present} present ones." if present else "."))
     log.warning("%d of %d listed images are missing under %s and are skipped (first: %s)",
                 len(missing), len(listed), image_root, examples)
     gone = set(missing)

@@ -117,6 +117,6 @@ def load_csv(table: str | Path, image_dir: str | Path, tasks: list[str] | None =
         notes.append(f"stratified {'/'.join(f'{f:g}' for f in fractions)} split on {tasks[0]!r} by seed {seed}")
     split = np.where(unlabelled.to_numpy(), -1, split)
     parts = [out[split == i].reset_index(drop=True) for i in range(3)]
-    parts = check_images(parts, image_dir, missing_images)
+    parts = check_images(parts, image_dir, missing_images, f"check data.image_dir={image_dir}")
     test = parts[2] if len(parts[2]) else None
     return TaskTable(parts[0], parts[1], classes, image_dir, notes, test)

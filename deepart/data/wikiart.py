@@ -197,5 +197,6 @@ def load_wikiart(root: str | Path, tasks: list[str] | None = None, missing_image
     image_root = root / images_dir
     if image_root.is_dir():
         train_table, val_table = resolve_spellings([train_table, val_table], image_root, notes)
-    train_table, val_table = check_images([train_table, val_table], image_root, missing_images)
+    train_table, val_table = check_images([train_table, val_table], image_root, missing_images,
+                                         "python -m deepart.data.download wikiart --images")
     return TaskTable(train_table, val_table, classes, image_root, notes)
