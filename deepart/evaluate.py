@@ -42,8 +42,8 @@ def require_checkpoint_arg(argv: list[str]) -> None:
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on its run's validation split; write metrics.json, per-class CSV and
     confusion-matrix PNGs to `out_dir` (default <run dir>/eval). Returns the metrics."""
-    if cfg.split not in ("val", "train"):
-        raise ConfigError(f"split={cfg.split!r} is not allowed: expected val | train")
+    if cfg.split not in ("val", "train", "test"):
+        raise ConfigError(f"split={cfg.split!r} is not allowed: expected val | train | test (test: data=csv)")
     ckpt = load_checkpoint(cfg.ckpt)
     run_cfg = OmegaConf.create(ckpt["config"])
     if cfg.get("data_root"):

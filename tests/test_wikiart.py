@@ -128,3 +128,36 @@ def test_class_list_must_be_consecutive(tmp_path):
     write(tmp_path / "c.txt", "0 A\n2 C\n")
     with pytest.raises(DataError, match=r"c\.txt:2"):
         read_class_list(tmp_path / "c.txt")
+
+
+def test_mojibake_paths_resolve_to_whichever_spelling_exists(tmp_path):
+    import unicodedata
+
+    listed = ["Impressionism/joaquã\xadn-sorolla_beach.jpg", "Cubism/andrã©-lhote_two.jpg",
+              "Symbolism/georges-lacombeâ\xa0_death.jpg", "Cubism/plain.jpg"]
+    write(tmp_path / "style_class.txt", "0 a\n")
+    write(tmp_path / "style_train.csv", "".join(f"{p},0\n" for p in listed[:3]), "\r\n")
+    write(tmp_path / "style_val.csv", f"{listed[3]},0\n", "\r\n")
+    on_disk = ["Impressionism/joaquín-sorolla_beach.jpg",                      # repaired, NFC
+               unicodedata.normalize("NFD", "Cubism/andré-lhote_two.jpg"),     # repaired, NFD (macOS)
+               listed[2], listed[3]]                                            # as listed
+    for rel in on_disk:
+        (tmp_path / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "images" / rel).write_bytes(b"x")
+    table = load_wikiart(tmp_path, tasks=["style"])  # missing_images=error: nothing is missing
+    assert sorted(table.train["path"]) == sorted(on_disk[:3])
+    assert all(table.resolve(p).is_file() for p in [*table.train["path"], *table.val["path"]])
+    assert any("repaired UTF-8 spelling" in n for n in table.notes)
+
+
+@needs_real
+def test_real_non_ascii_paths_all_repair():
+    from deepart.data.wikiart import repair_mojibake
+
+    paths = pd.concat([read_split(WIKIART / f"{t}_{s}.csv", 10**6)["path"]
+                       for t in ("style", "genre") for s in ("train", "val")]).unique()
+    odd = [p for p in paths if not p.isascii()]
+    assert len(odd) == 709
+    repaired = [repair_mojibake(p) for p in odd]
+    assert None not in repaired and "Impressionism/joaquín-sorolla_the-young-yachtsman-1909.jpg" in repaired
+    assert not any("ã" in p or "â" in p for p in repaired)

@@ -23,7 +23,7 @@ class PaintingDataset(Dataset):
     """
 
     def __init__(self, table: TaskTable, split: str, transform: Callable, min_side: int | None = None):
-        frame = table.train if split == "train" else table.val
+        frame = table.frame(split)
         self.paths = [str(table.resolve(p)) for p in frame["path"]]
         self.labels = torch.from_numpy(table.labels(split))
         self.transform = transform

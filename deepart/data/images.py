@@ -9,9 +9,12 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 # WikiArt has paintings of tens of megapixels: the decompression-bomb guard would refuse them.
-# They are decoded at reduced size (JPEG draft mode) instead, so the guard is not needed here.
+# JPEGs are decoded at reduced size (draft mode) instead, so the guard is not needed for them; other
+# formats cannot be decoded partially and are refused above MAX_DECODE_PIXELS (see `load_rgb`).
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+#: largest non-JPEG image decoded in full (Pillow's own refusal threshold: 2 x 89,478,485 pixels)
+MAX_DECODE_PIXELS = 2 * 89_478_485
 
 
 class ImageLoadError(Exception):
@@ -45,19 +48,26 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
 
     `min_side`: the caller needs the shorter side to be at least this many pixels; JPEGs much larger
     than that are decoded at 1/2, 1/4 or 1/8 scale (never below `min_side`), which is fast and light.
-    Raises ImageLoadError for missing, empty, truncated or undecodable files.
+    Other formats (PNG, TIFF, ...) are decoded in full, then reduced by an integer factor; above
+    MAX_DECODE_PIXELS they are refused (a full decode would need gigabytes).
+    Raises ImageLoadError for missing, empty, truncated, oversized non-JPEG or undecodable files.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
-                if min_side and img.format == "JPEG":
-                    w, h = img.size
-                    scale = min(w, h) / min_side
+                w, h = img.size
+                scale = min(w, h) / min_side if min_side else 1.0
+                if img.format == "JPEG":
                     if scale >= 2:
                         img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
+                elif w * h > MAX_DECODE_PIXELS:
+                    raise ImageLoadError(f"{path}: {w}x{h} {img.format} image is too large to decode "
+                                         f"(> {MAX_DECODE_PIXELS} pixels; only JPEGs decode at reduced size): "
+                                         f"convert it to JPEG or shrink it")
                 img.load()
-                img = ImageOps.exif_transpose(img) or img
-                return _to_rgb(img)
+                fmt = img.format
+                img = _to_rgb(ImageOps.exif_transpose(img) or img)
+                return img.reduce(int(scale)) if fmt != "JPEG" and scale >= 2 else img
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageLoadError(f"{path}: {exc}") from exc

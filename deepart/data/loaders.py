@@ -6,22 +6,31 @@ import os
 
 import torch
 from deepart.config import build
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from deepart.data.dataset import PaintingDataset, collate
+from deepart.data.prepare import use_cache
 from deepart.data.table import TaskTable
 from deepart.data.transforms import min_decode_side, transform_from_config
+from deepart.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def load_table(data_cfg: DictConfig) -> TaskTable:
-    """Instantiate `data.source` (a function returning a TaskTable) and keep `data.tasks`."""
+def load_table(data_cfg: DictConfig, cached: bool = True) -> TaskTable:
+    """Instantiate `data.source` (a function returning a TaskTable) and keep `data.tasks`; with `cached`,
+    read the preprocessed copies when `data.cache` allows and they are up to date (deepart.data.prepare)."""
+    unset = [key for key in data_cfg if OmegaConf.is_missing(data_cfg, key)]
+    if unset:
+        raise ConfigError(f"data.{unset[0]} is not set: pass data.{unset[0]}=... on the command line "
+                          f"(see docs/data.md)")
     table = build(data_cfg.source, tasks=list(data_cfg.tasks) if data_cfg.tasks else None)
     table = table.select_tasks(list(data_cfg.tasks) if data_cfg.tasks else None)
     for note in table.notes:
         log.info(note)
+    if cached:
+        table = use_cache(table, data_cfg)
     log.info("data: %s", table.summary())
     return table
 

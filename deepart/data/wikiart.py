@@ -12,17 +12,22 @@ Quirks of the real files handled here:
   landscape): a single-task run keeps every row, exactly as published; the multi-task table has one
   row per image, so there a duplicate with conflicting labels is left unlabelled for that task;
 - the three tasks' splits were drawn independently, so an image can be in one task's train split and
-  another task's val split: multi-task train excludes every image that is in any val split.
+  another task's val split: multi-task train excludes every image that is in any val split;
+- 709 style/genre paths are mojibake: UTF-8 names read as Latin-1 and lower-cased (`joaquín` is listed as
+  `joaquã\xadn`, `georges-lacombe\xa0_` as `georges-lacombeâ\xa0_`); an image is looked up under the
+  listed spelling first, then the repaired UTF-8 one (NFC, then NFD as macOS writes it).
 """
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from deepart.data.table import MISSING, TaskTable
+from deepart.data.table import MISSING, TaskTable, check_images
 from deepart.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -116,25 +121,45 @@ def _join(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def check_images(frames: list[pd.DataFrame], image_root: Path, policy: str) -> list[pd.DataFrame]:
-    """Count listed images that are not on disk; raise (policy 'error'), drop them ('skip'), or do not
-    look ('ignore': files that turn out missing are skipped and counted while reading)."""
-    if policy == "ignore":
-        return frames
+_MOJIBAKE = re.compile(r"[\u00e2\u00e3][\u0080-\u00bf]")  # lower-cased lead byte C2/C3 + continuation byte
+
+
+def repair_mojibake(path: str) -> str | None:
+    """The UTF-8 spelling of a path listed as lower-cased Latin-1 mojibake, or None if it is not one."""
+    if not _MOJIBAKE.search(path):
+        return None
+    upper = _MOJIBAKE.sub(lambda m: m.group(0)[0].upper() + m.group(0)[1], path)
+    try:
+        return upper.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return None
+
+
+def spellings(path: str) -> list[str]:
+    """Names under which a listed image may be stored: as listed, repaired (NFC), repaired (NFD)."""
+    out = [path]
+    fixed = repair_mojibake(path)
+    for candidate in (fixed, unicodedata.normalize("NFC", fixed or path), unicodedata.normalize("NFD", fixed or path)):
+        if candidate and candidate not in out:
+            out.append(candidate)
+    return out
+
+
+def resolve_spellings(frames: list[pd.DataFrame], image_root: Path, notes: list[str]) -> list[pd.DataFrame]:
+    """Rename non-ASCII paths that are not on disk as listed to the spelling that is."""
     listed = pd.unique(pd.concat([f["path"] for f in frames], ignore_index=True))
-    missing = [p for p in listed if not (image_root / p).is_file()]
-    if not missing:
+    renames = {}
+    for path in listed:
+        if path.isascii() or (image_root / path).is_file():
+            continue
+        found = next((c for c in spellings(path)[1:] if (image_root / c).is_file()), None)
+        if found:
+            renames[path] = found
+    if not renames:
         return frames
-    examples = ", ".join(missing[:5])
-    if policy == "error":
-        raise DataError(
-            f"{len(missing)} of {len(listed)} listed images are missing under {image_root} "
-            f"(first: {examples}). Download them (see README: getting the data) or pass "
-            f"data.source.missing_images=skip to train on the {len(listed) - len(missing)} present ones.")
-    log.warning("%d of %d listed images are missing under %s and are skipped (first: %s)",
-                len(missing), len(listed), image_root, examples)
-    gone = set(missing)
-    return [f[~f["path"].isin(gone)].reset_index(drop=True) for f in frames]
+    notes.append(f"{len(renames)} listed paths are stored under their repaired UTF-8 spelling "
+                 f"(e.g. {next(iter(renames))!r} -> {next(iter(renames.values()))!r})")
+    return [f.assign(path=f["path"].replace(renames)) for f in frames]
 
 
 def load_wikiart(root: str | Path, tasks: list[str] | None = None, missing_images: str = "error",
@@ -170,5 +195,8 @@ def load_wikiart(root: str | Path, tasks: list[str] | None = None, missing_image
         train_table = train_table[~in_val].reset_index(drop=True)
 
     image_root = root / images_dir
-    train_table, val_table = check_images([train_table, val_table], image_root, missing_images)
+    if image_root.is_dir():
+        train_table, val_table = resolve_spellings([train_table, val_table], image_root, notes)
+    train_table, val_table = check_images([train_table, val_table], image_root, missing_images,
+                                         "python -m deepart.data.download wikiart --images")
     return TaskTable(train_table, val_table, classes, image_root, notes)
