@@ -41,7 +41,7 @@ from PIL import Image
 from deepart.errors import DataError
 
 #: bump when the generator's output changes, so `ensure_demo` regenerates older copies
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = ".complete.json"
 IMAGES_DIR = "images"
 TASKS = ("style", "genre", "artist")
@@ -196,14 +196,18 @@ def _triangle(yy, xx, pts) -> np.ndarray:
 def _palette(artist: int | None, rng: np.random.Generator) -> np.ndarray:
     """(4, 3) float RGB colours of one painting, one per role of the composition, slightly jittered.
 
-    The two large areas (roles 0 and 1) get the lightest and the darkest colour, in random order; the
-    shapes (roles 2 and 3) the other two."""
+    The background (role 0) gets the lightest colour and the second large area (role 1) the darkest, so
+    a genre's layout is also a layout of light and dark; the shapes (roles 2 and 3) get the other two in
+    random order. Random palettes (unlabelled painters) are pulled apart in lightness the same way."""
     if artist is None:
         colours = rng.uniform(20, 245, (4, 3)).astype(np.float32)
     else:
         colours = PALETTES[artist].copy()
     by_light = np.argsort((colours * np.array([0.299, 0.587, 0.114], np.float32)).sum(1), kind="stable")
-    colours = colours[np.concatenate([rng.permutation(by_light[[0, 3]]), rng.permutation(by_light[[1, 2]])])]
+    colours = colours[np.concatenate([by_light[[3, 0]], rng.permutation(by_light[[1, 2]])])]
+    if artist is None:
+        colours[0] = 0.5 * colours[0] + 0.5 * 235.0
+        colours[1] = 0.5 * colours[1] + 0.5 * 25.0
     colours = colours * rng.uniform(0.92, 1.08) + rng.normal(0, 7, (4, 3))
     return colours.astype(np.float32)
 
