@@ -116,10 +116,11 @@ def seed_table(table: pd.DataFrame) -> pd.DataFrame | None:
         values = values if isinstance(values, tuple) else (values,)
         done = group[group["status"] == "done"]
         row: dict[str, Any] = dict(zip(keys, values))
-        row.update(runs=len(group), done=len(done), seeds=",".join(map(str, group["seed"])))
-        for m in metrics:
+        seeds = sorted(group["seed"], key=lambda v: (len(str(v)), str(v)))
+        row.update(runs=len(group), done=len(done), seeds=",".join(map(str, seeds)))
+        for m in metrics:  # std of one run is undefined (NaN), not 0
             vals = pd.to_numeric(done[m], errors="coerce")
-            row[f"{m} mean"], row[f"{m} std"] = vals.mean(), vals.std(ddof=1) if len(vals) > 1 else 0.0
+            row[f"{m} mean"], row[f"{m} std"] = vals.mean(), vals.std(ddof=1)
         rows.append(row)
     out = pd.DataFrame(rows)
     return out.sort_values(f"{OBJECTIVE} mean", ascending=False, na_position="last").reset_index(drop=True)
@@ -134,7 +135,11 @@ def _cell(col: str, value: Any) -> str:
         return f"{value:.0f}"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value).replace("|", "\\|")
+    try:  # swept values as short numbers: 8.468008575248323e-05 -> 8.468e-05
+        number = float(value)
+        return str(value) if number.is_integer() else f"{number:.4g}"
+    except (TypeError, ValueError):
+        return str(value).replace("|", "\\|")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -155,7 +160,7 @@ def seed_markdown(seeds: pd.DataFrame) -> str:
         if col.endswith(" mean"):
             name = col[: -len(" mean")]
             scale = 100 if "/" in name else 1
-            shown[name] = [("" if pd.isna(m) else f"{scale * m:.1f} ± {scale * s:.1f}")
+            shown[name] = [("" if pd.isna(m) else f"{scale * m:.1f}" + ("" if pd.isna(s) else f" ± {scale * s:.1f}"))
                            for m, s in zip(seeds[col], seeds[f"{name} std"])]
         else:
             shown[col] = seeds[col]
@@ -177,17 +182,18 @@ def plot(table: pd.DataFrame, swept: list[str], path: Path) -> None:
         x = pd.to_numeric(done[key], errors="coerce")
         if len(done) and x.notna().all():
             ax.scatter(x, y, alpha=0.8)
-            if (x > 0).all() and x.max() / x.min() >= 100:
+            if (x > 0).all() and x.max() / x.min() >= 10:
                 ax.set_xscale("log")
         else:
             levels = sorted(table[key].astype(str).unique())
             pos = done[key].astype(str).map({v: i for i, v in enumerate(levels)})
             ax.scatter(pos, y, alpha=0.8)
             ax.set_xticks(range(len(levels)), levels, rotation=30, ha="right")
+            ax.set_xlim(-0.5, len(levels) - 0.5)
         failed = int((table["status"] != "done").sum())
         ax.set_xlabel(key)
         ax.set_ylabel(f"best {OBJECTIVE} (%)")
-        ax.set_title(f"{key}" + (f"  ({failed} not done)" if failed else ""), fontsize=10)
+        ax.set_title(f"{len(done)} runs" + (f", {failed} without results (not shown)" if failed else ""), fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -218,7 +224,8 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
     failed = table[table["status"] != "done"]
     if len(failed):
         lines += ["", "## Runs without results", ""]
-        lines += [f"- run {r.run}: {r.status}" + (f" ({r.error})" if r.error else "") for r in failed.itertuples()]
+        lines += [f"- run {r.run}: {r.status}" + (f" ({r.error})" if pd.notna(r.error) else "")
+                  for r in failed.itertuples()]
     paths["md"].write_text("\n".join(lines) + "\n")
     plot(table, [k for k in swept if k != "seed"] or swept, paths["png"])
     return paths

@@ -104,6 +104,8 @@ def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
             return run_reporting_errors(_raise, exc)
         log.error("run %s failed (%s: %s)%s; recorded in %s/%s, the sweep goes on", run_dir.name,
                   type(exc).__name__, exc, " - out of memory" if info.get("oom") else "", run_dir, FAILURE_FILE)
+        summary = None
+    if summary is None:  # outside the except block: the traceback (and the run's model) is released now
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -143,8 +145,10 @@ class SweepSummary(Callback):
     """Hydra callback: at the end of a multirun, compare its runs in summary.csv and a printed table."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from deepart import distributed
+
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
+        if not sweep_dir.is_dir() or not distributed.current().is_main:
             return
         frame = summarize(sweep_dir)
         if frame is None:

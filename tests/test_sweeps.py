@@ -118,7 +118,8 @@ def test_report_sorts_lists_failures_and_aggregates_seeds(tmp_path, capsys):
     assert seeds.loc[0.001, "val/mean_top1 std"] == pytest.approx(0.0707107, abs=1e-6)
     assert seeds.loc[0.01, "runs"] == 2 and seeds.loc[0.01, "done"] == 1
     md = (sweep / "report.md").read_text()
-    assert "55.0 ± 7.1" in md and "run 3: failed (ValueError: loss is nan)" in md and "run 4: unfinished" in md
+    assert "55.0 ± 7.1" in md and "| 70.0 |" in md  # one finished seed: no std
+    assert "run 3: failed (ValueError: loss is nan)" in md and "- run 4: unfinished\n" in md
     assert (sweep / "report.png").stat().st_size > 5000
     assert "| run | phase.lr | seed | status |" in capsys.readouterr().out
 
