@@ -13,7 +13,6 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -135,7 +134,7 @@ def barrier() -> None:
         dist.barrier()
 
 
-def wrap(module: torch.nn.Module, device: torch.device) -> Any:
+def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around `module` when launched in parallel and it has trainable parameters."""
     if not dist.is_initialized() or not any(p.requires_grad for p in module.parameters()):
         return module
