@@ -1,62 +1,120 @@
-"""End-of-sweep summary: one row per run of a Hydra multirun, swept values as columns."""
+"""Sweeps: each job of a multirun (a crash is recorded, not fatal; `resume_sweep=` skips finished runs and
+resumes unfinished ones) and the end-of-sweep summary (summary.csv and a printed table)."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
+import shutil
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
+import torch
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-log = logging.getLogger(__name__)
+from deepart.cli import run_reporting_errors
+from deepart.errors import ConfigError
+from deepart.report import NOT_SWEPT, OBJECTIVE, collect_runs, override_keys, swept_keys
 
-METRIC_COLUMNS = ("top1", "top5", "macro_f1", "balanced_acc")
+log = logging.getLogger("deepart")
 
-
-def _overrides(run_dir: Path) -> dict[str, str]:
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    items = yaml.safe_load(path.read_text()) or []
-    out = {}
-    for item in items:
-        key, _, value = str(item).partition("=")
-        out[key.lstrip("+~")] = value.strip("'\"")
-    return out
+FAILURE_FILE = "failure.json"
+#: What a failed run returns to the sweeper: the worst accuracy, so a search steers away from settings
+#: that crash (Optuna refuses NaN). The run is reported as failed, not as a run that scored 0.
+FAILED_OBJECTIVE = 0.0
 
 
-def collect_runs(sweep_dir: str | Path) -> pd.DataFrame:
-    """One row per run dir of a sweep: its overrides and the final / best val metrics of metrics.json."""
-    sweep_dir = Path(sweep_dir)
-    rows: list[dict[str, Any]] = []
-    for run_dir in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()),
-                          key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else p.name)):
-        row: dict[str, Any] = {"run": run_dir.name, **_overrides(run_dir)}
-        metrics_path = run_dir / "metrics.json"
-        if metrics_path.is_file():
-            metrics = json.loads(metrics_path.read_text())
-            final, best = metrics.get("final", {}), metrics.get("best", {})
-            row["status"] = "done"
-            for key, value in final.items():
-                if key.split("/")[-1] in METRIC_COLUMNS or key == "val/mean_top1":
-                    row[key] = value
-            row["best/val/mean_top1"] = best.get("val/mean_top1")
-            row["best_epoch"] = metrics.get("best_epoch")
-            row["runtime_s"] = metrics.get("runtime_s")
-        else:
-            row["status"] = "failed"
-        rows.append(row)
-    return pd.DataFrame(rows)
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def swept_keys(frame: pd.DataFrame, overrides: list[str]) -> list[str]:
-    """Override keys whose values differ between runs (all of them if there is one run)."""
-    keys = [k for k in overrides if k in frame.columns]
-    varying = [k for k in keys if frame[k].astype(str).nunique() > 1]
-    return varying or keys
+def record_failure(run_dir: Path, exc: BaseException) -> dict[str, Any]:
+    """Write `<run>/failure.json`: the error, whether it was an out-of-memory, the traceback."""
+    message = str(exc).strip()
+    info = {"error": type(exc).__name__, "message": message.splitlines()[0][:500] if message else "",
+            "oom": is_out_of_memory(exc), "traceback": "".join(traceback.format_exception(exc))}
+    if info["oom"]:
+        info["hint"] = "out of memory: lower phase.batch_size, or use a smaller backbone / data.image_size"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / FAILURE_FILE).write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _task_overrides(items) -> list[str]:
+    return sorted(str(o) for o in items if str(o).split("=", 1)[0].lstrip("+~") not in NOT_SWEPT)
+
+
+def _prepare_resumed_job(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float | None:
+    """For `resume_sweep=` (and a SLURM requeue): the objective of a finished run (to skip it), else point
+    `resume` at an unfinished run's checkpoints. The job must have the overrides it was first run with."""
+    hydra_dir, fresh = run_dir / ".hydra", run_dir / ".hydra-resume"
+    if hydra_dir.is_dir() and overrides is not None:
+        before = _task_overrides(yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or [])
+        if before != _task_overrides(overrides):
+            raise ConfigError(f"resume_sweep: {run_dir} was run with overrides {before}, this job has "
+                              f"{_task_overrides(overrides)}; re-run the sweep's own command (same values in "
+                              f"the same order) with resume_sweep=<its sweep dir>")
+    elif fresh.is_dir():  # a job the interrupted sweep never started
+        shutil.copytree(fresh, hydra_dir)
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        log.info("resume_sweep: %s already finished; skipped", run_dir)
+        return json.loads(metrics.read_text())["best"].get(OBJECTIVE, FAILED_OBJECTIVE)
+    if any((run_dir / "checkpoints").glob("**/last.pt")):
+        cfg.resume = str(run_dir)
+    return None
+
+
+def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
+    """train.py's Hydra job: train and return the objective (best val/mean_top1).
+
+    In a multirun an exception (or out-of-memory) is written to <run>/failure.json and logged, and the
+    sweep goes on with its other runs. A single run reports it and exits (status 2 for user errors).
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from deepart import distributed
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    main_rank = distributed.current().is_main
+    requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0  # hit the time limit, back in the queue
+    if cfg.get("resume_sweep") and not multirun:
+        run_reporting_errors(_raise, ConfigError("resume_sweep=<sweep dir> continues a sweep: add -m and the "
+                                                 "sweep's own overrides"))
+    if cfg.get("resume_sweep") or requeued:
+        overrides = None if requeued else list(hc.overrides.task)
+        done = run_reporting_errors(_prepare_resumed_job, cfg, run_dir, overrides)
+        if done is not None:
+            return done
+    if main_rank:
+        (run_dir / FAILURE_FILE).unlink(missing_ok=True)
+    try:
+        summary = train_fn(cfg)
+    except Exception as exc:  # noqa: BLE001 - one run's crash must not end the sweep
+        info = record_failure(run_dir, exc) if main_rank else {}
+        if not multirun:
+            return run_reporting_errors(_raise, exc)
+        log.error("run %s failed (%s: %s)%s; recorded in %s/%s, the sweep goes on", run_dir.name,
+                  type(exc).__name__, exc, " - out of memory" if info.get("oom") else "", run_dir, FAILURE_FILE)
+        summary = None
+    if summary is None:  # outside the except block: the traceback (and the run's model) is released now
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return FAILED_OBJECTIVE
+    return summary["best"].get(OBJECTIVE, FAILED_OBJECTIVE)
+
+
+def _raise(exc: BaseException):
+    raise exc
 
 
 def summarize(sweep_dir: str | Path) -> pd.DataFrame | None:
@@ -64,17 +122,18 @@ def summarize(sweep_dir: str | Path) -> pd.DataFrame | None:
     frame = collect_runs(sweep_dir)
     if frame.empty:
         return None
-    override_keys = [c for c in frame.columns if c not in ("run", "status") and "/" not in c
-                     and c not in ("best_epoch", "runtime_s")]
-    swept = swept_keys(frame, override_keys)
+    swept = swept_keys(frame, override_keys(frame))
     metric_cols = [c for c in frame.columns if "/" in c or c in ("best_epoch", "runtime_s")]
-    frame = frame[["run", *swept, "status", *metric_cols]]
+    frame = frame[["run", *swept, "status", *metric_cols, "error"]]
     frame.to_csv(Path(sweep_dir) / "summary.csv", index=False)
     return frame
 
 
 def format_summary(frame: pd.DataFrame) -> str:
-    shown = frame[[c for c in frame.columns if not c.endswith(("/top5", "/macro_f1", "/balanced_acc"))]].copy()
+    """The summary as text: swept values, status, final top-1 per task, final and best mean top-1."""
+    keep = [c for c in frame.columns if c != "error" and (
+        "/" not in c or (c.startswith("val/") and c.endswith(("/top1", "mean_top1"))) or c == f"best/{OBJECTIVE}")]
+    shown = frame[keep].copy()
     for col in shown.columns:
         if "/" in col:
             shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{100 * v:.1f}")
@@ -86,11 +145,20 @@ class SweepSummary(Callback):
     """Hydra callback: at the end of a multirun, compare its runs in summary.csv and a printed table."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from deepart import distributed
+
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
+        if not sweep_dir.is_dir() or not distributed.current().is_main:
             return
         frame = summarize(sweep_dir)
         if frame is None:
             return
         text = format_summary(frame)
         print(f"\nSweep summary ({sweep_dir / 'summary.csv'}):\n{text}", flush=True)
+        failed = frame[frame["status"] != "done"]
+        for row in failed.itertuples():
+            print(f"run {row.run} {row.status}: {row.error or 'no metrics.json'}", flush=True)
+        if len(failed):
+            print(f"{len(failed)} of {len(frame)} runs have no results; continue the sweep with the same command "
+                  f"plus resume_sweep={sweep_dir}", flush=True)
+        print(f"full report (CSV, Markdown, plot): python -m deepart.report {sweep_dir}", flush=True)

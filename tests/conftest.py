@@ -65,3 +65,16 @@ def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def single_thread(monkeypatch):
+    """One intra-op thread here and in subprocesses: on a small shared CPU machine the tiny model then
+    trains many times faster (no OpenMP threads waiting on busy cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)

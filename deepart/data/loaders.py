@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from deepart.data.dataset import PaintingDataset, collate
 from deepart.data.prepare import use_cache
+from deepart.data.samplers import ShardSampler
 from deepart.data.table import TaskTable
 from deepart.data.transforms import min_decode_side, transform_from_config
 from deepart.errors import ConfigError
@@ -62,7 +63,9 @@ def _sampler_kwargs(sampler_cfg: DictConfig, table: TaskTable) -> dict:
 
 
 def eval_loader(table: TaskTable, data_cfg: DictConfig, batch_size: int, device: str, split: str = "val",
-                workers: int | None = None) -> DataLoader:
+                workers: int | None = None, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Every image of `split` in a fixed order; with world_size > 1, this rank's disjoint shard of it."""
     dataset = PaintingDataset(table, split, transform_from_config(data_cfg, train=False),
                               min_decode_side(data_cfg))
-    return _loader(dataset, batch_size, None, num_workers(data_cfg) if workers is None else workers, device)
+    sampler = ShardSampler(len(dataset), rank, world_size) if world_size > 1 else None
+    return _loader(dataset, batch_size, sampler, num_workers(data_cfg) if workers is None else workers, device)

@@ -99,3 +99,17 @@ class WeightedTaskSampler(_EpochSampler):
 
     def _draw(self, gen: torch.Generator) -> torch.Tensor:
         return torch.multinomial(self.weights, self.num_items, replacement=True, generator=gen)
+
+
+class ShardSampler(Sampler):
+    """Items rank, rank + world_size, ... of a fixed order: disjoint shards that together cover every
+    item exactly once (no padding, so metrics summed over ranks equal a single-process pass)."""
+
+    def __init__(self, num_items: int, rank: int = 0, world_size: int = 1):
+        self.indices = range(rank, num_items, world_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)

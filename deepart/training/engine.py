@@ -24,10 +24,9 @@ class Runtime:
 
     @classmethod
     def from_config(cls, trainer_cfg) -> "Runtime":
-        name = trainer_cfg.device
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        device = torch.device(name)
+        from deepart import distributed
+
+        device = torch.device(distributed.device_for(trainer_cfg.device, distributed.current()))
         if device.type == "cuda" and not torch.cuda.is_available():
             from deepart.errors import ConfigError
             raise ConfigError("trainer.device=cuda but no CUDA device is available; use trainer.device=cpu")
@@ -86,8 +85,11 @@ def train_step(model, loss_fn: MultiTaskLoss, images: torch.Tensor, labels: torc
 
 def train_one_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler, rt: Runtime, *,
                     grad_clip: float | None, tasks: dict, skips: SkipCounter, desc: str, progress: bool,
-                    log_every: int, on_log=None, step: int = 0) -> tuple[dict[str, float], int]:
-    """One pass over the training loader. Returns (train metrics, global step after the epoch)."""
+                    log_every: int, on_log=None, step: int = 0, reduce=None) -> tuple[dict[str, float], int]:
+    """One pass over the training loader. Returns (train metrics, global step after the epoch).
+
+    `reduce(tensors)` sums the epoch's counts over processes (data-parallel runs) before metrics are computed.
+    """
     model.train()
     meter = MetricAccumulator(tasks, rt.device)
     loss_sum = torch.zeros((), device=rt.device, dtype=torch.float64)
@@ -112,15 +114,20 @@ def train_one_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler,
             if on_log is not None:
                 on_log({"train/loss": current, "lr": optimizer.param_groups[0]["lr"]}, step)
     bar.close()
+    steps = torch.tensor(float(n_steps), device=rt.device, dtype=torch.float64)
+    if reduce is not None:
+        reduce([*meter.tensors(), loss_sum, steps])
     metrics = {k: v for k, v in meter.compute("train").items() if k.endswith("/top1")}
-    metrics["train/loss"] = float(loss_sum / max(n_steps, 1))
+    metrics["train/loss"] = float(loss_sum / steps.clamp(min=1))
     return metrics, step
 
 
 @torch.no_grad()
 def evaluate(model, loss_fn: MultiTaskLoss, loader, rt: Runtime, tasks: dict, *, skips: SkipCounter | None = None,
-             desc: str = "val", progress: bool = False, collect=None) -> tuple[dict[str, float], MetricAccumulator]:
-    """Metrics of the model on a loader (eval mode, deterministic). `collect(batch, out)` sees every batch."""
+             desc: str = "val", progress: bool = False, collect=None,
+             reduce=None) -> tuple[dict[str, float], MetricAccumulator]:
+    """Metrics of the model on a loader (eval mode, deterministic). `collect(batch, out)` sees every batch;
+    `reduce(tensors)` sums the counts over processes when each evaluates a disjoint shard."""
     model.eval()
     meter = MetricAccumulator(tasks, rt.device)
     bar = tqdm(loader, total=len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
@@ -139,4 +146,6 @@ def evaluate(model, loss_fn: MultiTaskLoss, loader, rt: Runtime, tasks: dict, *,
         if collect is not None:
             collect(batch, out)
     bar.close()
+    if reduce is not None:
+        reduce(meter.tensors())
     return meter.compute("val"), meter

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from deepart import distributed
 from deepart.config import build, to_plain, validate
 from deepart.data.loaders import eval_loader, load_table, train_loader
 from deepart.errors import CheckpointError
 from deepart.metrics import format_table
+from deepart.tracking import NullLogger
 from deepart.models.deepartnet import build_model
 from deepart.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from deepart.training.engine import Runtime, SkipCounter, evaluate, train_one_epoch
@@ -131,6 +133,8 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, info: RunInfo):
         self.cfg, self.run_dir, self.info = cfg, run_dir, info
+        self.dist = distributed.setup()  # rank 0 alone logs, checkpoints and talks to W&B
+        distributed.quiet_workers(self.dist)
         self.rt = Runtime.from_config(cfg.trainer)
         self.table = load_table(cfg.data)
         self.tasks = self.table.tasks
@@ -139,7 +143,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net = torch.compile(self.model) if cfg.trainer.compile else self.model
         self.loss_fn = build(cfg.loss, tasks=self.tasks).to(self.rt.device)
-        self.logger = build(cfg.logger)
+        self.logger = build(cfg.logger) if self.dist.is_main else NullLogger()
         self.skips = SkipCounter()
         self.step = 0
         self.plain_cfg = to_plain(cfg)
@@ -162,7 +166,7 @@ class Trainer:
             ckpt_dir = _checkpoint_dir(self.run_dir, phase, chained)
             phases[str(phase.name)] = self.run_phase(phase, index, ckpt_dir, init_from)
             init_from = ckpt_dir / "best.pt"
-        if chained:
+        if chained and self.dist.is_main:
             for name in ("best.pt", "last.pt"):
                 shutil.copy2(ckpt_dir / name, self.run_dir / "checkpoints" / name)
         return self._finish(phases)
@@ -187,9 +191,11 @@ class Trainer:
             return PhaseState(**resume["state"])
 
         apply_freezing(self.model, list(phase.freeze), phase.freeze_stages)
-        train_dl = train_loader(self.table, cfg.data, cfg.sampler, phase.batch_size, cfg.seed, str(rt.device))
+        d = self.dist
+        train_dl = train_loader(self.table, cfg.data, cfg.sampler, phase.batch_size, cfg.seed, str(rt.device),
+                                rank=d.rank, world_size=d.world_size)
         val_dl = eval_loader(self.table, cfg.data, cfg.trainer.eval_batch_size or 2 * phase.batch_size,
-                             str(rt.device))
+                             str(rt.device), rank=d.rank, world_size=d.world_size)
         optimizer = build_optimizer(cfg.optimizer, [self.model, self.loss_fn], phase.lr, rt.device)
         scheduler = build_scheduler(optimizer, cfg.scheduler, len(train_dl), phase.epochs)
         state = PhaseState()
@@ -207,18 +213,22 @@ class Trainer:
         elif init_from:
             _load_weights(self.model, self.loss_fn, init_from)
 
-        log.info("phase %s: %d epochs, lr %g, batch %d, %d steps/epoch on %s%s", phase.name, phase.epochs,
-                 phase.lr, phase.batch_size, len(train_dl), rt.device, " (bf16)" if rt.bf16 else "")
+        net, loss_fn = self._parallel()
+        reduce = distributed.all_reduce_sum_ if d.enabled else None
+        log.info("phase %s: %d epochs, lr %g, batch %d, %d steps/epoch on %s%s%s", phase.name, phase.epochs,
+                 phase.lr, phase.batch_size, len(train_dl), rt.device, " (bf16)" if rt.bf16 else "",
+                 f" x {d.world_size} processes" if d.enabled else "")
         patience = cfg.trainer.early_stopping.patience
         for epoch in range(state.epoch, phase.epochs):
             started, skipped_before = time.time(), self.skips.total
             train_dl.sampler.set_epoch(epoch)
             train_m, self.step = train_one_epoch(
-                self.net, self.loss_fn, train_dl, optimizer, scheduler, rt, grad_clip=cfg.trainer.grad_clip,
+                net, loss_fn, train_dl, optimizer, scheduler, rt, grad_clip=cfg.trainer.grad_clip,
                 tasks=self.tasks, skips=self.skips, desc=f"phase {phase.name} epoch {epoch + 1}/{phase.epochs}",
                 progress=cfg.trainer.progress_bar, log_every=cfg.trainer.log_every_n_steps,
-                on_log=self.logger.log_metrics, step=self.step)
-            val_m, _ = evaluate(self.net, self.loss_fn, val_dl, rt, self.tasks, skips=self.skips)
+                on_log=self.logger.log_metrics, step=self.step, reduce=reduce)
+            distributed.broadcast_buffers_(self.model)  # every rank evaluates rank 0's model
+            val_m, _ = evaluate(self.net, self.loss_fn, val_dl, rt, self.tasks, skips=self.skips, reduce=reduce)
             state.epoch = epoch + 1
             state.final = val_m
             metric, first = val_m[OBJECTIVE], state.best_epoch == 0
@@ -246,7 +256,18 @@ class Trainer:
             self._save(ckpt_dir, phase, index, state, optimizer, scheduler, best=not (ckpt_dir / "best.pt").exists())
         return state
 
+    def _parallel(self):
+        """The model and loss as trained this phase: DistributedDataParallel-wrapped when launched in
+        parallel (wrapped per phase, since freezing changes which parameters train)."""
+        if not self.dist.enabled:
+            return self.net, self.loss_fn
+        net = distributed.wrap(self.model, self.rt.device)
+        return (torch.compile(net) if self.cfg.trainer.compile else net), distributed.wrap(self.loss_fn, self.rt.device)
+
     def _save(self, ckpt_dir: Path, phase, index: int, state: PhaseState, optimizer, scheduler, best: bool) -> None:
+        if not self.dist.is_main:
+            distributed.barrier()  # wait until rank 0 has written the checkpoint
+            return
         payload = {
             "model": self.model.state_dict(), "loss": self.loss_fn.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": None,
@@ -259,6 +280,7 @@ class Trainer:
         save_checkpoint(ckpt_dir / "last.pt", payload)
         if best:
             save_checkpoint(ckpt_dir / "best.pt", payload)
+        distributed.barrier()
 
     def _epoch_line(self, phase, state: PhaseState, r: dict) -> str:
         tasks = "  ".join(f"{t} {100 * r[f'val/{t}/top1']:.1f}/{100 * r[f'val/{t}/top5']:.1f}" for t in self.tasks)
@@ -339,6 +361,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, info: RunInfo | No
     seed_everything(cfg.seed)
     trainer = Trainer(cfg, run_dir, info or RunInfo.from_hydra())
     summary = trainer.run()
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if trainer.dist.is_main:
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
 

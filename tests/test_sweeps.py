@@ -1,0 +1,130 @@
+"""Sweeps beyond the basic launcher: a crashing run, resume_sweep=, Optuna, submitit_local, the report."""
+import json
+import runpy
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from hydra.core.global_hydra import GlobalHydra
+
+from deepart.report import main as report_main
+from deepart.report import write_report
+from deepart.training import run as run_module
+from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, run_script
+
+pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def train_in_process(monkeypatch, *args: str) -> None:
+    """`python train.py <args>` in this process (so a test can inject a fault into one run)."""
+    monkeypatch.setattr(sys, "argv", [str(REPO / "train.py"), *args])
+    try:
+        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_a_crashing_run_is_reported_and_resume_sweep_finishes_it(demo_root, tmp_path, monkeypatch):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, "phase.epochs=2", "loss.gamma=1,3"]
+    real_save = run_module.Trainer._save
+
+    def out_of_memory_in_gamma_3(self, *a, **kw):
+        real_save(self, *a, **kw)
+        if self.cfg.loss.gamma == 3:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(run_module.Trainer, "_save", out_of_memory_in_gamma_3)
+    train_in_process(monkeypatch, *args, f"hydra.sweep.dir={sweep}")
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["epochs"] == 2  # the other run finished
+    failure = json.loads((sweep / "1" / "failure.json").read_text())
+    assert failure["oom"] and "Tried to allocate" in failure["message"] and "lower phase.batch_size" in failure["hint"]
+    assert not (sweep / "1" / "metrics.json").exists()
+    table = pd.read_csv(write_report(sweep)["csv"])
+    assert table["status"].tolist() == ["done", "failed"]  # listed, not dropped
+    assert "out of memory" in table.loc[1, "error"]
+    assert "run 1: failed (out of memory: RuntimeError" in (sweep / "report.md").read_text()
+
+    monkeypatch.setattr(run_module.Trainer, "_save", real_save)
+    finished = (sweep / "0" / "metrics.json").stat().st_mtime_ns
+    train_in_process(monkeypatch, *args, f"resume_sweep={sweep}")
+    assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == finished  # skipped
+    resumed = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert resumed["epochs"] == 2 and not (sweep / "1" / "failure.json").exists()
+    assert "phase 3: resumed after epoch 1" in (sweep / "1" / "train.log").read_text()
+    assert yaml.safe_load((sweep / "1" / ".hydra" / "overrides.yaml").read_text())[-1] == "loss.gamma=3"
+    table = pd.read_csv(write_report(sweep)["csv"])
+    assert table["status"].tolist() == ["done", "done"]
+    assert table["val/mean_top1"].is_monotonic_decreasing
+
+    with pytest.raises(SystemExit):  # a different command cannot continue this sweep
+        train_in_process(monkeypatch, *args[:-1], "loss.gamma=2,3", f"resume_sweep={sweep}")
+
+
+def test_optuna_search_runs_three_trials(demo_root, tmp_path, monkeypatch):
+    sweep = tmp_path / "optuna"
+    tiny = [o for o in TINY if not o.startswith("phase.lr=")]  # a fixed value would take lr out of the search
+    train_in_process(monkeypatch, "hparams_search=optuna", *demo_overrides(demo_root), *tiny, *TINY_SEQUENCER,
+                     "hydra.sweeper.n_trials=3", "hydra.sweeper.params.sequencer='choice(bilstm,gru)'",
+                     f"hydra.sweep.dir={sweep}")
+    scores = [json.loads((sweep / str(i) / "metrics.json").read_text())["best"]["val/mean_top1"] for i in range(3)]
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert result["best_value"] == pytest.approx(max(scores))
+    table = pd.read_csv(write_report(sweep)["csv"])
+    assert {"phase.lr", "loss.gamma"} <= set(table.columns) and len(table) == 3
+    assert len(set(table["phase.lr"])) == 3
+
+
+def test_submitit_local_launcher_runs_a_two_job_sweep(demo_root, tmp_path):
+    sweep = tmp_path / "submitit"
+    res = run_script("train.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                     *demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, "loss.gamma=1,3", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for run in ("0", "1"):
+        assert json.loads((sweep / run / "metrics.json").read_text())["epochs"] == 1
+    assert (sweep / ".submitit").is_dir()
+    assert pd.read_csv(sweep / "summary.csv")["loss.gamma"].tolist() == [1, 3]
+
+
+def fake_run(sweep, name, overrides, best=None, failure=None, runtime=10.0):
+    run = sweep / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if best is not None:
+        metrics = {"val/style/top1": best, "val/style/top5": min(1.0, best + 0.3), "val/mean_top1": best}
+        (run / "metrics.json").write_text(json.dumps({"final": metrics, "best": metrics, "best_epoch": 3,
+                                                      "epochs": 4, "runtime_s": runtime}))
+    if failure is not None:
+        (run / "failure.json").write_text(json.dumps({"error": "ValueError", "message": failure, "oom": False}))
+
+
+def test_report_sorts_lists_failures_and_aggregates_seeds(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    fake_run(sweep, "0", ["phase.lr=0.001", "seed=1"], best=0.50)
+    fake_run(sweep, "1", ["phase.lr=0.001", "seed=2"], best=0.60)
+    fake_run(sweep, "2", ["phase.lr=0.01", "seed=1"], best=0.70)
+    fake_run(sweep, "3", ["phase.lr=0.01", "seed=2"], failure="loss is nan")
+    fake_run(sweep, "4", ["phase.lr=0.1", "seed=1"])  # killed: neither metrics nor failure
+    assert report_main([str(sweep)]) == 0
+    table = pd.read_csv(sweep / "report.csv")
+    assert table["run"].tolist() == [2, 1, 0, 3, 4]
+    assert table["status"].tolist() == ["done", "done", "done", "failed", "unfinished"]
+    assert list(table.columns[:4]) == ["run", "phase.lr", "seed", "status"]
+    assert {"val/style/top1", "val/style/top5", "best_epoch", "runtime_s"} <= set(table.columns)
+    seeds = pd.read_csv(sweep / "report_seeds.csv").set_index("phase.lr")
+    assert seeds.loc[0.001, "val/mean_top1 mean"] == pytest.approx(0.55)
+    assert seeds.loc[0.001, "val/mean_top1 std"] == pytest.approx(0.0707107, abs=1e-6)
+    assert seeds.loc[0.01, "runs"] == 2 and seeds.loc[0.01, "done"] == 1
+    md = (sweep / "report.md").read_text()
+    assert "55.0 ± 7.1" in md and "| 70.0 |" in md  # one finished seed: no std
+    assert "run 3: failed (ValueError: loss is nan)" in md and "- run 4: unfinished\n" in md
+    assert (sweep / "report.png").stat().st_size > 5000
+    assert "| run | phase.lr | seed | status |" in capsys.readouterr().out
+
+
+def test_report_of_a_missing_dir_is_a_clear_error(tmp_path, capsys):
+    assert report_main([str(tmp_path / "nope")]) == 2
+    assert "sweep dir not found" in capsys.readouterr().err
