@@ -67,6 +67,15 @@ def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def pytest_configure(config):
+    """One intra-op thread for the whole suite and its subprocesses: the tests train tiny models, for
+    which OpenMP threads cost more than they give, most of all on a small shared CPU machine."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def single_thread(monkeypatch):
     """One intra-op thread here and in subprocesses: on a small shared CPU machine the tiny model then
