@@ -17,6 +17,8 @@ from deepart.metrics import format_table, per_class_table
 from deepart.models.deepartnet import build_model
 from deepart.training.checkpoint import load_checkpoint
 from deepart.training.engine import Runtime, SkipCounter, evaluate
+from deepart.gallery import MistakeGallery, read_png
+from deepart.tracking import NullLogger
 from deepart.viz import plot_confusion
 
 log = logging.getLogger("deepart")
@@ -67,7 +69,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     loader = eval_loader(table, run_cfg.data, cfg.batch_size, str(rt.device), split=cfg.split,
                          workers=cfg.num_workers)
     skips = SkipCounter()
-    metrics, meter = evaluate(model, loss_fn, loader, rt, tasks, skips=skips, progress=True, desc=f"eval {cfg.split}")
+    gallery = MistakeGallery(tasks, cfg.get("gallery", 16))
+    metrics, meter = evaluate(model, loss_fn, loader, rt, tasks, skips=skips, progress=True, desc=f"eval {cfg.split}",
+                              collect=gallery)
     if cfg.split != "val":
         metrics = {k.replace("val/", f"{cfg.split}/", 1): v for k, v in metrics.items()}
 
@@ -78,6 +82,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         cm = meter.confusion_matrix(task)
         plot_confusion(cm, names, out_dir / f"confusion_{task}.png", title=f"{task} ({cfg.split}, row-normalised)")
         per_class.append(per_class_table(cm, names).assign(task=task))
+    galleries = gallery.save(out_dir, cfg.split, loader.dataset.paths)
     per_class_df = pd.concat(per_class, ignore_index=True)[["task", "class", "support", "predicted", "precision",
                                                              "recall", "f1"]]
     per_class_df.to_csv(out_dir / "per_class.csv", index=False)
@@ -94,5 +99,31 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split == "val" and ckpt.get("metrics"):
         diff = max((abs(metrics[k] - v) for k, v in ckpt["metrics"].items() if k in metrics), default=0.0)
         log.info("largest difference to the val metrics recorded in the checkpoint: %.2e", diff)
-    print(f"\nwrote {out_dir}/metrics.json, per_class.csv, confusion_<task>.png")
+    _log_to_wandb(cfg, ckpt, run_cfg, metrics, {t: meter.confusion_matrix(t) for t in tasks}, galleries)
+    print(f"\nwrote {out_dir}/metrics.json, per_class.csv, confusion_<task>.png"
+          + (", mistakes_<task>.png" if galleries else ""))
     return metrics
+
+
+def eval_logger(cfg: DictConfig, ckpt: dict, run_cfg: DictConfig):
+    """The tracker eval reports to: the training run's W&B run (resumed by its id, in the mode the run used,
+    offline by default) or a new one if the id is unknown; none when the run used logger=none or wandb=false."""
+    if not cfg.get("wandb", "auto") or str(run_cfg.logger.get("_target_", "")).endswith("NullLogger"):
+        return NullLogger()
+    logger = build(run_cfg.logger)
+    logger.start(config=OmegaConf.to_container(run_cfg, resolve=True), run_dir=str(run_dir_of(ckpt["path"])),
+                 run_id=ckpt.get("wandb_run_id"))
+    return logger
+
+
+def _log_to_wandb(cfg, ckpt, run_cfg, metrics: dict, confusions: dict, galleries: dict) -> None:
+    """Mistake grids and confusion matrices as media, the metrics into the run summary (eval/<split>/...)."""
+    logger = eval_logger(cfg, ckpt, run_cfg)
+    if not logger.enabled:
+        return
+    for task, path in galleries.items():
+        logger.log_images(f"eval/{cfg.split}/{task}/mistakes", [read_png(path)], [path.name], step=None)
+    for task, cm in confusions.items():
+        logger.log_confusion(task, cm, ckpt["tasks"][task], step=None)
+    logger.finish({f"eval/{k}": v for k, v in metrics.items()})
+    log.info("logged the mistake galleries and confusion matrices to W&B run %s", logger.run_id)

@@ -25,10 +25,10 @@ class NullLogger:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         pass
 
-    def log_images(self, key: str, images: list[np.ndarray], captions: list[str], step: int) -> None:
+    def log_images(self, key: str, images: list[np.ndarray], captions: list[str], step: int | None) -> None:
         pass
 
-    def log_confusion(self, task: str, cm: np.ndarray, class_names: list[str], step: int) -> None:
+    def log_confusion(self, task: str, cm: np.ndarray, class_names: list[str], step: int | None) -> None:
         pass
 
     def finish(self, summary: dict[str, float] | None = None) -> None:
@@ -75,7 +75,7 @@ class WandbLogger(NullLogger):
         except Exception as exc:  # noqa: BLE001
             self._fail("log", exc)
 
-    def log_images(self, key: str, images: list[np.ndarray], captions: list[str], step: int) -> None:
+    def log_images(self, key: str, images: list[np.ndarray], captions: list[str], step: int | None) -> None:
         if self.run is None or not images:
             return
         try:
@@ -85,7 +85,7 @@ class WandbLogger(NullLogger):
         except Exception as exc:  # noqa: BLE001
             self._fail("image logging", exc)
 
-    def log_confusion(self, task: str, cm: np.ndarray, class_names: list[str], step: int) -> None:
+    def log_confusion(self, task: str, cm: np.ndarray, class_names: list[str], step: int | None) -> None:
         if self.run is None:
             return
         try:

@@ -1,4 +1,4 @@
-"""Pictures: attention overlays and confusion matrices."""
+"""Pictures: attention and saliency overlays, image grids with captions, confusion matrices."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,9 +56,40 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], path: str | Path, tit
                     ax.text(j, i, f"{shown[i, j]:.2f}" if normalize else int(cm[i, j]), ha="center",
                             va="center", fontsize=7, color="white" if shown[i, j] > 0.5 * shown.max() else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
+    return save_figure(fig, path, dpi=110)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """tight_layout, write the PNG (creating its folder), close the figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def save_image_grid(images: list[np.ndarray], titles: list[str], path: str | Path, ncols: int,
+                    suptitle: str = "", panel_inches: float = 2.6) -> Path:
+    """Save uint8 (H, W, 3) images as a grid PNG, each with its (multi-line) title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(images))
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    lines = max((t.count("\n") + 1 for t in titles), default=1)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+                             figsize=(panel_inches * ncols, (panel_inches + 0.16 * lines) * nrows + 0.4 * bool(suptitle)))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    return save_figure(fig, path)

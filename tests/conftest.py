@@ -41,6 +41,18 @@ def demo_overrides(root: Path) -> list[str]:
             f"data.source.image_size={DEMO_SIZE}"]
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: on a shared 2-core machine two spinning threads can make
+    small-model training and saliency many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     from deepart.data.demo import generate_demo

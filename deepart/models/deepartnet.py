@@ -98,19 +98,24 @@ class DeepArtNet(nn.Module):
         self.eval()
         out = self(batch)
         self.train(was_training)
-        results = [{} for _ in batch_in]
-        for task, logits in out["logits"].items():
-            probs = logits.float().softmax(-1).cpu()
-            k = min(top_k, probs.shape[1])
-            top_p, top_i = probs.topk(k, dim=-1)
-            names = self.tasks[task]
-            for r, p_row, i_row in zip(results, top_p.tolist(), top_i.tolist()):
-                r[task] = {"label": names[i_row[0]], "confidence": p_row[0],
-                           "top5": [(names[i], p) for i, p in zip(i_row, p_row)]}
+        results = decode_top_k(out["logits"], self.tasks, top_k)
         attn = out["attention"]
         for n, r in enumerate(results):
             r["attention"] = None if attn is None else attn[n].float().cpu().numpy()
         return results[0] if single else results
+
+
+def decode_top_k(logits: dict[str, torch.Tensor], tasks: dict[str, list[str]], top_k: int = 5) -> list[dict]:
+    """Per image, per task: {"label", "confidence", "top5": [(label, probability), ...]} (k capped at C)."""
+    results: list[dict] = [{} for _ in range(len(next(iter(logits.values()))))]
+    for task, task_logits in logits.items():
+        probs = task_logits.detach().float().softmax(-1).cpu()
+        top_p, top_i = probs.topk(min(top_k, probs.shape[1]), dim=-1)
+        names = tasks[task]
+        for r, p_row, i_row in zip(results, top_p.tolist(), top_i.tolist()):
+            r[task] = {"label": names[i_row[0]], "confidence": p_row[0],
+                       "top5": [(names[i], p) for i, p in zip(i_row, p_row)]}
+    return results
 
 
 def build_model(cfg: DictConfig, tasks: dict[str, list[str]], pretrained: bool | None = None) -> DeepArtNet:

@@ -360,6 +360,12 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, info: RunInfo | No
     validate(cfg)
     seed_everything(cfg.seed)
     trainer = Trainer(cfg, run_dir, info or RunInfo.from_hydra())
+    if cfg.get("lr_find"):
+        from deepart.training.lr_find import run_lr_finder
+
+        result = run_lr_finder(trainer)
+        if not cfg.lr_finder.apply:
+            return {"lr_find": result, "best": {}, "final": {}}
     summary = trainer.run()
     if trainer.dist.is_main:
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))

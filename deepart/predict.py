@@ -1,0 +1,219 @@
+"""Inference CLI: top-k predictions per task for one image, a folder or a glob, from a checkpoint alone.
+
+    python -m deepart.predict ckpt=outputs/.../checkpoints/best.pt images=paintings/ visualize=true
+
+Options are `key=value` pairs (conf/predict.yaml lists them). Unreadable files are reported and skipped.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from deepart.config import CONF_DIR
+from deepart.data.dataset import collate
+from deepart.data.images import ImageLoadError, load_rgb
+from deepart.data.transforms import min_decode_side, transform_from_config
+from deepart.errors import ConfigError, DataError
+from deepart.evaluate import run_dir_of
+from deepart.models.deepartnet import DeepArtNet, decode_top_k
+from deepart.saliency import gradient_image, guided_backprop, grad_cam
+from deepart.training.engine import Runtime
+from deepart.viz import overlay, save_image_grid, upsample_map
+
+log = logging.getLogger("deepart")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+FORMATS = ("json", "csv", "both")
+
+
+def parse_args(argv: list[str]) -> DictConfig:
+    """conf/predict.yaml updated by `key=value` arguments; unknown keys and missing values are refused."""
+    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
+    OmegaConf.set_struct(cfg, True)
+    for arg in argv:
+        if "=" not in arg:
+            raise ConfigError(f"argument {arg!r} is not key=value; e.g. ckpt=<run>/checkpoints/best.pt "
+                              f"images=<file, folder or glob>")
+        try:
+            cfg.merge_with(OmegaConf.from_dotlist([arg]))
+        except ConfigKeyError:
+            raise ConfigError(f"unknown option {arg.split('=', 1)[0]!r}; the options are in conf/predict.yaml: "
+                              f"{', '.join(cfg)}") from None
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{arg}: {exc}".splitlines()[0]) from None
+    for key in ("ckpt", "images"):
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{key}=... is required: python -m deepart.predict ckpt=<run>/checkpoints/best.pt "
+                              f"images=<file, folder or glob>")
+    for key in ("top_k", "batch_size"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key}={cfg[key]!r} is not allowed: expected an integer >= 1")
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format={cfg.format!r} is not allowed: expected {' | '.join(FORMATS)}")
+    return cfg
+
+
+def find_images(spec: str) -> list[Path]:
+    """A file, every image file below a folder, or the files a glob matches (sorted)."""
+    path = Path(spec)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        if len(images) < len(files):
+            log.info("%s: ignoring %d files without an image suffix", spec, len(files) - len(images))
+    else:
+        images = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+    if not images:
+        raise DataError(f"images={spec}: no image files found (give an image file, a folder or a glob such "
+                        f"as 'paintings/*.jpg')")
+    return images
+
+
+class ImageFiles(Dataset):
+    """Items like PaintingDataset's (an empty label vector), or a `bad` marker for unreadable files."""
+
+    def __init__(self, paths: list[Path], transform, min_side: int | None):
+        self.paths, self.transform, self.min_side = paths, transform, min_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            img = load_rgb(self.paths[index], self.min_side)
+        except ImageLoadError as exc:
+            return {"bad": str(self.paths[index]), "error": str(exc)}
+        return {"image": self.transform(img), "labels": torch.zeros(0, dtype=torch.long), "index": index}
+
+
+def _device(name: str) -> torch.device:
+    return Runtime.from_config(OmegaConf.create({"device": name, "precision": "fp32", "channels_last": False})).device
+
+
+def predict(cfg: DictConfig) -> dict:
+    """Run the CLI's work; returns {"predictions": [...], "skipped": [...], "out_dir": ...}."""
+    device = _device(cfg.device)
+    model = DeepArtNet.load_from_checkpoint(cfg.ckpt, map_location=device)
+    data_cfg = model.config.get("data", {"image_size": 224})
+    paths = find_images(str(cfg.images))
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else run_dir_of(cfg.ckpt) / "predict"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = ImageFiles(paths, transform_from_config(data_cfg, train=False), min_decode_side(data_cfg))
+    workers = min(cfg.num_workers, len(paths) - 1) if len(paths) > 1 else 0
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=workers, collate_fn=collate)
+
+    records, skipped = [], []
+    for batch in tqdm(loader, desc="predict", unit="batch", dynamic_ncols=True, disable=len(loader) < 2):
+        for path, error in batch["bad"]:
+            print(f"skipped unreadable image: {error}", file=sys.stderr, flush=True)
+            skipped.append({"path": path, "error": error})
+        if "image" not in batch:
+            continue
+        images = batch["image"].to(device)
+        with torch.no_grad():
+            out = model(images)
+        decoded = decode_top_k(out["logits"], model.tasks, cfg.top_k)
+        for j, (index, result) in enumerate(zip(batch["index"].tolist(), decoded)):
+            record = {"image": str(paths[index]),
+                      "predictions": {t: {"label": r["label"], "confidence": r["confidence"],
+                                          "top_k": [{"label": n, "probability": p} for n, p in r["top5"]]}
+                                      for t, r in result.items()}}
+            records.append(record)
+        if cfg.visualize:
+            _visualize(model, images, out["attention"], decoded, [paths[i] for i in batch["index"].tolist()],
+                       batch["index"].tolist(), out_dir / "visualize", cfg.saliency)
+
+    if not records:
+        raise DataError(f"images={cfg.images}: none of the {len(paths)} files could be read")
+    _write(records, skipped, cfg, out_dir, model.tasks)
+    print(format_predictions(records, model.tasks, cfg.print_limit))
+    written = [f"predictions.{ext}" for ext in ("json", "csv") if cfg.format in (ext, "both")]
+    print(f"\n{len(records)} images predicted" + (f", {len(skipped)} unreadable skipped" if skipped else "")
+          + f"; wrote {out_dir}/{', '.join(written)}" + (" and visualize/*.png" if cfg.visualize else ""))
+    return {"predictions": records, "skipped": skipped, "out_dir": str(out_dir)}
+
+
+def format_predictions(records: list[dict], tasks: dict, limit: int) -> str:
+    """Console table: one row per (image, task), columns top-1 .. top-k as 'label (probability)'."""
+    rows = []
+    for record in records[:limit]:
+        for task in tasks:
+            row = {"image": Path(record["image"]).name, "task": task}
+            for rank, item in enumerate(record["predictions"][task]["top_k"], start=1):
+                row[f"top{rank}"] = f"{item['label']} ({item['probability']:.2f})"
+            rows.append(row)
+    table = pd.DataFrame(rows).fillna("")
+    table.loc[table["image"].duplicated(), "image"] = ""
+    with pd.option_context("display.max_colwidth", 40, "display.width", 200):
+        text = table.to_string(index=False)
+    if len(records) > limit:
+        text += f"\n... {len(records) - limit} more images in the output files"
+    return text
+
+
+def _write(records: list[dict], skipped: list[dict], cfg: DictConfig, out_dir: Path, tasks: dict) -> None:
+    if cfg.format in ("json", "both"):
+        payload = {"checkpoint": str(cfg.ckpt), "images": str(cfg.images), "tasks": list(tasks),
+                   "predictions": records, "skipped": skipped}
+        (out_dir / "predictions.json").write_text(json.dumps(payload, indent=2))
+    if cfg.format in ("csv", "both"):
+        with open(out_dir / "predictions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image"] + [c for t in tasks for c in (t, f"{t}_confidence", f"{t}_top_k")])
+            for r in records:
+                cells = [r["image"]]
+                for t in tasks:
+                    p = r["predictions"][t]
+                    top = ";".join(f"{i['label']}:{i['probability']:.4f}" for i in p["top_k"])
+                    cells += [p["label"], f"{p['confidence']:.4f}", top]
+                writer.writerow(cells)
+
+
+def _visualize(model: DeepArtNet, images: torch.Tensor, attention, decoded: list[dict], paths: list[Path],
+               indices: list[int], out_dir: Path, saliency: DictConfig) -> None:
+    """One PNG per image: painting | attention | Grad-CAM per task (| guided backprop per task)."""
+    tasks = list(model.tasks)
+    cams = {t: grad_cam(model, images, t, layer=saliency.layer) for t in tasks}           # (B, H, W) each
+    guided = {t: guided_backprop(model, images, t) for t in tasks} if saliency.guided else {}
+    for j, (path, result) in enumerate(zip(paths, decoded)):
+        picture = images[j].permute(1, 2, 0).cpu().numpy()
+        panels, titles = [picture], [path.name]
+        if attention is not None:
+            panels.append(overlay(picture, upsample_map(attention[j].float().cpu(), picture.shape[:2])))
+            titles.append("attention")
+        for t in tasks:
+            panels.append(overlay(picture, cams[t][j]))
+            titles.append(f"Grad-CAM {t}\n{result[t]['label']} ({result[t]['confidence']:.2f})")
+        ncols = len(panels)
+        if guided:
+            panels += [np.full_like(picture, 255)] * (ncols - len(tasks))
+            titles += [""] * (ncols - len(tasks))
+            for t in tasks:
+                panels.append(gradient_image(guided[t][j]))
+                titles.append(f"guided backprop {t}")
+        save_image_grid(panels, titles, out_dir / f"{indices[j]:05d}_{path.stem}.png", ncols=ncols)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from deepart.cli import run_reporting_errors
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    return run_reporting_errors(lambda: predict(parse_args(sys.argv[1:] if argv is None else argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""LR range test (`train.py lr_find=true`): exponentially increasing lr over a few steps of the chosen
+phase (its freezing, batch size and optimizer), smoothed loss vs lr, a suggested lr.
+
+The model, loss weights and RNG states are restored afterwards, so training with `lr_finder.apply=true`
+starts from exactly the state a run without the test would have. With `phase=all` the test runs for the
+first phase of the chain and `apply` sets that phase's lr only: later phases start from trained weights,
+so their range test needs those weights (`python train.py phase=2 init_from=<phase-1 best.pt> lr_find=true`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from deepart.config import to_plain
+from deepart.data.loaders import train_loader
+from deepart.errors import ConfigError
+from deepart.training.checkpoint import capture_rng, restore_rng
+from deepart.training.freezing import apply_freezing
+from deepart.training.optim import build_optimizer
+
+log = logging.getLogger("deepart")
+
+
+def suggest_lr(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, str]:
+    """Steepest descent of the smoothed loss (per log-lr) before its minimum; else the minimum's lr / 10."""
+    best = int(np.argmin(losses))
+    if best >= 2:
+        slope = np.gradient(losses[: best + 1], np.log(lrs[: best + 1]))
+        return float(lrs[int(np.argmin(slope))]), "steepest descent"
+    return float(lrs[best] / 10), "loss minimum / 10"
+
+
+def range_test(trainer, phase: DictConfig, cfg: DictConfig) -> dict:
+    """Run the test on `trainer`'s model; returns {lrs, losses, suggestion, rule}. State is restored."""
+    lf = cfg.lr_finder
+    if not (0 < lf.min_lr < lf.max_lr) or lf.num_steps < 5 or not 0 <= lf.smoothing < 1:
+        raise ConfigError(f"lr_finder: need 0 < min_lr < max_lr, num_steps >= 5 and 0 <= smoothing < 1 "
+                          f"(got min_lr={lf.min_lr}, max_lr={lf.max_lr}, num_steps={lf.num_steps}, "
+                          f"smoothing={lf.smoothing})")
+    model, loss_fn, rt = trainer.model, trainer.loss_fn, trainer.rt
+    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(loss_fn.state_dict()), capture_rng())
+    apply_freezing(model, list(phase.freeze), phase.freeze_stages)
+    loader = train_loader(trainer.table, cfg.data, cfg.sampler, phase.batch_size, cfg.seed, str(rt.device))
+    optimizer = build_optimizer(cfg.optimizer, [model, loss_fn], lf.min_lr, rt.device)
+    schedule = lf.min_lr * (lf.max_lr / lf.min_lr) ** (np.arange(lf.num_steps) / (lf.num_steps - 1))
+    lrs, losses, avg, best = [], [], 0.0, float("inf")
+    model.train()
+    batches = _cycle(loader)
+    for i, lr in enumerate(schedule):
+        for group in optimizer.param_groups:
+            group["lr"] = float(lr)
+        batch = next(batches)
+        with rt.autocast():
+            loss, _, _ = loss_fn(model(rt.images(batch))["logits"], rt.labels(batch))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        avg = lf.smoothing * avg + (1 - lf.smoothing) * float(loss)
+        smoothed = avg / (1 - lf.smoothing ** (i + 1))           # bias-corrected moving average
+        lrs.append(float(lr))
+        losses.append(smoothed)
+        best = min(best, smoothed)
+        if not np.isfinite(smoothed) or smoothed > 4 * best:   # diverged: the rest says nothing
+            break
+    model.load_state_dict(saved[0])
+    loss_fn.load_state_dict(saved[1])
+    restore_rng(saved[2])
+    suggestion, rule = suggest_lr(np.array(lrs), np.array(losses))
+    return {"phase": str(phase.name), "lrs": lrs, "losses": losses, "suggestion": suggestion, "rule": rule}
+
+
+def _cycle(loader):
+    epoch = 0
+    while True:
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            if "image" in batch:
+                yield batch
+        epoch += 1
+
+
+def plot_range_test(result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deepart.viz import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(result["lrs"], result["losses"])
+    ax.axvline(result["suggestion"], color="red", linestyle="--",
+               label=f"suggested {result['suggestion']:.2e} ({result['rule']})")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title(f"LR range test, phase {result['phase']}")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def run_lr_finder(trainer) -> dict:
+    """lr_find=true: test, save <run>/lr_find.png + lr_find.json, print the suggestion; with apply=true set
+    the phase's lr in the run config (training then continues with it)."""
+    from deepart.training.run import phase_plan
+
+    cfg = trainer.cfg
+    phase = phase_plan(cfg)[0]
+    result = range_test(trainer, phase, cfg)
+    trainer.run_dir.mkdir(parents=True, exist_ok=True)
+    (trainer.run_dir / "lr_find.json").write_text(json.dumps(result, indent=2))
+    plot_range_test(result, trainer.run_dir / "lr_find.png")
+    print(f"LR range test (phase {phase.name}): suggested lr {result['suggestion']:.2e} ({result['rule']}); "
+          f"plot: {trainer.run_dir / 'lr_find.png'}", flush=True)
+    if cfg.lr_finder.apply:
+        _apply(cfg, result["suggestion"])
+        trainer.plain_cfg = to_plain(cfg)
+        log.info("lr_finder.apply=true: training phase %s with lr %.2e", phase.name, result["suggestion"])
+    return result
+
+
+def _apply(cfg: DictConfig, lr: float) -> None:
+    if cfg.phase.name != "all":
+        cfg.phase.lr = lr
+    else:  # only the first phase of the chain; a chain-wide phase.lr becomes each phase's own lr
+        chain = cfg.phase.chain
+        if cfg.phase.lr is not None:
+            for key in chain:
+                chain[key].lr = cfg.phase.lr
+            cfg.phase.lr = None
+        chain[next(iter(chain))].lr = lr
+    cfg.lr_find = False  # a resumed run must not test again
