@@ -60,7 +60,7 @@ def range_test(trainer, phase: DictConfig, cfg: DictConfig) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        avg = lf.smoothing * avg + (1 - lf.smoothing) * float(loss)
+        avg = lf.smoothing * avg + (1 - lf.smoothing) * float(loss.detach())
         smoothed = avg / (1 - lf.smoothing ** (i + 1))           # bias-corrected moving average
         lrs.append(float(lr))
         losses.append(smoothed)
