@@ -20,6 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deepart.config import compose_config  # noqa: E402
 from deepart.data.loaders import load_table, train_loader  # noqa: E402
 from deepart.data.prepare import prepare_cache  # noqa: E402
 
@@ -47,10 +48,6 @@ def epoch_rate(cfg, cached: bool) -> float:
 
 
 def main() -> None:
-    from hydra import compose, initialize_config_dir
-
-    from deepart.config import CONF_DIR
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--size", default="1600x1200")
@@ -61,10 +58,9 @@ def main() -> None:
         root = Path(tmp) / "paintings"
         make_images(root, args.images, size)
         mb = sum(p.stat().st_size for p in root.rglob("*.jpg")) / 2**20
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=[
-                "data=imagefolder", f"data.root={root}", f"data.cache_dir={Path(tmp) / 'cache'}",
-                "data.source.val_fraction=0.0001", f"data.num_workers={args.workers}", "sampler=random"])
+        cfg = compose_config(["data=imagefolder", f"data.root={root}", f"data.cache_dir={Path(tmp) / 'cache'}",
+                              "data.source.val_fraction=0.0001", f"data.num_workers={args.workers}",
+                              "sampler=random"])
         print(f"{args.images} JPEGs of {size[0]}x{size[1]} ({mb:.0f} MB), DataLoader with {args.workers} "
               f"workers, train transform to {cfg.data.image_size}px")
         original = epoch_rate(cfg, cached=False)

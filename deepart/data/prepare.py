@@ -196,10 +196,8 @@ def use_cache(table: TaskTable, data_cfg) -> TaskTable:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hydra import compose, initialize_config_dir
-
     from deepart.cli import run_reporting_errors
-    from deepart.config import CONF_DIR, config_groups, quote_numeric_choices
+    from deepart.config import compose_config
     from deepart.data.loaders import load_table
 
     parser = argparse.ArgumentParser(prog="python -m deepart.data.prepare",
@@ -211,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     def go() -> dict:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=quote_numeric_choices(args.overrides, config_groups()))
+        cfg = compose_config(args.overrides)
         table = load_table(cfg.data, cached=False)
         summary = prepare_cache(table, cfg.data, args.workers, progress=not args.no_progress)
         print(f"cached {summary['images']} images in {summary['cache']} ({summary['bad']} unreadable, "
