@@ -41,18 +41,6 @@ def demo_overrides(root: Path) -> list[str]:
             f"data.source.image_size={DEMO_SIZE}"]
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread for the test: on a shared 2-core machine two spinning threads can make
-    small-model training and saliency many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     from deepart.data.demo import generate_demo
@@ -86,16 +74,3 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
-
-
-@pytest.fixture
-def single_thread(monkeypatch):
-    """One intra-op thread here and in subprocesses: on a small shared CPU machine the tiny model then
-    trains many times faster (no OpenMP threads waiting on busy cores)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)

@@ -13,8 +13,6 @@ from deepart.training import run as run_module
 from deepart.training.run import train
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 KEYS = ["val/style/top1", "val/style/top5", "val/genre/top1", "val/genre/top5", "val/artist/top1",
         "val/artist/top5", "val/mean_top1", "val/loss"]
 

@@ -8,8 +8,6 @@ import torch
 from deepart.training.lr_find import suggest_lr
 from deepart.training.run import train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_suggestion_is_the_steepest_descent_before_the_minimum():
     lrs = np.logspace(-6, 0, 7)

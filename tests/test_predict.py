@@ -18,8 +18,6 @@ from deepart.training.run import train
 from tests.conftest import REPO
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture(scope="module")
 def trained(demo_root, tmp_path_factory):

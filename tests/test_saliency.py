@@ -14,8 +14,6 @@ SMALL = [*TINY, *TINY_SEQUENCER]                                          # test
 ANY_BACKBONE = [o for o in SMALL if not o.startswith("backbone.name")]   # for backbone=<option>
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)

@@ -15,8 +15,6 @@ from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, run_scrip
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 def train_in_process(monkeypatch, *args: str) -> None:
     """`python train.py <args>` in this process (so a test can inject a fault into one run)."""
