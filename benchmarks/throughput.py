@@ -25,7 +25,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -38,6 +37,7 @@ from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cache_speed import make_images  # noqa: E402
 from deepart.config import build, compose_config  # noqa: E402
 from deepart.data.dataset import PaintingDataset, collate  # noqa: E402
 from deepart.data.loaders import eval_loader, train_loader  # noqa: E402
@@ -52,33 +52,6 @@ TASKS = {"style": 27, "genre": 10, "artist": 23}
 
 
 # ---------------------------------------------------------------------------------------------- data
-
-def _write_jpeg(args: tuple[Path, int, int, int]) -> None:
-    path, width, height, seed = args
-    rng = np.random.default_rng(seed)
-    # smooth colour fields plus grain: decodes like a photographed painting, not like flat colour
-    small = rng.integers(0, 256, (height // 50 + 2, width // 50 + 2, 3), dtype=np.uint8)
-    img = Image.fromarray(small).resize((width, height), Image.BICUBIC)
-    grain = rng.normal(0, 12, (height, width, 1)).astype(np.float32)
-    arr = np.clip(np.asarray(img, np.float32) + grain, 0, 255).astype(np.uint8)
-    Image.fromarray(arr).save(path, quality=90)
-
-
-def make_jpegs(folder: Path, n: int, width: int, height: int, workers: int) -> list[Path]:
-    """`n` synthetic JPEGs of `width` x `height` in `folder` (kept between runs when already there)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"img_{i:05d}_{width}x{height}.jpg" for i in range(n)]
-    todo = [(p, width, height, i) for i, p in enumerate(paths) if not p.exists()]
-    if todo:
-        print(f"writing {len(todo)} JPEGs of {width}x{height} to {folder} ...", flush=True)
-        if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                list(pool.map(_write_jpeg, todo, chunksize=8))
-        else:
-            for job in todo:
-                _write_jpeg(job)
-    return paths
-
 
 def table_of(paths: list[Path], root: Path, seed: int = 0) -> TaskTable:
     """Every image in both splits with random labels for the three WikiArt tasks."""
@@ -195,7 +168,9 @@ def measure(args: argparse.Namespace) -> dict:
     else:
         root = work / "originals"
         width, height = (int(v) for v in args.source_size.lower().split("x"))
-        paths = make_jpegs(root, args.n_images, width, height, args.workers)
+        print(f"writing {args.n_images} JPEGs of {width}x{height} to {root} ...", flush=True)
+        make_images(root, args.n_images, (width, height))
+        paths = sorted(root.rglob("*.jpg"))
     table = table_of(paths, root)
     prepare_cache(table, data_cfg, workers=args.workers)
     cached = use_cache(table, data_cfg)
