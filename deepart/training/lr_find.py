@@ -20,6 +20,7 @@ from deepart.config import to_plain
 from deepart.data.loaders import train_loader
 from deepart.errors import ConfigError
 from deepart.training.checkpoint import capture_rng, restore_rng
+from deepart.training.engine import train_step
 from deepart.training.freezing import apply_freezing
 from deepart.training.optim import build_optimizer
 
@@ -55,11 +56,8 @@ def range_test(trainer, phase: DictConfig, cfg: DictConfig) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = float(lr)
         batch = next(batches)
-        with rt.autocast():
-            loss, _, _ = loss_fn(model(rt.images(batch))["logits"], rt.labels(batch))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        _, loss = train_step(model, loss_fn, rt.images(batch), rt.labels(batch), optimizer, rt, grad_clip=None,
+                             params=[])
         avg = lf.smoothing * avg + (1 - lf.smoothing) * float(loss.detach())
         smoothed = avg / (1 - lf.smoothing ** (i + 1))           # bias-corrected moving average
         lrs.append(float(lr))
