@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepart.config import compose_config  # noqa: E402
 from deepart.data.loaders import load_table, train_loader  # noqa: E402
-from deepart.data.prepare import prepare_cache  # noqa: E402
+from deepart.data.cache import prepare_cache  # noqa: E402
 
 
 def make_images(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> None:

@@ -39,12 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cache_speed import make_images  # noqa: E402
 from deepart.config import build, compose_config  # noqa: E402
-from deepart.data.dataset import PaintingDataset, collate  # noqa: E402
+from deepart.data.dataset import collate  # noqa: E402
 from deepart.data.loaders import eval_loader, train_loader  # noqa: E402
-from deepart.data.prepare import prepare_cache, use_cache  # noqa: E402
+from deepart.data.cache import prepare_cache, use_cache  # noqa: E402
 from deepart.data.table import TaskTable  # noqa: E402
-from deepart.models.deepartnet import build_model  # noqa: E402
-from deepart.training.engine import Runtime, train_step  # noqa: E402
+from deepart.models import build_model  # noqa: E402
+from deepart.runtime import Runtime  # noqa: E402
+from deepart.training.engine import train_step  # noqa: E402
 from deepart.training.optim import build_optimizer  # noqa: E402
 
 #: the WikiArt tasks and their class counts
@@ -116,9 +117,7 @@ class Bench:
         self.rt = Runtime(device, bf16=fast and device.type == "cuda", channels_last=fast and device.type == "cuda")
         tasks = {t: [str(i) for i in range(k)] for t, k in TASKS.items()}
         torch.manual_seed(0)
-        self.model = build_model(cfg, tasks).to(device)
-        if self.rt.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.rt.prepare(build_model(cfg, tasks))
         self.loss_fn = build(cfg.loss, tasks=tasks).to(device)
         opt_cfg = cfg.optimizer if fast else {**cfg.optimizer, "fused": False}
         self.optimizer = build_optimizer(opt_cfg, [self.model, self.loss_fn], 1e-4, device)
@@ -195,31 +194,36 @@ def measure(args: argparse.Namespace) -> dict:
 
     print(f"device {device}, backbone {cfg.backbone.name}, sequencer {args.sequencer}, {size}px, batch {bs}, "
           f"{len(paths)} images, {args.workers} workers", flush=True)
-    fast = Bench(cfg, device, fast=True)
-    images, labels = fast.random_batch(bs, size)
-    record("train model-only", timed(lambda n: [fast.train(images, labels) for _ in range(n)],
-                                     args.steps, args.warmup, bs, device))
-    for name, tbl in (("train e2e originals", table), ("train e2e cache", cached)):
-        loader = train_loader(tbl, data_cfg, sampler_cfg, bs, seed=0, device=str(device))
-        record(name, timed(from_loader(fast, loader, True), args.steps, args.warmup, bs, device))
-        del loader
-    eval_images = fast.random_batch(ebs, size)[0]
-    record("eval model-only", timed(lambda n: [fast.infer(eval_images) for _ in range(n)],
-                                    args.steps, args.warmup, ebs, device))
-    for name, tbl in (("eval e2e originals", table), ("eval e2e cache", cached)):
-        loader = eval_loader(tbl, data_cfg, ebs, str(device), workers=args.workers)
-        record(name, timed(from_loader(fast, loader, False), args.steps, args.warmup, ebs, device))
-        del loader
-    del fast, images, eval_images
+    def fast_path() -> None:
+        """The default path: bf16 / channels_last on CUDA, the project's loaders (models freed on return)."""
+        fast = Bench(cfg, device, fast=True)
+        images, labels = fast.random_batch(bs, size)
+        record("train model-only", timed(lambda n: [fast.train(images, labels) for _ in range(n)],
+                                         args.steps, args.warmup, bs, device))
+        for name, tbl in (("train e2e originals", table), ("train e2e cache", cached)):
+            loader = train_loader(tbl, data_cfg, sampler_cfg, bs, seed=0, device=str(device))
+            record(name, timed(from_loader(fast, loader, True), args.steps, args.warmup, bs, device))
+            del loader
+        eval_images = fast.random_batch(ebs, size)[0]
+        record("eval model-only", timed(lambda n: [fast.infer(eval_images) for _ in range(n)],
+                                        args.steps, args.warmup, ebs, device))
+        for name, tbl in (("eval e2e originals", table), ("eval e2e cache", cached)):
+            loader = eval_loader(tbl, data_cfg, ebs, str(device), workers=args.workers)
+            record(name, timed(from_loader(fast, loader, False), args.steps, args.warmup, ebs, device))
+            del loader
 
-    naive = Bench(cfg, device, fast=False)
-    images, labels = naive.random_batch(bs, size)
-    record("train model-only fp32", timed(lambda n: [naive.train(images, labels) for _ in range(n)],
-                                          args.steps, args.warmup, bs, device))
-    loader = DataLoader(NaiveDataset(table, size), batch_size=bs, shuffle=True, num_workers=args.workers,
-                        collate_fn=collate, drop_last=True)
-    record("train naive", timed(from_loader(naive, loader, True), args.steps, args.warmup, bs, device))
-    del loader, naive
+    def naive_path() -> None:
+        """fp32, a plain Pillow decode + torchvision transform per image, a plain DataLoader."""
+        naive = Bench(cfg, device, fast=False)
+        images, labels = naive.random_batch(bs, size)
+        record("train model-only fp32", timed(lambda n: [naive.train(images, labels) for _ in range(n)],
+                                              args.steps, args.warmup, bs, device))
+        loader = DataLoader(NaiveDataset(table, size), batch_size=bs, shuffle=True, num_workers=args.workers,
+                            collate_fn=collate, drop_last=True)
+        record("train naive", timed(from_loader(naive, loader, True), args.steps, args.warmup, bs, device))
+
+    fast_path()
+    naive_path()
 
     def ratio(a: str, b: str) -> float:
         return results[a]["images_per_s"] / results[b]["images_per_s"]

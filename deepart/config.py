@@ -1,22 +1,21 @@
-"""Config checks and command-line helpers shared by the entry points."""
+"""The config: composing it, checking its values, and turning its nodes into objects."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from deepart.errors import ConfigError, DeepArtError
+from deepart.errors import DeepArtError, require
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
-#: Model parts that `phase.freeze` may name.
-FREEZABLE = ("backbone", "proj", "sequencer", "attention", "heads")
-CRITERIA = ("focal", "ce")
-WEIGHTINGS = ("uncertainty", "equal")
-PRECISIONS = ("auto", "bf16", "fp32")
-MISSING_IMAGES = ("error", "skip", "ignore")
+#: The metric that compares runs: it picks best.pt, drives early stopping and is a sweep's objective.
+OBJECTIVE = "val/mean_top1"
+#: Model parts that `phase.freeze` may name (attributes of DeepArtNet).
+FREEZABLE = ("backbone", "proj", "encoder", "pooling", "heads")
 
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -57,41 +56,32 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}.")
-
-
 def _check_phase(phase: DictConfig, prefix: str) -> None:
     for key in ("epochs", "batch_size"):
         value = phase.get(key)
-        _require(value is None or (isinstance(value, int) and value >= 1), f"{prefix}.{key}", value,
-                 "an integer >= 1")
+        require(value is None or (isinstance(value, int) and value >= 1), f"{prefix}.{key}", value,
+                "an integer >= 1")
     lr = phase.get("lr")
-    _require(lr is None or (isinstance(lr, (int, float)) and lr > 0), f"{prefix}.lr", lr, "a number > 0")
+    require(lr is None or (isinstance(lr, (int, float)) and lr > 0), f"{prefix}.lr", lr, "a number > 0")
     if "freeze" in phase:
         bad = [name for name in phase.freeze if name not in FREEZABLE]
-        _require(not bad, f"{prefix}.freeze", list(phase.freeze), f"a list of {', '.join(FREEZABLE)}")
+        require(not bad, f"{prefix}.freeze", list(phase.freeze), f"a list of {', '.join(FREEZABLE)}")
     if "freeze_stages" in phase:
         fs = phase.freeze_stages
-        _require(isinstance(fs, int) and fs >= 0, f"{prefix}.freeze_stages", fs, "an integer >= 0")
+        require(isinstance(fs, int) and fs >= 0, f"{prefix}.freeze_stages", fs, "an integer >= 0")
 
 
 def validate(cfg: DictConfig) -> None:
     """Fail early, naming the key, on values that cannot work.
 
     Unknown keys and unknown group options are already refused by Hydra (struct mode); this checks
-    values. Checks that need the built model (e.g. freeze_stages against the backbone's stage count)
-    happen where the model is built.
+    values, the loss's and the runtime's by the checks of those objects. Checks that need the built
+    model (e.g. freeze_stages against the backbone's stage count) happen where the model is built.
     """
-    loss = cfg.loss
-    _require(loss.criterion in CRITERIA, "loss.criterion", loss.criterion, " | ".join(CRITERIA))
-    _require(loss.weighting in WEIGHTINGS, "loss.weighting", loss.weighting, " | ".join(WEIGHTINGS))
-    gamma = loss.get("gamma", 0.0)
-    _require(isinstance(gamma, (int, float)) and gamma >= 0, "loss.gamma", gamma, "a number >= 0")
-    ls = loss.get("label_smoothing", 0.0)
-    _require(isinstance(ls, (int, float)) and 0 <= ls < 1, "loss.label_smoothing", ls, "a number in [0, 1)")
+    from deepart.runtime import Runtime
 
+    build(cfg.loss, tasks=["task"])
+    Runtime.resolve(cfg.trainer)
     if cfg.phase.name == "all":
         _check_phase(cfg.phase, "phase")
         for key, sub in cfg.phase.chain.items():
@@ -100,33 +90,49 @@ def validate(cfg: DictConfig) -> None:
         _check_phase(cfg.phase, "phase")
 
     t = cfg.trainer
-    _require(t.precision in PRECISIONS, "trainer.precision", t.precision, " | ".join(PRECISIONS))
-    _require(t.channels_last in ("auto", True, False), "trainer.channels_last", t.channels_last,
-             "auto | true | false")
-    _require(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", t.grad_clip, "a number > 0 or null")
-    _require(isinstance(t.device, str) and re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", t.device) is not None,
-             "trainer.device", t.device, "auto | cpu | cuda | cuda:N")
+    require(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", t.grad_clip, "a number > 0 or null")
     patience = t.early_stopping.patience
-    _require(patience is None or (isinstance(patience, int) and patience >= 1),
-             "trainer.early_stopping.patience", patience, "an integer >= 1 or null")
+    require(patience is None or (isinstance(patience, int) and patience >= 1),
+            "trainer.early_stopping.patience", patience, "an integer >= 1 or null")
 
     d = cfg.data
-    _require(isinstance(d.image_size, int) and d.image_size >= 32, "data.image_size", d.image_size,
-             "an integer >= 32")
-    _require(d.resize_size is None or d.resize_size >= d.image_size, "data.resize_size", d.resize_size,
-             f"null or an integer >= data.image_size ({d.image_size})")
+    require(isinstance(d.image_size, int) and d.image_size >= 32, "data.image_size", d.image_size,
+            "an integer >= 32")
+    require(d.resize_size is None or d.resize_size >= d.image_size, "data.resize_size", d.resize_size,
+            f"null or an integer >= data.image_size ({d.image_size})")
     lo, hi = d.train_crop_scale
-    _require(0 < lo <= hi <= 1, "data.train_crop_scale", list(d.train_crop_scale), "[low, high] with 0 < low <= high <= 1")
-    _require(d.tasks is None or (len(d.tasks) > 0 and len(set(d.tasks)) == len(d.tasks)), "data.tasks",
-             d.tasks, "a non-empty list of distinct task names")
-    missing = d.source.get("missing_images", "error")
-    _require(missing in MISSING_IMAGES, "data.source.missing_images", missing, " | ".join(MISSING_IMAGES))
+    require(0 < lo <= hi <= 1, "data.train_crop_scale", list(d.train_crop_scale),
+            "[low, high] with 0 < low <= high <= 1")
+    require(d.tasks is None or (len(d.tasks) > 0 and len(set(d.tasks)) == len(d.tasks)), "data.tasks",
+            d.tasks, "a non-empty list of distinct task names")
 
     sched = cfg.scheduler
-    _require(sched.warmup_epochs >= 0, "scheduler.warmup_epochs", sched.warmup_epochs, "a number >= 0")
-    _require(0 <= sched.min_lr_ratio <= 1, "scheduler.min_lr_ratio", sched.min_lr_ratio, "a number in [0, 1]")
+    require(sched.warmup_epochs >= 0, "scheduler.warmup_epochs", sched.warmup_epochs, "a number >= 0")
+    require(0 <= sched.min_lr_ratio <= 1, "scheduler.min_lr_ratio", sched.min_lr_ratio, "a number in [0, 1]")
     power = cfg.sampler.get("power", 1.0)
-    _require(power >= 0, "sampler.power", power, "a number >= 0")
+    require(power >= 0, "sampler.power", power, "a number >= 0")
+
+
+def phase_plan(cfg: DictConfig) -> list[DictConfig]:
+    """The phases a run trains, in order; `phase=all` values of epochs/lr/batch_size apply to every phase."""
+    if cfg.phase.name != "all":
+        return [cfg.phase]
+    plan = []
+    for sub in cfg.phase.chain.values():
+        sub = OmegaConf.create(OmegaConf.to_container(sub, resolve=True))
+        for key in ("epochs", "lr", "batch_size"):
+            if cfg.phase.get(key) is not None:
+                sub[key] = cfg.phase[key]
+        plan.append(sub)
+    return plan
+
+
+def eval_batch_size(cfg: DictConfig, phase: DictConfig | None = None) -> int:
+    """Batch size of evaluation passes: `trainer.eval_batch_size`, else twice the batch size of `phase`
+    (default: the run's last phase)."""
+    if cfg.trainer.get("eval_batch_size"):
+        return int(cfg.trainer.eval_batch_size)
+    return 2 * int((phase or phase_plan(cfg)[-1]).batch_size)
 
 
 def build(node: Any, **kwargs: Any) -> Any:

@@ -6,6 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepart.data.table import MISSING
+from deepart.errors import require, require_choice
+
+CRITERIA = ("focal", "ce")
+WEIGHTINGS = ("uncertainty", "equal")
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
@@ -39,6 +43,11 @@ class MultiTaskLoss(nn.Module):
     def __init__(self, tasks: dict[str, list[str]] | list[str], criterion: str = "focal", gamma: float = 2.0,
                  label_smoothing: float = 0.0, weighting: str = "uncertainty"):
         super().__init__()
+        require_choice("loss.criterion", criterion, CRITERIA)
+        require_choice("loss.weighting", weighting, WEIGHTINGS)
+        require(isinstance(gamma, (int, float)) and gamma >= 0, "loss.gamma", gamma, "a number >= 0")
+        require(isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing < 1, "loss.label_smoothing",
+                label_smoothing, "a number in [0, 1)")
         self.task_names = list(tasks)
         self.gamma = gamma if criterion == "focal" else 0.0
         self.label_smoothing = label_smoothing

@@ -18,18 +18,14 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from deepart.checkpoint import run_dir_of
 from deepart.config import CONF_DIR
-from deepart.data.dataset import collate
-from deepart.data.images import ImageLoadError, load_rgb
-from deepart.data.transforms import min_decode_side, transform_from_config
-from deepart.errors import ConfigError, DataError
-from deepart.evaluate import run_dir_of
-from deepart.models.deepartnet import DeepArtNet, decode_top_k
-from deepart.saliency import gradient_image, guided_backprop, grad_cam
-from deepart.training.engine import Runtime
+from deepart.data.dataset import SkipCounter
+from deepart.errors import ConfigError, DataError, report_errors, require, require_choice
+from deepart.inference import Predictor, decode_top_k
+from deepart.models import DeepArtNet
+from deepart.saliency import grad_cam, gradient_image, guided_backprop
 from deepart.viz import overlay, save_image_grid, upsample_map
 
 log = logging.getLogger("deepart")
@@ -58,10 +54,8 @@ def parse_args(argv: list[str]) -> DictConfig:
             raise ConfigError(f"{key}=... is required: python -m deepart.predict ckpt=<run>/checkpoints/best.pt "
                               f"images=<file, folder or glob>")
     for key in ("top_k", "batch_size"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key}={cfg[key]!r} is not allowed: expected an integer >= 1")
-    if cfg.format not in FORMATS:
-        raise ConfigError(f"format={cfg.format!r} is not allowed: expected {' | '.join(FORMATS)}")
+        require(isinstance(cfg[key], int) and cfg[key] >= 1, key, cfg[key], "an integer >= 1")
+    require_choice("format", cfg.format, FORMATS)
     return cfg
 
 
@@ -83,64 +77,31 @@ def find_images(spec: str) -> list[Path]:
     return images
 
 
-class ImageFiles(Dataset):
-    """Items like PaintingDataset's (an empty label vector), or a `bad` marker for unreadable files."""
-
-    def __init__(self, paths: list[Path], transform, min_side: int | None):
-        self.paths, self.transform, self.min_side = paths, transform, min_side
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict:
-        try:
-            img = load_rgb(self.paths[index], self.min_side)
-        except ImageLoadError as exc:
-            return {"bad": str(self.paths[index]), "error": str(exc)}
-        return {"image": self.transform(img), "labels": torch.zeros(0, dtype=torch.long), "index": index}
-
-
-def _device(name: str) -> torch.device:
-    return Runtime.from_config(OmegaConf.create({"device": name, "precision": "fp32", "channels_last": False})).device
-
-
 def predict(cfg: DictConfig) -> dict:
     """Run the CLI's work; returns {"predictions": [...], "skipped": [...], "out_dir": ...}."""
-    device = _device(cfg.device)
-    model = DeepArtNet.load_from_checkpoint(cfg.ckpt, map_location=device)
-    data_cfg = model.config.get("data", {"image_size": 224})
+    predictor = Predictor.from_checkpoint(cfg.ckpt, device=cfg.device)
     paths = find_images(str(cfg.images))
     out_dir = Path(cfg.out_dir) if cfg.out_dir else run_dir_of(cfg.ckpt) / "predict"
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = ImageFiles(paths, transform_from_config(data_cfg, train=False), min_decode_side(data_cfg))
-    workers = min(cfg.num_workers, len(paths) - 1) if len(paths) > 1 else 0
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=workers, collate_fn=collate)
-
-    records, skipped = [], []
-    for batch in tqdm(loader, desc="predict", unit="batch", dynamic_ncols=True, disable=len(loader) < 2):
-        for path, error in batch["bad"]:
-            print(f"skipped unreadable image: {error}", file=sys.stderr, flush=True)
-            skipped.append({"path": path, "error": error})
-        if "image" not in batch:
-            continue
-        images = batch["image"].to(device)
-        with torch.no_grad():
-            out = model(images)
-        decoded = decode_top_k(out["logits"], model.tasks, cfg.top_k)
-        for j, (index, result) in enumerate(zip(batch["index"].tolist(), decoded)):
-            record = {"image": str(paths[index]),
-                      "predictions": {t: {"label": r["label"], "confidence": r["confidence"],
-                                          "top_k": [{"label": n, "probability": p} for n, p in r["top5"]]}
-                                      for t, r in result.items()}}
-            records.append(record)
+    skips = SkipCounter(max_warnings=None, keep_files=True)
+    records = []
+    for batch, out in predictor.batches(paths, cfg.batch_size, cfg.num_workers, skips):
+        indices = batch["index"].tolist()
+        decoded = decode_top_k(out["logits"], predictor.tasks, cfg.top_k)
+        for index, result in zip(indices, decoded):
+            records.append({"image": str(paths[index]),
+                            "predictions": {t: {"label": r["label"], "confidence": r["confidence"],
+                                                "top_k": [{"label": n, "probability": p} for n, p in r["top_k"]]}
+                                            for t, r in result.items()}})
         if cfg.visualize:
-            _visualize(model, images, out["attention"], decoded, [paths[i] for i in batch["index"].tolist()],
-                       batch["index"].tolist(), out_dir / "visualize", cfg.saliency)
+            _visualize(predictor.model, batch["image"], out["attention"], decoded, [paths[i] for i in indices],
+                       indices, out_dir / "visualize", cfg.saliency)
 
+    skipped = [{"path": path, "error": error} for path, error in skips.files]
     if not records:
         raise DataError(f"images={cfg.images}: none of the {len(paths)} files could be read")
-    _write(records, skipped, cfg, out_dir, model.tasks)
-    print(format_predictions(records, model.tasks, cfg.print_limit))
+    _write(records, skipped, cfg, out_dir, predictor.tasks)
+    print(format_predictions(records, predictor.tasks, cfg.print_limit))
     written = [f"predictions.{ext}" for ext in ("json", "csv") if cfg.format in (ext, "both")]
     print(f"\n{len(records)} images predicted" + (f", {len(skipped)} unreadable skipped" if skipped else "")
           + f"; wrote {out_dir}/{', '.join(written)}" + (" and visualize/*.png" if cfg.visualize else ""))
@@ -209,10 +170,8 @@ def _visualize(model: DeepArtNet, images: torch.Tensor, attention, decoded: list
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from deepart.cli import run_reporting_errors
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    return run_reporting_errors(lambda: predict(parse_args(sys.argv[1:] if argv is None else argv)))
+    return report_errors(lambda: predict(parse_args(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from deepart.config import OBJECTIVE
 from deepart.errors import DeepArtError
 
-OBJECTIVE = "val/mean_top1"
 METRIC_COLUMNS = ("top1", "top5", "macro_f1", "balanced_acc")
 #: Overrides that steer how a run is started, not what it computes.
 NOT_SWEPT = ("resume", "resume_sweep", "hparams_search")

@@ -9,7 +9,8 @@ import os
 import shutil
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -17,9 +18,9 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from deepart.cli import run_reporting_errors
-from deepart.errors import ConfigError
-from deepart.report import NOT_SWEPT, OBJECTIVE, collect_runs, override_keys, swept_keys
+from deepart.config import OBJECTIVE
+from deepart.errors import ConfigError, report_errors
+from deepart.report import NOT_SWEPT, collect_runs, override_keys, swept_keys
 
 log = logging.getLogger("deepart")
 
@@ -87,11 +88,11 @@ def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
     main_rank = distributed.current().is_main
     requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0  # hit the time limit, back in the queue
     if cfg.get("resume_sweep") and not multirun:
-        run_reporting_errors(_raise, ConfigError("resume_sweep=<sweep dir> continues a sweep: add -m and the "
+        report_errors(_raise, ConfigError("resume_sweep=<sweep dir> continues a sweep: add -m and the "
                                                  "sweep's own overrides"))
     if cfg.get("resume_sweep") or requeued:
         overrides = None if requeued else list(hc.overrides.task)
-        done = run_reporting_errors(_prepare_resumed_job, cfg, run_dir, overrides)
+        done = report_errors(_prepare_resumed_job, cfg, run_dir, overrides)
         if done is not None:
             return done
     if main_rank:
@@ -101,7 +102,7 @@ def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
     except Exception as exc:  # noqa: BLE001 - one run's crash must not end the sweep
         info = record_failure(run_dir, exc) if main_rank else {}
         if not multirun:
-            return run_reporting_errors(_raise, exc)
+            return report_errors(_raise, exc)
         log.error("run %s failed (%s: %s)%s; recorded in %s/%s, the sweep goes on", run_dir.name,
                   type(exc).__name__, exc, " - out of memory" if info.get("oom") else "", run_dir, FAILURE_FILE)
         summary = None

@@ -4,35 +4,59 @@ import os
 import pytest
 import torch
 
+from deepart.checkpoint import Checkpoint, capture_rng, restore_rng, run_dir_of
 from deepart.errors import CheckpointError
-from deepart.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 
-STATE = {"model": {"w": torch.ones(3)}, "config": {"a": 1, "b": [1, 2]}, "tasks": {"t": ["x", "y"]}, "epoch": 2}
+STATE = dict(model={"w": torch.ones(3)}, config={"a": 1, "b": [1, 2]}, tasks={"t": ["x", "y"]},
+             phase={"name": "1", "index": 0}, progress={"epoch": 2, "final": {"val/mean_top1": 0.5}})
 
 
 def test_roundtrip_is_weights_only(tmp_path):
     path = tmp_path / "c.pt"
-    save_checkpoint(path, {**STATE, "rng": capture_rng()})
+    Checkpoint(**STATE, rng=capture_rng()).save(path)
     raw = torch.load(path, weights_only=True)
-    assert raw["epoch"] == 2 and raw["tasks"] == {"t": ["x", "y"]}
-    assert load_checkpoint(path)["config"] == {"a": 1, "b": [1, 2]}
+    assert raw["progress"]["epoch"] == 2 and raw["tasks"] == {"t": ["x", "y"]}
+    loaded = Checkpoint.load(path)
+    assert loaded.config == {"a": 1, "b": [1, 2]} and loaded.epoch == 2 and loaded.path == path
+    assert loaded.metrics == {"val/mean_top1": 0.5}
+
+
+def test_no_field_is_stored_twice(tmp_path):
+    Checkpoint(**STATE).save(tmp_path / "c.pt")
+    raw = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert not {"epoch", "completed", "metrics", "scaler", "path"} & set(raw)
+
+
+def test_version_1_checkpoints_still_load(tmp_path):
+    """Checkpoints written before the model's parts were renamed (sequencer -> encoder, attention -> pooling)."""
+    v1 = {"format": "deepart-checkpoint", "version": 1, "epoch": 3, "completed": True, "metrics": {"m": 1.0},
+          "scaler": None, "tasks": {"t": ["x"]}, "phase": {"name": "1", "index": 0},
+          "state": {"epoch": 3, "completed": True, "final": {"m": 1.0}, "best_epoch": 2},
+          "model": {"sequencer.rnn.w": torch.ones(1), "attention.proj.w": torch.ones(1), "heads.t.0.w": torch.ones(1)},
+          "config": {"phase": {"name": "1", "freeze": ["sequencer", "attention"]}}}
+    torch.save(v1, tmp_path / "v1.pt")
+    ckpt = Checkpoint.load(tmp_path / "v1.pt")
+    assert ckpt.epoch == 3 and ckpt.metrics == {"m": 1.0} and ckpt.progress["best_epoch"] == 2
+    assert set(ckpt.model) == {"encoder.rnn.w", "pooling.proj.w", "heads.t.0.w"}
+    assert ckpt.config["phase"]["freeze"] == ["encoder", "pooling"]
 
 
 def test_rng_state_roundtrip(tmp_path):
     import random
+
     import numpy as np
 
     torch.manual_seed(1)
-    save_checkpoint(tmp_path / "c.pt", {**STATE, "rng": capture_rng()})
+    Checkpoint(**STATE, rng=capture_rng()).save(tmp_path / "c.pt")
     expected = (torch.rand(3), np.random.rand(), random.random())
-    restore_rng(load_checkpoint(tmp_path / "c.pt")["rng"])
+    restore_rng(Checkpoint.load(tmp_path / "c.pt").rng)
     again = (torch.rand(3), np.random.rand(), random.random())
     assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
 
 
 def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_checkpoint(path, STATE)
+    Checkpoint(**STATE).save(path)
     before = path.read_bytes()
 
     def dying_save(obj, f, *a, **k):
@@ -41,24 +65,24 @@ def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, {**STATE, "epoch": 3})
+        Checkpoint(**{**STATE, "progress": {"epoch": 3}}).save(path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["last.pt"]
 
 
 def test_missing_and_corrupt_files_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found"):
-        load_checkpoint(tmp_path / "nope.pt")
+        Checkpoint.load(tmp_path / "nope.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        load_checkpoint(bad)
+        Checkpoint.load(bad)
     good = tmp_path / "good.pt"
-    save_checkpoint(good, STATE)
+    Checkpoint(**STATE).save(good)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        load_checkpoint(truncated)
+        Checkpoint.load(truncated)
 
 
 class Payload:
@@ -70,11 +94,28 @@ def test_checkpoint_that_could_run_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "deepart-checkpoint", "model": Payload(), "config": {}, "tasks": {}, "epoch": 0}, path)
     with pytest.raises(CheckpointError, match="could run code"):
-        load_checkpoint(path)
+        Checkpoint.load(path)
 
 
 def test_foreign_checkpoint_is_named(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"state_dict": collections.OrderedDict(w=torch.ones(1))}, path)
     with pytest.raises(CheckpointError, match="not a deepart checkpoint"):
-        load_checkpoint(path)
+        Checkpoint.load(path)
+
+
+def test_incomplete_checkpoint_is_named(tmp_path):
+    path = tmp_path / "partial.pt"
+    torch.save({"format": "deepart-checkpoint", "version": 2, "model": {}, "config": {}}, path)
+    with pytest.raises(CheckpointError, match="lacks .*tasks"):
+        Checkpoint.load(path)
+
+
+def test_run_dir_of_every_kind_of_target(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints" / "phase-2").mkdir(parents=True)
+    for name in ("checkpoints/best.pt", "checkpoints/phase-2/last.pt"):
+        (run / name).write_bytes(b"x")
+        assert run_dir_of(run / name) == run.resolve()
+    assert run_dir_of(run) == run                                     # a run dir
+    assert run_dir_of(tmp_path / "elsewhere.pt") == tmp_path.resolve()  # a checkpoint outside a run

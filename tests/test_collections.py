@@ -12,7 +12,7 @@ from deepart.data.loaders import load_table
 from deepart.data.splits import stratified_split
 from deepart.data.tabular import load_csv
 from deepart.errors import ConfigError, DataError
-from deepart.training.checkpoint import load_checkpoint
+from deepart.checkpoint import Checkpoint
 from tests.conftest import SHARED, TINY, TINY_SEQUENCER, compose_config, run_script
 from tests.test_images import make_bad_images, make_odd_images
 
@@ -157,7 +157,7 @@ def test_train_script_on_image_folder_with_bad_images(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["skipped_images"] == 2 * 3  # 3 bad files, each read once per epoch (train or val)
-    history = load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]["history"]
+    history = Checkpoint.load(run_dir / "checkpoints" / "last.pt").progress["history"]
     assert [h["skipped_images"] for h in history] == [3, 3]
     log = proc.stdout + proc.stderr
     assert log.count("  skipped 3") == 2 and "6 unreadable images were skipped in this run" in log

@@ -4,13 +4,12 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from deepart.config import build, config_groups, group_options, quote_numeric_choices, validate
+from deepart.config import build, config_groups, group_options, phase_plan, quote_numeric_choices, validate
 from deepart.data.loaders import load_table, train_loader
 from deepart.errors import ConfigError
 from deepart.models import build_model
 from deepart.training.freezing import apply_freezing
 from deepart.training.optim import build_optimizer
-from deepart.training.run import phase_plan
 from tests.conftest import TINY, TINY_SEQUENCER, compose_config, demo_overrides, run_script
 
 GROUP_OPTIONS = [(g, o) for g in config_groups() for o in group_options(g)]

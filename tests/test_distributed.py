@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from deepart.data.samplers import ShardSampler
-from deepart.evaluate import evaluate_checkpoint
+from deepart.checkpoint import Checkpoint
+from deepart.evaluation import evaluate_checkpoint
 from deepart.training import run as run_module
 from deepart.training.run import train
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides
@@ -32,10 +33,10 @@ def single_process_eval(ckpt, out_dir) -> dict:
 
 
 def interrupt_after(fn, marker: str):
-    """`fn`, then KeyboardInterrupt when its first argument names `marker`."""
+    """`fn`, then KeyboardInterrupt when its last argument (the path written) names `marker`."""
     def wrapped(*args, **kwargs):
         fn(*args, **kwargs)
-        if str(args[0]).endswith(marker):
+        if str(args[-1]).endswith(marker):
             raise KeyboardInterrupt
     return wrapped
 
@@ -66,10 +67,10 @@ def test_torchrun_two_processes_one_run_dir_and_exact_metrics(demo_root, tmp_pat
 
 def test_resume_under_torchrun(tiny_cfg, demo_root, tmp_path, monkeypatch):
     with monkeypatch.context() as patch:  # the single-process run is killed after epoch 1's checkpoint
-        patch.setattr(run_module, "save_checkpoint", interrupt_after(run_module.save_checkpoint, "best.pt"))
+        patch.setattr(Checkpoint, "save", interrupt_after(Checkpoint.save, "best.pt"))
         with pytest.raises(KeyboardInterrupt):
             train(tiny_cfg("phase.epochs=2"), run_dir=tmp_path / "run")
-    assert torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)["progress"]["epoch"] == 1
 
     res = torchrun(f"resume={tmp_path / 'run'}", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Phase freezing freezes exactly what the DESIGN.md table says."""
+"""Phase freezing freezes exactly what the phase table (README) says."""
 import torch
 
 from deepart.models import build_model
@@ -21,9 +21,9 @@ def trainable(module) -> set[bool]:
     return {p.requires_grad for p in module.parameters()}
 
 
-def test_phase1_freezes_sequencer_and_attention_only():
+def test_phase1_freezes_encoder_and_attention_pooling_only():
     _, model = setup("1")
-    assert trainable(model.sequencer) == {False} and trainable(model.attention) == {False}
+    assert trainable(model.encoder) == {False} and trainable(model.pooling) == {False}
     assert trainable(model.backbone) == {True} and trainable(model.proj) == {True} and trainable(model.heads) == {True}
 
 
@@ -35,7 +35,7 @@ def test_phase2_freezes_backbone_stages_0_to_2():
     assert frozen == {"conv1", "bn1", "layer1", "layer2"}
     for name, p in model.backbone.named_parameters():
         assert p.requires_grad == (stage_of[name] >= 3), name
-    assert trainable(model.sequencer) == trainable(model.attention) == trainable(model.heads) == {True}
+    assert trainable(model.encoder) == trainable(model.pooling) == trainable(model.heads) == {True}
 
 
 def test_phase3_trains_everything():

@@ -64,21 +64,22 @@ def test_unknown_backbone_is_a_clear_config_error():
 
 
 def test_predict_api(tmp_path):
-    from deepart.training.checkpoint import save_checkpoint
+    from deepart import Predictor
+    from deepart.checkpoint import Checkpoint
     from deepart.config import to_plain
 
     cfg = compose_config([*TINY, *TINY_SEQUENCER])
     model = build_model(cfg, TASKS)
-    save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "config": to_plain(cfg), "tasks": TASKS,
-                                        "epoch": 1})
-    loaded = DeepArtNet.load_from_checkpoint(tmp_path / "m.pt")
+    Checkpoint(model=model.state_dict(), config=to_plain(cfg), tasks=TASKS, phase={"name": "3", "index": 0},
+               progress={"epoch": 1}).save(tmp_path / "m.pt")
+    loaded = Predictor.from_checkpoint(tmp_path / "m.pt", device="cpu")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 120, 3), dtype=np.uint8))
     pred = loaded.predict(image)
     for task, classes in TASKS.items():
         p = pred[task]
-        assert p["label"] in classes and p["label"] == p["top5"][0][0]
-        assert len(p["top5"]) == min(5, len(classes))
-        probs = [q for _, q in p["top5"]]
+        assert p["label"] in classes and p["label"] == p["top_k"][0][0]
+        assert len(p["top_k"]) == min(5, len(classes))
+        probs = [q for _, q in p["top_k"]]
         assert probs == sorted(probs, reverse=True) and 0 < p["confidence"] <= 1
     assert pred["attention"].shape == (2, 2)  # 64 px crop / 32
     assert np.isclose(pred["attention"].sum(), 1, atol=1e-5)

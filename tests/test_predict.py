@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from deepart.errors import ConfigError, DataError
-from deepart.evaluate import evaluate_checkpoint
+from deepart.evaluation import evaluate_checkpoint
 from deepart.predict import parse_args, predict
 from deepart.tracking import WandbLogger
 from deepart.training.run import train

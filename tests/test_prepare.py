@@ -11,7 +11,7 @@ from PIL import Image
 
 from deepart.data.images import load_rgb
 from deepart.data.loaders import load_table
-from deepart.data.prepare import cache_dir, prepare_cache
+from deepart.data.cache import cache_dir, prepare_cache
 from deepart.errors import ConfigError
 from tests.conftest import REPO, compose_config
 from tests.test_images import make_bad_images

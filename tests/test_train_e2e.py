@@ -82,7 +82,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cfg("phase.epochs=2", "sampler=weighted"), run_dir=tmp_path / "killed")
     monkeypatch.setattr(run_module.Trainer, "_save", real_save)
-    assert torch.load(tmp_path / "killed/checkpoints/last.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "killed/checkpoints/last.pt", weights_only=True)["progress"]["epoch"] == 1
 
     resumed = train(tiny_cfg(f"resume={tmp_path / 'killed'}"))
     assert resumed["epochs"] == 2

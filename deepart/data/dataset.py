@@ -1,8 +1,8 @@
-"""Dataset over a TaskTable split: uint8 image tensors + a label vector; unreadable images are skipped."""
+"""Datasets of image files: uint8 image tensors + a label vector; unreadable images are skipped and counted."""
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -14,18 +14,18 @@ from deepart.data.table import TaskTable
 log = logging.getLogger(__name__)
 
 
-class PaintingDataset(Dataset):
-    """Items are dicts {image: uint8 (3,H,W), labels: int64 (T,), index: int}, or a `path` marker for a
+class ImageDataset(Dataset):
+    """Items are dicts {image: uint8 (3,H,W), labels: int64 (T,), index: int}, or a `bad` marker for a
     file that cannot be read (the collate function drops it and reports it).
 
     Keys may be plain indices or `(index, seed)` pairs from the project's samplers: the seed fixes the
     augmentation of that draw, so an epoch's images do not depend on worker count or on resuming.
     """
 
-    def __init__(self, table: TaskTable, split: str, transform: Callable, min_side: int | None = None):
-        frame = table.frame(split)
-        self.paths = [str(table.resolve(p)) for p in frame["path"]]
-        self.labels = torch.from_numpy(table.labels(split))
+    def __init__(self, paths: list[str], labels: torch.Tensor | None, transform: Callable,
+                 min_side: int | None = None):
+        self.paths = [str(p) for p in paths]
+        self.labels = labels if labels is not None else torch.zeros(len(self.paths), 0, dtype=torch.long)
         self.transform = transform
         self.min_side = min_side
 
@@ -43,6 +43,15 @@ class PaintingDataset(Dataset):
         return {"image": self.transform(img), "labels": self.labels[index], "index": index}
 
 
+class PaintingDataset(ImageDataset):
+    """One split of a TaskTable."""
+
+    def __init__(self, table: TaskTable, split: str, transform: Callable, min_side: int | None = None):
+        frame = table.frame(split)
+        super().__init__([str(table.resolve(p)) for p in frame["path"]], torch.from_numpy(table.labels(split)),
+                         transform, min_side)
+
+
 def collate(items: list[dict]) -> dict:
     """Stack the readable items; unreadable ones are listed under `bad` as (path, error)."""
     good = [it for it in items if "bad" not in it]
@@ -54,3 +63,30 @@ def collate(items: list[dict]) -> dict:
         batch["image"] = torch.stack([it["image"] for it in good])
         batch["labels"] = torch.stack([it["labels"] for it in good])
     return batch
+
+
+class SkipCounter:
+    """Counts the unreadable images that batches report, warning for the first `max_warnings` (all of
+    them when None); with `keep_files` it also keeps their (path, error) pairs in `files`."""
+
+    def __init__(self, max_warnings: int | None = 10, keep_files: bool = False):
+        self.total = 0
+        self.max_warnings = max_warnings
+        self.files: list[tuple[str, str]] | None = [] if keep_files else None
+
+    def add(self, bad: list[tuple[str, str]]) -> None:
+        for path, error in bad:
+            self.total += 1
+            if self.files is not None:
+                self.files.append((path, error))
+            if self.max_warnings is None or self.total <= self.max_warnings:
+                log.warning("skipped unreadable image %s (%s)", path, error)
+            elif self.total == self.max_warnings + 1:
+                log.warning("more unreadable images are skipped; the count is reported per epoch")
+
+    def readable(self, batches: Iterable[dict]) -> Iterator[dict]:
+        """The batches that hold at least one readable image; every unreadable one is counted."""
+        for batch in batches:
+            self.add(batch["bad"])
+            if "image" in batch:
+                yield batch

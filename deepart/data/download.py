@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from deepart.errors import DataError
+from deepart.errors import DataError, report_errors
 
 LABELS_URL = "https://raw.githubusercontent.com/cs-chan/ArtGAN/master/WikiArt%20Dataset"
 IMAGES_URL = "http://web.fsktm.um.edu.my/~cschan/source/ICIP2017/wikiart.zip"
@@ -273,8 +273,6 @@ def download_images(root: Path, url: str = IMAGES_URL, *, sha256: str | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deepart.cli import run_reporting_errors
-
     parser = argparse.ArgumentParser(prog="python -m deepart.data.download",
                                      description="Download a dataset: the WikiArt ArtGAN label files and images.")
     parser.add_argument("dataset", choices=["wikiart"])
@@ -298,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             download_images(root, args.images_url, sha256=args.sha256, keep_archive=args.keep_archive,
                             retries=args.retries, progress=not args.no_progress)
 
-    run_reporting_errors(go)
+    report_errors(go)
     return 0
 
 

@@ -21,7 +21,7 @@ class ImageLoadError(Exception):
     """An image file could not be decoded."""
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -67,7 +67,7 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
                                          f"convert it to JPEG or shrink it")
                 img.load()
                 fmt = img.format
-                img = _to_rgb(ImageOps.exif_transpose(img) or img)
+                img = to_rgb(ImageOps.exif_transpose(img) or img)
                 return img.reduce(int(scale)) if fmt != "JPEG" and scale >= 2 else img
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageLoadError(f"{path}: {exc}") from exc

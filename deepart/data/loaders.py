@@ -5,12 +5,12 @@ import logging
 import os
 
 import torch
-from deepart.config import build
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from deepart.config import build
+from deepart.data.cache import use_cache
 from deepart.data.dataset import PaintingDataset, collate
-from deepart.data.prepare import use_cache
 from deepart.data.samplers import ShardSampler
 from deepart.data.table import TaskTable
 from deepart.data.transforms import min_decode_side, transform_from_config
@@ -53,7 +53,7 @@ def train_loader(table: TaskTable, data_cfg: DictConfig, sampler_cfg: DictConfig
     dataset = PaintingDataset(table, "train", transform_from_config(data_cfg, train=True),
                               min_decode_side(data_cfg))
     sampler = build(sampler_cfg, labels=table.labels("train"), **_sampler_kwargs(sampler_cfg, table),
-                          seed=seed, rank=rank, world_size=world_size)
+                    seed=seed, rank=rank, world_size=world_size)
     drop_last = len(sampler) > batch_size  # avoid a final batch of 1 (BatchNorm cannot train on it)
     return _loader(dataset, batch_size, sampler, num_workers(data_cfg), device, drop_last)
 

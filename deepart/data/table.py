@@ -1,19 +1,19 @@
 """The multi-task image table every data source produces and every model and loader consumes."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import logging
 
 import numpy as np
 import pandas as pd
 
-from deepart.errors import DataError
+from deepart.errors import DataError, require_choice
 
 log = logging.getLogger(__name__)
 
 MISSING = -1  # label of an image that has no label for a task
+MISSING_IMAGES = ("error", "skip", "ignore")  # data.source.missing_images: listed images not on disk
 
 
 @dataclass
@@ -95,6 +95,7 @@ def check_images(frames: list[pd.DataFrame], image_root: Path, policy: str,
                  get_them: str = "check the image folder") -> list[pd.DataFrame]:
     """Count listed images that are not on disk; raise (policy 'error'), drop them ('skip'), or do not
     look ('ignore': files that turn out missing are skipped and counted while reading)."""
+    require_choice("data.source.missing_images", policy, MISSING_IMAGES)
     if policy == "ignore":
         return frames
     listed = pd.unique(pd.concat([f["path"] for f in frames], ignore_index=True))

@@ -2,7 +2,6 @@
 (and float conversion) happens inside the model, on the device."""
 from __future__ import annotations
 
-import torch
 from PIL import Image
 from torchvision.transforms import v2
 

@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from deepart.config import to_plain
+from deepart.checkpoint import capture_rng, restore_rng
+from deepart.config import phase_plan
+from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import train_loader
 from deepart.errors import ConfigError
-from deepart.training.checkpoint import capture_rng, restore_rng
 from deepart.training.engine import train_step
 from deepart.training.freezing import apply_freezing
 from deepart.training.optim import build_optimizer
+from deepart.viz import save_figure
 
 log = logging.getLogger("deepart")
 
@@ -51,7 +53,7 @@ def range_test(trainer, phase: DictConfig, cfg: DictConfig) -> dict:
     schedule = lf.min_lr * (lf.max_lr / lf.min_lr) ** (np.arange(lf.num_steps) / (lf.num_steps - 1))
     lrs, losses, avg, best = [], [], 0.0, float("inf")
     model.train()
-    batches = _cycle(loader)
+    batches = _cycle(loader, SkipCounter())
     for i, lr in enumerate(schedule):
         for group in optimizer.param_groups:
             group["lr"] = float(lr)
@@ -72,13 +74,12 @@ def range_test(trainer, phase: DictConfig, cfg: DictConfig) -> dict:
     return {"phase": str(phase.name), "lrs": lrs, "losses": losses, "suggestion": suggestion, "rule": rule}
 
 
-def _cycle(loader):
+def _cycle(loader, skips: SkipCounter):
+    """The loader's readable batches, epoch after epoch (each epoch its own draw)."""
     epoch = 0
     while True:
         loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            if "image" in batch:
-                yield batch
+        yield from skips.readable(loader)
         epoch += 1
 
 
@@ -87,8 +88,6 @@ def plot_range_test(result: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from deepart.viz import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result["lrs"], result["losses"])
@@ -103,33 +102,31 @@ def plot_range_test(result: dict, path: Path) -> Path:
 
 
 def run_lr_finder(trainer) -> dict:
-    """lr_find=true: test, save <run>/lr_find.png + lr_find.json, print the suggestion; with apply=true set
-    the phase's lr in the run config (training then continues with it)."""
-    from deepart.training.run import phase_plan
-
-    cfg = trainer.cfg
-    phase = phase_plan(cfg)[0]
-    result = range_test(trainer, phase, cfg)
+    """lr_find=true: test the first phase of the plan, save <run>/lr_find.png + lr_find.json, print the
+    suggestion. The trainer's model, loss weights and RNG states are as before."""
+    phase = phase_plan(trainer.cfg)[0]
+    result = range_test(trainer, phase, trainer.cfg)
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
     (trainer.run_dir / "lr_find.json").write_text(json.dumps(result, indent=2))
     plot_range_test(result, trainer.run_dir / "lr_find.png")
     print(f"LR range test (phase {phase.name}): suggested lr {result['suggestion']:.2e} ({result['rule']}); "
           f"plot: {trainer.run_dir / 'lr_find.png'}", flush=True)
-    if cfg.lr_finder.apply:
-        _apply(cfg, result["suggestion"])
-        trainer.plain_cfg = to_plain(cfg)
-        log.info("lr_finder.apply=true: training phase %s with lr %.2e", phase.name, result["suggestion"])
     return result
 
 
-def _apply(cfg: DictConfig, lr: float) -> None:
+def apply_lr(cfg: DictConfig, lr: float) -> DictConfig:
+    """A copy of `cfg` whose first phase trains with `lr` (lr_finder.apply=true) and that does not test again
+    when resumed. With phase=all, a chain-wide phase.lr becomes each later phase's own lr."""
+    cfg = copy.deepcopy(cfg)
     if cfg.phase.name != "all":
         cfg.phase.lr = lr
-    else:  # only the first phase of the chain; a chain-wide phase.lr becomes each phase's own lr
+    else:
         chain = cfg.phase.chain
         if cfg.phase.lr is not None:
             for key in chain:
                 chain[key].lr = cfg.phase.lr
             cfg.phase.lr = None
         chain[next(iter(chain))].lr = lr
-    cfg.lr_find = False  # a resumed run must not test again
+    cfg.lr_find = False
+    log.info("lr_finder.apply=true: training phase %s with lr %.2e", phase_plan(cfg)[0].name, lr)
+    return cfg

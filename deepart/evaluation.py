@@ -1,36 +1,60 @@
-"""`evaluate_checkpoint(cfg)`: everything eval.py does, from a checkpoint alone."""
+"""Evaluation: one pass of a model over a loader (`evaluate_loader`, also the validation of training),
+and everything eval.py does from a checkpoint alone (`evaluate_checkpoint`)."""
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from deepart.config import build
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
+from deepart.checkpoint import Checkpoint, run_dir_of
+from deepart.config import build, eval_batch_size
+from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table
-from deepart.errors import CheckpointError, ConfigError, DataError
-from deepart.metrics import format_table, per_class_table
-from deepart.models.deepartnet import build_model
-from deepart.training.checkpoint import load_checkpoint
-from deepart.training.engine import Runtime, SkipCounter, evaluate
+from deepart.errors import CheckpointError, DataError, require_choice
 from deepart.gallery import MistakeGallery, read_png
+from deepart.inference import load_model
+from deepart.losses import MultiTaskLoss
+from deepart.metrics import MetricAccumulator, format_table, per_class_table
+from deepart.runtime import Runtime
 from deepart.tracking import NullLogger
 from deepart.viz import plot_confusion
 
 log = logging.getLogger("deepart")
 
+SPLITS = ("val", "train", "test")
 
-def run_dir_of(ckpt_path: str | Path) -> Path:
-    """The training run dir a checkpoint belongs to (<run>/checkpoints[/phase-N]/x.pt -> <run>)."""
-    path = Path(ckpt_path).resolve()
-    for parent in path.parents:
-        if parent.name == "checkpoints":
-            return parent.parent
-    return path.parent
+
+@torch.no_grad()
+def evaluate_loader(model, loss_fn: MultiTaskLoss, loader, rt: Runtime, tasks: dict, *, skips: SkipCounter,
+                    desc: str = "val", progress: bool = False, collect: Callable[[dict, dict], None] | None = None,
+                    reduce: Callable[[list[torch.Tensor]], None] | None = None
+                    ) -> tuple[dict[str, float], MetricAccumulator]:
+    """Metrics of the model on a loader (eval mode, deterministic). `collect(batch, out)` sees every batch;
+    `reduce(tensors)` sums the counts over processes when each evaluates a disjoint shard."""
+    model.eval()
+    meter = MetricAccumulator(tasks, rt.device)
+    bar = tqdm(loader, total=len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
+               mininterval=1.0)
+    for batch in skips.readable(bar):
+        images, labels = rt.images(batch), rt.labels(batch)
+        with rt.autocast():
+            out = model(images)
+        sums = torch.stack([loss_fn.per_sample(out["logits"][t], labels[:, i])[0].sum()
+                            for i, t in enumerate(loss_fn.task_names)])
+        meter.update(out["logits"], labels, sums)
+        if collect is not None:
+            collect(batch, out)
+    bar.close()
+    if reduce is not None:
+        reduce(meter.tensors())
+    return meter.compute("val"), meter
 
 
 def require_checkpoint_arg(argv: list[str]) -> None:
@@ -44,38 +68,32 @@ def require_checkpoint_arg(argv: list[str]) -> None:
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on its run's validation split; write metrics.json, per-class CSV and
     confusion-matrix PNGs to `out_dir` (default <run dir>/eval). Returns the metrics."""
-    if cfg.split not in ("val", "train", "test"):
-        raise ConfigError(f"split={cfg.split!r} is not allowed: expected val | train | test (test: data=csv)")
-    ckpt = load_checkpoint(cfg.ckpt)
-    run_cfg = OmegaConf.create(ckpt["config"])
+    require_choice("split", cfg.split, SPLITS)
+    model, ckpt = load_model(cfg.ckpt)
+    run_cfg = OmegaConf.create(ckpt.config)
     if cfg.get("data_root"):
         run_cfg.data.source.root = cfg.data_root
-    tasks = ckpt["tasks"]
+    tasks = ckpt.tasks
     table = load_table(run_cfg.data)
     if table.tasks != tasks:
         raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
                         f"the checkpoint was trained on ({list(tasks)}); pass data_root=<the run's data>")
-    trainer_cfg = OmegaConf.merge(run_cfg.trainer, {"device": cfg.device})
-    rt = Runtime.from_config(trainer_cfg)
-    model = build_model(run_cfg, tasks, pretrained=False)
-    model.load_state_dict(ckpt["model"])
-    model.to(rt.device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    rt = Runtime.from_config({**run_cfg.trainer, "device": cfg.device})
+    model = rt.prepare(model)
     loss_fn = build(run_cfg.loss, tasks=tasks)
-    loss_fn.load_state_dict(ckpt["loss"])
+    loss_fn.load_state_dict(ckpt.loss)
     loss_fn.to(rt.device)
 
-    loader = eval_loader(table, run_cfg.data, cfg.batch_size, str(rt.device), split=cfg.split,
-                         workers=cfg.num_workers)
+    loader = eval_loader(table, run_cfg.data, cfg.batch_size or eval_batch_size(run_cfg), str(rt.device),
+                         split=cfg.split, workers=cfg.num_workers)
     skips = SkipCounter()
     gallery = MistakeGallery(tasks, cfg.get("gallery", 16))
-    metrics, meter = evaluate(model, loss_fn, loader, rt, tasks, skips=skips, progress=True, desc=f"eval {cfg.split}",
-                              collect=gallery)
+    metrics, meter = evaluate_loader(model, loss_fn, loader, rt, tasks, skips=skips, progress=True,
+                                     desc=f"eval {cfg.split}", collect=gallery)
     if cfg.split != "val":
         metrics = {k.replace("val/", f"{cfg.split}/", 1): v for k, v in metrics.items()}
 
-    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir_of(ckpt["path"]) / "eval"
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir_of(ckpt.path) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     per_class = []
     for task, names in tasks.items():
@@ -86,18 +104,18 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     per_class_df = pd.concat(per_class, ignore_index=True)[["task", "class", "support", "predicted", "precision",
                                                              "recall", "f1"]]
     per_class_df.to_csv(out_dir / "per_class.csv", index=False)
-    result = {"checkpoint": str(ckpt["path"]), "epoch": ckpt["epoch"], "split": cfg.split,
+    result = {"checkpoint": str(ckpt.path), "epoch": ckpt.epoch, "split": cfg.split,
               "skipped_images": skips.total, "metrics": metrics}
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
 
-    print(f"\n{ckpt['path']} (epoch {ckpt['epoch']}), {cfg.split} split:\n"
+    print(f"\n{ckpt.path} (epoch {ckpt.epoch}), {cfg.split} split:\n"
           f"{format_table(metrics, tasks, prefix=cfg.split)}\n")
     for task in tasks:
         print(f"{cfg.split}/{task}: loss {metrics[f'{cfg.split}/{task}/loss']:.4f}")
     with pd.option_context("display.max_rows", 200, "display.width", 120):
         print("\nper-class precision / recall:\n" + per_class_df.to_string(index=False, float_format="%.3f"))
-    if cfg.split == "val" and ckpt.get("metrics"):
-        diff = max((abs(metrics[k] - v) for k, v in ckpt["metrics"].items() if k in metrics), default=0.0)
+    if cfg.split == "val" and ckpt.metrics:
+        diff = max((abs(metrics[k] - v) for k, v in ckpt.metrics.items() if k in metrics), default=0.0)
         log.info("largest difference to the val metrics recorded in the checkpoint: %.2e", diff)
     _log_to_wandb(cfg, ckpt, run_cfg, metrics, {t: meter.confusion_matrix(t) for t in tasks}, galleries)
     print(f"\nwrote {out_dir}/metrics.json, per_class.csv, confusion_<task>.png"
@@ -105,14 +123,14 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def eval_logger(cfg: DictConfig, ckpt: dict, run_cfg: DictConfig):
+def eval_logger(cfg: DictConfig, ckpt: Checkpoint, run_cfg: DictConfig):
     """The tracker eval reports to: the training run's W&B run (resumed by its id, in the mode the run used,
     offline by default) or a new one if the id is unknown; none when the run used logger=none or wandb=false."""
     if not cfg.get("wandb", "auto") or str(run_cfg.logger.get("_target_", "")).endswith("NullLogger"):
         return NullLogger()
     logger = build(run_cfg.logger)
-    logger.start(config=OmegaConf.to_container(run_cfg, resolve=True), run_dir=str(run_dir_of(ckpt["path"])),
-                 run_id=ckpt.get("wandb_run_id"))
+    logger.start(config=OmegaConf.to_container(run_cfg, resolve=True), run_dir=str(run_dir_of(ckpt.path)),
+                 run_id=ckpt.wandb_run_id)
     return logger
 
 
@@ -124,6 +142,6 @@ def _log_to_wandb(cfg, ckpt, run_cfg, metrics: dict, confusions: dict, galleries
     for task, path in galleries.items():
         logger.log_images(f"eval/{cfg.split}/{task}/mistakes", [read_png(path)], [path.name], step=None)
     for task, cm in confusions.items():
-        logger.log_confusion(task, cm, ckpt["tasks"][task], step=None)
+        logger.log_confusion(task, cm, ckpt.tasks[task], step=None)
     logger.finish({f"eval/{k}": v for k, v in metrics.items()})
     log.info("logged the mistake galleries and confusion matrices to W&B run %s", logger.run_id)

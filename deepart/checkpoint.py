@@ -1,0 +1,192 @@
+"""Checkpoints: one schema (`Checkpoint`), written and read here only, and where they live in a run dir.
+
+A checkpoint is complete (model, optimizer, scheduler, loss weights, progress, RNG states, the resolved
+config and the class names), written atomically, and readable with `torch.load(weights_only=True)`:
+only tensors and plain containers are stored, so loading a checkpoint from someone else cannot run code.
+
+Layout of a run dir: `<run>/checkpoints/{last,best}.pt`; a chained run (`phase=all`) also keeps each
+phase's own `<run>/checkpoints/phase-<name>/{last,best}.pt`.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepart.errors import CheckpointError
+
+FORMAT = "deepart-checkpoint"
+VERSION = 2
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class Checkpoint:
+    """What a run stores after every epoch: enough to continue it exactly, or to use its model."""
+
+    model: dict[str, torch.Tensor]          # DeepArtNet state dict
+    config: dict[str, Any]                  # the run's resolved config (plain containers)
+    tasks: dict[str, list[str]]             # task -> class names (index = label)
+    phase: dict[str, Any]                   # the phase that wrote it: {"name": "2", "index": 1}
+    progress: dict[str, Any]                # that phase's progress (training.phases.PhaseState as a dict)
+    loss: dict[str, torch.Tensor] | None = None       # MultiTaskLoss state (learned task weights)
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None       # `capture_rng()` at the time of writing
+    global_step: int = 0
+    skipped_images: int = 0                 # unreadable images skipped by the run so far
+    runtime_s: float = 0.0                  # seconds of training so far, over every process of the run
+    wandb_run_id: str | None = None
+    path: Path | None = field(default=None, compare=False)  # where it was read from (not stored)
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed by the phase that wrote it."""
+        return int(self.progress.get("epoch", 0))
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Val metrics of the phase's last completed epoch."""
+        return dict(self.progress.get("final", {}))
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a temporary file in the same folder, fsync, then rename over `path`."""
+        payload = {"format": FORMAT, "version": VERSION,
+                   **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}}
+        atomic_save(payload, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+        """Read a deepart checkpoint (weights only). Raises CheckpointError with a clear message."""
+        path = Path(path)
+        raw = _read(path, map_location)
+        if raw.get("version", 1) == 1:
+            raw = _upgrade_v1(raw)
+        missing = [f.name for f in fields(cls) if f.name not in raw
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise CheckpointError(f"{path} lacks {missing}: incomplete deepart checkpoint")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known}, path=path)
+
+
+def atomic_save(payload: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read(path: Path, map_location) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}. Pass the path of a .pt file written by "
+                              f"train.py, e.g. <run dir>/checkpoints/best.pt.")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint archive (truncated or corrupt file?). "
+                              f"Use a .pt file written by train.py.")
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} holds objects other than tensors and plain containers; it is refused "
+                              f"because loading it could run code. deepart checkpoints never contain such "
+                              f"objects.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a deepart checkpoint (no '{FORMAT}' marker)")
+    return raw
+
+
+#: Version 1 named the model's encoder and pooling modules `sequencer` and `attention`.
+_V1_PARTS = {"sequencer": "encoder", "attention": "pooling"}
+
+
+def _upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 checkpoint in the version-2 schema (same content, renamed parts, no duplicate fields)."""
+    out = {k: v for k, v in raw.items() if k not in ("state", "epoch", "completed", "metrics", "scaler")}
+    progress = dict(raw.get("state") or {})
+    progress.setdefault("epoch", raw.get("epoch", 0))
+    progress.setdefault("final", raw.get("metrics") or {})
+    out["progress"] = progress
+    out.setdefault("phase", {"name": "?", "index": 0})
+    out["model"] = {_v2_name(k): v for k, v in raw.get("model", {}).items()}
+    phases = [out.get("config", {}).get("phase", {})]
+    phases += list(phases[0].get("chain", {}).values())
+    for phase in phases:
+        if "freeze" in phase:
+            phase["freeze"] = [_V1_PARTS.get(p, p) for p in phase["freeze"]]
+    return out
+
+
+def _v2_name(key: str) -> str:
+    head, dot, rest = key.partition(".")
+    return _V1_PARTS.get(head, head) + dot + rest
+
+
+# ---------------------------------------------------------------------------------------------- layout
+def phase_dir(run_dir: str | Path, phase_name: str, chained: bool) -> Path:
+    """Folder of a phase's last.pt / best.pt."""
+    return Path(run_dir) / CHECKPOINTS / (f"phase-{phase_name}" if chained else "")
+
+
+def run_dir_of(target: str | Path) -> Path:
+    """The run dir of a checkpoint file (<run>/checkpoints[/phase-N]/x.pt -> <run>; a file elsewhere -> its
+    folder), or `target` itself when it names a folder (an existing one, or a path not ending in .pt)."""
+    path = Path(target)
+    if path.is_dir() or (not path.is_file() and path.suffix != ".pt"):
+        return path
+    for parent in path.resolve().parents:
+        if parent.name == CHECKPOINTS:
+            return parent.parent
+    return path.resolve().parent
+
+
+def newest_last(run_dir: str | Path) -> Path | None:
+    """The most recently written last.pt of a run (any phase), or None."""
+    found = sorted((Path(run_dir) / CHECKPOINTS).glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+# ---------------------------------------------------------------------------------------------- RNG
+def capture_rng() -> dict[str, Any]:
+    """RNG states of Python, NumPy and torch (CPU and CUDA) as tensors and plain containers."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].copy()), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x

@@ -1,0 +1,76 @@
+"""What a training run shows and sends: the console line and the tracker's metrics per epoch, attention
+overlays of fixed val images, and at the end the per-task table and the confusion matrices."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepart.config import OBJECTIVE
+from deepart.metrics import MetricAccumulator, format_table
+from deepart.runtime import Runtime
+from deepart.training.phases import PhaseState
+from deepart.viz import attention_overlay
+
+log = logging.getLogger("deepart")
+
+
+class Reporter:
+    """Per-epoch and end-of-run reporting to the console (the `deepart` log) and the tracker (W&B)."""
+
+    def __init__(self, logger, tasks: dict[str, list[str]], rt: Runtime):
+        self.logger, self.tasks, self.rt = logger, tasks, rt
+
+    def epoch_end(self, phase_name: str, epochs: int, state: PhaseState, record: dict[str, Any], step: int,
+                  model, val_dataset) -> None:
+        """After an epoch: the record to the tracker, attention overlays (every N epochs), the console line."""
+        self.logger.log_metrics(record, step)
+        every, n = self.logger.attention_every_n_epochs, self.logger.num_attention_images
+        if every and n and state.epoch % every == 0:
+            self.log_attention(model, val_dataset, n, step)
+        log.info(self.epoch_line(phase_name, epochs, state, record))
+
+    def epoch_line(self, phase_name: str, epochs: int, state: PhaseState, r: dict[str, Any]) -> str:
+        tasks = "  ".join(f"{t} {100 * r[f'val/{t}/top1']:.1f}/{100 * r[f'val/{t}/top5']:.1f}" for t in self.tasks)
+        return (f"[phase {phase_name}] epoch {state.epoch}/{epochs}  train loss {r['train/loss']:.3f}  "
+                f"val loss {r['val/loss']:.3f}  {tasks}  mean top1 {100 * r[OBJECTIVE]:.1f} "
+                f"(best {100 * state.best_metric:.1f} @{state.best_epoch})  lr {r['lr']:.2e}  "
+                f"{r['epoch_time_s']:.0f}s" + (f"  skipped {r['skipped_images']}" if r["skipped_images"] else ""))
+
+    def log_attention(self, model, dataset, n: int, step: int) -> None:
+        """Attention overlays of `n` fixed val images, captioned with prediction and truth per task."""
+        picks = np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).astype(int)
+        items = [it for it in (dataset[int(i)] for i in picks) if "image" in it]
+        if not items:
+            return
+        images = torch.stack([it["image"] for it in items])
+        model.eval()
+        with torch.no_grad(), self.rt.autocast():
+            out = model(images.to(self.rt.device))
+        if out["attention"] is None:  # mean pooling: no attention weights
+            return
+        overlays, captions = [], []
+        for j, it in enumerate(items):
+            overlays.append(attention_overlay(images[j], out["attention"][j].float()))
+            parts = []
+            for t, (task, names) in enumerate(self.tasks.items()):
+                pred = names[int(out["logits"][task][j].argmax())]
+                true = names[int(it["labels"][t])] if it["labels"][t] >= 0 else "-"
+                parts.append(f"{task}: {pred} (true {true})")
+            captions.append("; ".join(parts))
+        self.logger.log_images("val/attention", overlays, captions, step)
+
+    def run_end(self, phases: dict[str, PhaseState], skipped: int, best_meter: MetricAccumulator | None,
+                step: int) -> None:
+        """The final table of the last phase, the best checkpoint's confusion matrices, the summary."""
+        name, last = list(phases.items())[-1]
+        log.info("final validation (phase %s, epoch %d; best %s %.1f at epoch %d):\n%s", name, last.epoch,
+                 OBJECTIVE, 100 * last.best_metric, last.best_epoch, format_table(last.final, self.tasks))
+        if best_meter is not None:
+            for task, names in self.tasks.items():
+                self.logger.log_confusion(task, best_meter.confusion_matrix(task), names, step)
+        if skipped:
+            log.warning("%d unreadable images were skipped in this run", skipped)
+        self.logger.finish({f"best/{k}": v for k, v in last.best.items()})
