@@ -162,4 +162,5 @@ class SweepSummary(Callback):
         if len(failed):
             print(f"{len(failed)} of {len(frame)} runs have no results; continue the sweep with the same command "
                   f"plus resume_sweep={sweep_dir}", flush=True)
-        print(f"full report (CSV, Markdown, plot): python -m deepart.report {sweep_dir}", flush=True)
+        print(f"full report (CSV, Markdown, HTML dashboard with seed intervals and paired tests): "
+              f"python -m deepart.report {sweep_dir}", flush=True)
