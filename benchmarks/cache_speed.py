@@ -21,8 +21,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepart.config import compose_config  # noqa: E402
-from deepart.data.loaders import load_table, train_loader  # noqa: E402
 from deepart.data.cache import prepare_cache  # noqa: E402
+from deepart.data.loaders import load_table, train_loader  # noqa: E402
 
 
 def make_images(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> None:
@@ -32,7 +32,8 @@ def make_images(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> Non
     for i in range(n):
         folder = root / f"class{i % 4}"
         folder.mkdir(parents=True, exist_ok=True)
-        base = np.stack([np.sin(xx / rng.uniform(50, 300) + c) * np.cos(yy / rng.uniform(50, 300)) for c in range(3)], -1)
+        base = np.stack([np.sin(xx / rng.uniform(50, 300) + c) * np.cos(yy / rng.uniform(50, 300))
+                         for c in range(3)], -1)
         arr = (base * 90 + 128 + rng.normal(0, 12, (h, w, 3))).clip(0, 255).astype(np.uint8)
         Image.fromarray(arr).save(folder / f"{i}.jpg", quality=90)
 

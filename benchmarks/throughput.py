@@ -25,8 +25,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cache_speed import make_images  # noqa: E402
 from deepart.config import build, compose_config  # noqa: E402
+from deepart.data.cache import prepare_cache, use_cache  # noqa: E402
 from deepart.data.dataset import collate  # noqa: E402
 from deepart.data.loaders import eval_loader, train_loader  # noqa: E402
-from deepart.data.cache import prepare_cache, use_cache  # noqa: E402
 from deepart.data.table import TaskTable  # noqa: E402
 from deepart.models import build_model  # noqa: E402
 from deepart.runtime import Runtime  # noqa: E402

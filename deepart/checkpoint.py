@@ -9,12 +9,12 @@ phase's own `<run>/checkpoints/phase-<name>/{last,best}.pt`.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
 import tempfile
 import zipfile
-import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any

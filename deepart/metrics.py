@@ -78,13 +78,6 @@ class MetricAccumulator:
         if loss_sums is not None:
             self.loss_sum += loss_sums.detach().to(torch.float64)
 
-    def merge_(self, other: "MetricAccumulator") -> None:
-        for task in self.tasks:
-            self.confusion[task] += other.confusion[task]
-        self.topk_hits += other.topk_hits
-        self.loss_sum += other.loss_sum
-        self.count += other.count
-
     def tensors(self) -> list[torch.Tensor]:
         """The state as tensors (e.g. for an all-reduce across processes)."""
         return [*self.confusion.values(), self.topk_hits, self.loss_sum, self.count]

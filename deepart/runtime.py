@@ -21,8 +21,7 @@ def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
             "auto | cpu | cuda | cuda:N")
     device = torch.device(distributed.device_for(name, distributed.current()))
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: no CUDA device is available; use cpu (trainer.device=cpu, or "
-                          f"device=cpu for eval.py and predict)")
+        raise ConfigError(f"{key}={name!r}: no CUDA device is available here; use {key}=cpu")
     return device
 
 

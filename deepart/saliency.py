@@ -7,16 +7,16 @@ image's size, (B, H, W) float32 in [0, 1].
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
-import torch
 import timm.layers.activations as timm_acts
+import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from deepart.errors import ConfigError
+from deepart.errors import require_choice
 from deepart.models.deepartnet import DeepArtNet
 
 #: Where Grad-CAM reads activations and gradients: the last backbone stage (the backbone's output,
@@ -33,8 +33,7 @@ class TaskLogits(nn.Module):
 
     def __init__(self, model: DeepArtNet, task: str):
         super().__init__()
-        if task not in model.heads:
-            raise ConfigError(f"task {task!r} is not one of the model's tasks ({', '.join(model.heads)})")
+        require_choice("task", task, list(model.heads))
         self.model, self.task = model, task
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -67,8 +66,7 @@ def _targets(classes: Sequence[int] | None) -> list | None:
 
 
 def cam_layer(model: DeepArtNet, layer: str) -> nn.Module:
-    if layer not in CAM_LAYERS:
-        raise ConfigError(f"saliency layer {layer!r} is not allowed: expected {' | '.join(CAM_LAYERS)}")
+    require_choice("saliency.layer", layer, CAM_LAYERS)
     return getattr(model, layer)
 
 

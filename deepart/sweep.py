@@ -8,8 +8,8 @@ import logging
 import os
 import shutil
 import traceback
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd

@@ -83,8 +83,8 @@ def save_image_grid(images: list[np.ndarray], titles: list[str], path: str | Pat
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
     lines = max((t.count("\n") + 1 for t in titles), default=1)
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                             figsize=(panel_inches * ncols, (panel_inches + 0.16 * lines) * nrows + 0.4 * bool(suptitle)))
+    height = (panel_inches + 0.16 * lines) * nrows + 0.4 * bool(suptitle)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(panel_inches * ncols, height))
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, title in zip(axes.flat, images, titles):

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from deepart.checkpoint import Checkpoint
 from deepart.data.folder import load_image_folder
 from deepart.data.loaders import load_table
 from deepart.data.splits import stratified_split
 from deepart.data.tabular import load_csv
 from deepart.errors import ConfigError, DataError
-from deepart.checkpoint import Checkpoint
 from tests.conftest import SHARED, TINY, TINY_SEQUENCER, compose_config, run_script
 from tests.test_images import make_bad_images, make_odd_images
 
@@ -135,7 +135,8 @@ def test_paintings_sample_as_image_folder():
 @needs_sample
 def test_paintings_sample_as_csv(tmp_path):
     files = sorted(p.relative_to(SAMPLE).as_posix() for p in SAMPLE.glob("*/*.jpg"))
-    rows = ["ID,period,artist"] + [f"{f[:-4]},{f.split('/')[0]},{'A' if i % 4 == 0 else ''}" for i, f in enumerate(files)]
+    rows = ["ID,period,artist"] + [f"{f[:-4]},{f.split('/')[0]},{'A' if i % 4 == 0 else ''}"
+                                   for i, f in enumerate(files)]
     (tmp_path / "sample.csv").write_text("\n".join(rows) + "\n")
     cfg = compose_config(["data=csv", f"data.table={tmp_path / 'sample.csv'}", f"data.image_dir={SAMPLE}",
                           "data.tasks=[period,artist]"])

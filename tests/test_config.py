@@ -2,7 +2,6 @@
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from deepart.config import build, config_groups, group_options, phase_plan, quote_numeric_choices, validate
 from deepart.data.loaders import load_table, train_loader
@@ -10,7 +9,7 @@ from deepart.errors import ConfigError
 from deepart.models import build_model
 from deepart.training.freezing import apply_freezing
 from deepart.training.optim import build_optimizer
-from tests.conftest import TINY, TINY_SEQUENCER, compose_config, demo_overrides, run_script
+from tests.conftest import TINY, compose_config, demo_overrides, run_script
 
 GROUP_OPTIONS = [(g, o) for g in config_groups() for o in group_options(g)]
 

@@ -15,8 +15,7 @@ import pytest
 from PIL import Image
 
 from deepart.data import demo
-from deepart.data.demo import (ARTISTS, GENRES, STYLE_FOLDERS, STYLES, ensure_demo, generate_demo,
-                               load_demo)
+from deepart.data.demo import ARTISTS, GENRES, STYLE_FOLDERS, STYLES, ensure_demo, generate_demo, load_demo
 from deepart.data.wikiart import load_wikiart
 from deepart.errors import DataError
 
@@ -191,9 +190,21 @@ def test_same_parameters_give_identical_files_and_pixels(tmp_path, monkeypatch):
 
 
 def test_bad_parameters_are_refused(tmp_path):
-    for kwargs in ({"n_images": 10}, {"image_size": 16}, {"val_fraction": 0.9}):
-        with pytest.raises(ValueError):
-            generate_demo(tmp_path / "x", **kwargs)
+    from deepart.errors import ConfigError
+
+    for key, value in (("n_images", 10), ("image_size", 16), ("val_fraction", 0.9)):
+        with pytest.raises(ConfigError, match=rf"data\.source\.{key}={value} is not allowed: expected"):
+            generate_demo(tmp_path / "x", **{key: value})
+
+
+def test_bad_demo_size_is_one_line_from_train_py(tmp_path):
+    from tests.conftest import run_script
+
+    res = run_script("train.py", "experiment=demo", "logger=none", f"data.source.root={tmp_path / 'demo'}",
+                     "data.source.n_images=10", f"hydra.run.dir={tmp_path / 'run'}")
+    assert res.returncode == 2
+    assert "data.source.n_images=10 is not allowed: expected an integer >= 30" in res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
 
 
 # ------------------------------------------------------------------------------------ ensure_demo

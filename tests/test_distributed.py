@@ -7,10 +7,9 @@ import sys
 import pytest
 import torch
 
-from deepart.data.samplers import ShardSampler
 from deepart.checkpoint import Checkpoint
+from deepart.data.samplers import ShardSampler
 from deepart.evaluation import evaluate_checkpoint
-from deepart.training import run as run_module
 from deepart.training.run import train
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides
 

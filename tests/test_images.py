@@ -42,7 +42,8 @@ def make_odd_images(folder: Path) -> dict[str, Path]:
     rgba = Image.new("RGBA", (40, 30), (0, 0, 255, 255))
     rgba.paste((0, 0, 0, 0), (20, 0, 40, 30))
     rgba.save(out.setdefault("rgba", folder / "rgba.png"))
-    Image.fromarray(np.full((30, 40), 65535 // 2, dtype=np.uint16)).save(out.setdefault("gray16", folder / "gray16.png"))
+    gray16 = np.full((30, 40), 65535 // 2, dtype=np.uint16)
+    Image.fromarray(gray16).save(out.setdefault("gray16", folder / "gray16.png"))
     Image.fromarray(noise()).save(out.setdefault("rgb_tiff", folder / "rgb.tiff"))
     return out
 

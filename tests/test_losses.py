@@ -71,3 +71,14 @@ def test_uncertainty_weighting_moves_toward_easier_task():
 def test_equal_weighting_has_no_trainable_weights():
     loss_fn = MultiTaskLoss(["a"], weighting="equal")
     assert not any(p.requires_grad for p in loss_fn.parameters())
+
+
+@pytest.mark.parametrize("kwargs,key", [({"criterion": "fcal"}, "loss.criterion"), ({"weighting": "median"},
+                                        "loss.weighting"), ({"gamma": -1.0}, "loss.gamma"),
+                                       ({"label_smoothing": 1.0}, "loss.label_smoothing")])
+def test_impossible_loss_settings_are_refused_by_name(kwargs, key):
+    """An unknown criterion is an error, never silently cross-entropy."""
+    from deepart.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"{key.replace('.', chr(92) + '.')}=.* is not allowed: expected"):
+        MultiTaskLoss(["a"], **kwargs)

@@ -18,7 +18,6 @@ from deepart.training.run import train
 from tests.conftest import REPO
 
 
-
 @pytest.fixture(scope="module")
 def trained(demo_root, tmp_path_factory):
     from tests.conftest import TINY, TINY_SEQUENCER, compose_config, demo_overrides

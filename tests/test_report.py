@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from deepart.report import log_report_to_wandb, main as report_main, write_report
+from deepart.report import log_report_to_wandb, write_report
+from deepart.report import main as report_main
 from deepart.stats import mcnemar_exact, paired_bootstrap, t_critical, t_interval, wilson_interval
 
 N_IMAGES, CLASSES, SEEDS = 300, {"style": 5, "genre": 4}, (1, 2, 3)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deepart.errors import DataError
+from deepart.errors import DataError, report_errors, require
 
 #: bump when the generator's output changes, so `ensure_demo` regenerates older copies
 GENERATOR_VERSION = 2
@@ -417,12 +417,10 @@ def generate_demo(root: str | os.PathLike, *, n_images: int = 3000, image_size: 
                   val_fraction: float = 0.25, seed: int = 0, jpeg_quality: int = 90) -> Path:
     """Write the demo dataset (images, split CSVs, class lists, then the `.complete.json` marker)
     under `root` and return `root` as a Path. Same parameters give identical files."""
-    if n_images < 30:
-        raise ValueError(f"n_images must be at least 30, got {n_images}")
-    if image_size < 32:
-        raise ValueError(f"image_size must be at least 32, got {image_size}")
-    if not 0.05 <= val_fraction <= 0.5:
-        raise ValueError(f"val_fraction must be in [0.05, 0.5], got {val_fraction}")
+    require(isinstance(n_images, int) and n_images >= 30, "data.source.n_images", n_images, "an integer >= 30")
+    require(isinstance(image_size, int) and image_size >= 32, "data.source.image_size", image_size,
+            "an integer >= 32")
+    require(0.05 <= val_fraction <= 0.5, "data.source.val_fraction", val_fraction, "a number in [0.05, 0.5]")
     root = Path(root)
     plan = _plan(n_images, val_fraction, seed)
     image_root = root / IMAGES_DIR
@@ -535,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=_DEFAULTS["seed"])
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    root = ensure_demo(args.root, n_images=args.n_images, image_size=args.image_size, seed=args.seed)
+    root = report_errors(ensure_demo, args.root, n_images=args.n_images, image_size=args.image_size, seed=args.seed)
     counts = []
     for task in TASKS:
         rows = [sum(1 for line in (root / f"{task}_{s}.csv").read_text().splitlines()

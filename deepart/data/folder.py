@@ -14,7 +14,7 @@ import pandas as pd
 
 from deepart.data.splits import check_fractions, stratified_split
 from deepart.data.table import TaskTable
-from deepart.errors import ConfigError, DataError
+from deepart.errors import ConfigError, DataError, require
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -43,9 +43,9 @@ def load_image_folder(root: str | Path, task_name: str = "label", tasks: list[st
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data.root={root}: folder not found")
-    if tasks and list(tasks) != [task_name]:
-        raise ConfigError(f"data.tasks={list(tasks)}: an image folder has the single task '{task_name}' "
-                          f"(rename it with data.task_name=...)")
+    require(not tasks or list(tasks) == [task_name], "data.tasks", list(tasks or []),
+            f"null or ['{task_name}'] (an image folder has the single task '{task_name}'; rename it with "
+            f"data.task_name=...)")
     if val_root is None and (root / "train").is_dir() and (root / "val").is_dir():
         root, val_root = root / "train", root / "val"
     train_files = scan_classes(root, extensions)

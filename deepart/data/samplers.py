@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Sampler
 
 from deepart.data.table import MISSING
-from deepart.errors import ConfigError
+from deepart.errors import require
 
 
 class _EpochSampler(Sampler):
@@ -91,9 +91,8 @@ class WeightedTaskSampler(_EpochSampler):
         columns = None
         if tasks is not None:
             names = list(task_names or [])
-            unknown = [t for t in tasks if t not in names]
-            if unknown:
-                raise ConfigError(f"sampler.tasks: unknown task(s) {unknown}; the dataset has {names}")
+            require(all(t in names for t in tasks), "sampler.tasks", list(tasks),
+                    f"null or a list of the dataset's tasks {names}")
             columns = [names.index(t) for t in tasks]
         self.weights = torch.as_tensor(inverse_frequency_weights(labels, power, columns), dtype=torch.double)
 

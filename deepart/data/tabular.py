@@ -20,7 +20,7 @@ import pandas as pd
 from deepart.data.folder import IMAGE_EXTENSIONS
 from deepart.data.splits import check_fractions, stratified_split
 from deepart.data.table import MISSING, TaskTable, check_images
-from deepart.errors import ConfigError, DataError
+from deepart.errors import ConfigError, DataError, require, require_choice
 
 SPLITS = ("train", "val", "test")
 
@@ -67,16 +67,13 @@ def load_csv(table: str | Path, image_dir: str | Path, tasks: list[str] | None =
     table, image_dir = Path(table), Path(image_dir)
     frame = read_table(table)
     image_column = image_column or frame.columns[0]
-    if image_column not in frame.columns:
-        raise ConfigError(f"data.source.image_column={image_column!r} is not a column of {table}; columns: "
-                          f"{list(frame.columns)}")
+    require_choice("data.source.image_column", image_column, list(frame.columns))
     has_split = split_column in frame.columns if split_column else False
     reserved = {image_column, split_column if has_split else None}
     tasks = list(tasks) if tasks else [c for c in frame.columns if c not in reserved]
     unknown = [t for t in tasks if t not in frame.columns or t in reserved]
-    if unknown or not tasks:
-        raise ConfigError(f"data.tasks={tasks}: {unknown or 'no'} task column(s) in {table}; "
-                          f"task columns available: {[c for c in frame.columns if c not in reserved]}")
+    require(bool(tasks) and not unknown, "data.tasks", tasks,
+            f"task columns of {table} (available: {[c for c in frame.columns if c not in reserved]})")
 
     ids = frame[image_column]
     empty = ids == ""

@@ -8,7 +8,7 @@ import timm
 import torch
 from torch import nn
 
-from deepart.errors import ConfigError
+from deepart.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _match_by_order(source: dict, target: dict, name: str, path) -> dict:
 class Backbone(nn.Module):
     """What the model and the freezing logic need from a backbone.
 
-    Subclasses set `body` (the module holding every parameter), `name`, `out_channels`, `reduction`,
+    Subclasses set `body` (the module holding every parameter), `name`, `out_channels`,
     `stage_modules` (names, inside `body`, of the module that ends each feature stage, in order) and the
     input `mean` / `std` (0..1 scale); `forward` returns the last feature map (B, out_channels, H/r, W/r).
     """
@@ -104,7 +104,6 @@ class TimmBackbone(Backbone):
         self.name = name
         info = self.body.feature_info
         self.out_channels = info.channels()[-1]
-        self.reduction = info.reduction()[-1]
         self.stage_modules = [d["module"] for d in info.info]
         cfg = self.body.pretrained_cfg
         self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
@@ -148,8 +147,8 @@ class SmallCNN(Backbone):
             raise ConfigError("backbone.pretrained=true: small_cnn has no pretrained weights; use "
                               "backbone.weights=<file> or backbone.pretrained=false")
         widths = [int(w) for w in widths]
-        if not widths or min(widths) < 1:
-            raise ConfigError(f"backbone.widths={widths}: give one positive channel count per block")
+        require(bool(widths) and min(widths) >= 1, "backbone.widths", widths,
+                "a non-empty list of positive channel counts, one per block")
         layers: list[nn.Module] = []
         for i, (cin, cout) in enumerate(zip([3, *widths[:-1]], widths)):
             if i:
@@ -158,7 +157,6 @@ class SmallCNN(Backbone):
         self.body = nn.Sequential(*layers)
         self.name = name
         self.out_channels = widths[-1]
-        self.reduction = 2 ** (len(widths) - 1)
         self.stage_modules = [str(i) for i, m in enumerate(layers) if isinstance(m, nn.Sequential)]
         self.mean, self.std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
         if weights:

@@ -67,7 +67,7 @@ class DeepArtNet(nn.Module):
         logits = {t: head(context) for t, head in self.heads.items()}
         return {"logits": logits, "attention": None if weights is None else weights.view(b, h, w)}
 
-    def train(self, mode: bool = True) -> "DeepArtNet":
+    def train(self, mode: bool = True) -> DeepArtNet:
         super().train(mode)
         for module in self.frozen_norms:  # frozen BatchNorm keeps its running statistics
             module.eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepart.errors import ConfigError
+from deepart.errors import require, require_choice
 
 
 class RNNEncoder(nn.Module):
@@ -14,8 +14,7 @@ class RNNEncoder(nn.Module):
                  bidirectional: bool = True, dropout: float = 0.0):
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}
-        if cell not in rnn:
-            raise ConfigError(f"sequencer.encoder.cell={cell!r}: expected lstm | gru")
+        require_choice("sequencer.encoder.cell", cell, list(rnn))
         self.rnn = rnn[cell](dim, hidden_size, num_layers=num_layers, batch_first=True,
                              bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
         self.out_dim = hidden_size * (2 if bidirectional else 1)
@@ -45,8 +44,8 @@ class TransformerEncoder(nn.Module):
     def __init__(self, dim: int, num_layers: int = 2, num_heads: int = 8, ff_dim: int = 1024,
                  dropout: float = 0.1):
         super().__init__()
-        if dim % num_heads:
-            raise ConfigError(f"sequencer.encoder.num_heads={num_heads} must divide model.dim={dim}")
+        require(num_heads > 0 and dim % num_heads == 0, "sequencer.encoder.num_heads", num_heads,
+                f"a divisor of model.dim ({dim})")
         layer = nn.TransformerEncoderLayer(dim, num_heads, ff_dim, dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)

@@ -5,7 +5,7 @@ import logging
 
 from torch import nn
 
-from deepart.errors import ConfigError
+from deepart.errors import require
 from deepart.models.deepartnet import DeepArtNet
 
 log = logging.getLogger(__name__)
@@ -19,9 +19,8 @@ def apply_freezing(model: DeepArtNet, freeze: list[str], freeze_stages: int) -> 
     Returns counts of trainable / frozen parameters.
     """
     n_stages = model.backbone.num_stages
-    if freeze_stages > n_stages:
-        raise ConfigError(f"phase.freeze_stages={freeze_stages}: backbone '{model.backbone.name}' has "
-                          f"{n_stages} stages (0..{n_stages - 1}); use 0..{n_stages}")
+    require(freeze_stages <= n_stages, "phase.freeze_stages", freeze_stages,
+            f"0..{n_stages} (backbone '{model.backbone.name}' has {n_stages} stages)")
     for p in model.parameters():
         p.requires_grad_(True)
     for part in freeze:

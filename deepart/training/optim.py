@@ -5,9 +5,10 @@ import math
 from functools import partial
 
 import torch
-from deepart.config import build
 from omegaconf import DictConfig
 from torch import nn
+
+from deepart.config import build
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
