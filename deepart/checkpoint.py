@@ -13,6 +13,7 @@ import dataclasses
 import os
 import pickle
 import random
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field, fields
@@ -22,11 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepart import faults
 from deepart.errors import CheckpointError
 
 FORMAT = "deepart-checkpoint"
 VERSION = 2
 CHECKPOINTS = "checkpoints"
+TMP_SUFFIX = ".tmp"
 
 
 @dataclass
@@ -80,17 +83,49 @@ class Checkpoint:
 
 
 def atomic_save(payload: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file beside `path` (readable as the umask allows, like any other file), fsync,
+    then rename it over `path`: a kill or a failed write at any moment leaves the previous file intact.
+    A failed write (disk full, file size limit, permissions) is a CheckpointError naming the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        faults.point("save")
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a failed write as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the file could not be written"
+        raise CheckpointError(f"could not write checkpoint {path}: {reason} (disk full or a file size limit?). "
+                              f"The previous {path.name} is intact; free some space and continue the run with "
+                              f"resume={run_dir_of(path)}") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Copy a checkpoint file so that `dst` is always either the old file or the complete new one."""
+    tmp = dst.with_name(f".{dst.name}.copy{TMP_SUFFIX}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def remove_partial_writes(run_dir: str | Path) -> list[Path]:
+    """Delete temporary files that a killed write left in a run's checkpoint folders; returns them."""
+    stale = sorted((Path(run_dir) / CHECKPOINTS).glob(f"**/.*{TMP_SUFFIX}"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _read(path: Path, map_location) -> dict[str, Any]:

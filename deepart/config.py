@@ -127,6 +127,11 @@ def phase_plan(cfg: DictConfig) -> list[DictConfig]:
     return plan
 
 
+def sweep_group(sweep_dir: str | Path) -> str:
+    """The W&B group of a sweep's runs (and of its summary run): its dir as given to Hydra, `/` as `_`."""
+    return Path(sweep_dir).as_posix().replace("/", "_")
+
+
 def eval_batch_size(cfg: DictConfig, phase: DictConfig | None = None) -> int:
     """Batch size of evaluation passes: `trainer.eval_batch_size`, else twice the batch size of `phase`
     (default: the run's last phase)."""

@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from deepart import faults
 from deepart.checkpoint import Checkpoint, run_dir_of
 from deepart.config import build, eval_batch_size
 from deepart.data.dataset import SkipCounter
@@ -51,6 +52,7 @@ def evaluate_loader(model, loss_fn: MultiTaskLoss, loader, rt: Runtime, tasks: d
         meter.update(out["logits"], labels, sums)
         if collect is not None:
             collect(batch, out)
+        faults.point("eval")
     bar.close()
     if reduce is not None:
         reduce(meter.tensors())

@@ -33,6 +33,13 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
     return loss
 
 
+def mean_task_loss(task_losses: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The unweighted mean, over the tasks labelled in the batch, of their mean losses: what `train/loss` and
+    `val/loss` report (the weighted objective can be negative with uncertainty weighting)."""
+    present = (counts > 0).to(task_losses.dtype)
+    return (task_losses * present).sum() / present.sum().clamp_min(1)
+
+
 class MultiTaskLoss(nn.Module):
     """Sum of per-task losses over the tasks of a batch, labels of -1 masked out.
 

@@ -106,7 +106,7 @@ class MetricAccumulator:
                 top1s.append(top1)
                 losses.append(out[f"{prefix}/{task}/loss"])
         out[f"{prefix}/mean_top1"] = float(np.mean(top1s)) if top1s else 0.0
-        out[f"{prefix}/loss"] = float(np.sum(losses)) if losses else 0.0
+        out[f"{prefix}/loss"] = float(np.mean(losses)) if losses else 0.0
         return out
 
 

@@ -48,14 +48,14 @@ from deepart.compare import (
     paired_table,
     resolve_baseline,
 )
-from deepart.config import OBJECTIVE
+from deepart.config import OBJECTIVE, sweep_group
 from deepart.errors import DeepArtError
 
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("top1", "top5", "macro_f1", "balanced_acc")
 #: Overrides that steer how a run is started, not what it computes.
-NOT_SWEPT = ("resume", "resume_sweep", "hparams_search")
+NOT_SWEPT = ("resume", "resume_sweep", "hparams_search", "fail_on_run_error")
 RUN_COLUMNS = ("run", "run_dir", "status", "error", "best_epoch", "epochs", "runtime_s")
 FILES = {"csv": "report.csv", "md": "report.md", "png": "report.png", "seeds": "report_seeds.csv",
          "compare": "report_compare.csv", "paired": "report_paired.csv", "bars": "report_bars.png",
@@ -461,11 +461,6 @@ def write_report(sweep_dirs: str | Path | Sequence[str | Path], out_dir: str | P
     paths["html"].write_text(_html_report(title, intro, note, compare_text, paired_text, sentences, table, paths,
                                           notes))
     return paths
-
-
-def sweep_group(sweep_dir: str | Path) -> str:
-    """The W&B group of a sweep's runs: its dir as given to Hydra with `/` as `_` (as training names it)."""
-    return Path(sweep_dir).as_posix().replace("/", "_")
 
 
 def headline(compare: pd.DataFrame, paired: pd.DataFrame) -> dict[str, Any]:

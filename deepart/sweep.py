@@ -18,9 +18,9 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from deepart.config import OBJECTIVE
-from deepart.errors import ConfigError, report_errors
-from deepart.report import NOT_SWEPT, collect_runs, override_keys, swept_keys
+from deepart.config import OBJECTIVE, sweep_group
+from deepart.errors import ConfigError, DeepArtError, report_errors
+from deepart.report import NOT_SWEPT, collect_runs, log_report_to_wandb, override_keys, swept_keys, write_report
 
 log = logging.getLogger("deepart")
 
@@ -143,7 +143,8 @@ def format_summary(frame: pd.DataFrame) -> str:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a multirun, compare its runs in summary.csv and a printed table."""
+    """Hydra callback: at the end of a multirun, compare its runs (summary.csv and a printed table), write the
+    report (report.html, ...; to W&B too with logger=wandb), and exit with status 1 when runs failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from deepart import distributed
@@ -154,13 +155,28 @@ class SweepSummary(Callback):
         frame = summarize(sweep_dir)
         if frame is None:
             return
-        text = format_summary(frame)
-        print(f"\nSweep summary ({sweep_dir / 'summary.csv'}):\n{text}", flush=True)
+        print(f"\nSweep summary ({sweep_dir / 'summary.csv'}):\n{format_summary(frame)}", flush=True)
+        self._report(config, sweep_dir)
         failed = frame[frame["status"] != "done"]
         for row in failed.itertuples():
             print(f"run {row.run} {row.status}: {row.error or 'no metrics.json'}", flush=True)
         if len(failed):
             print(f"{len(failed)} of {len(frame)} runs have no results; continue the sweep with the same command "
                   f"plus resume_sweep={sweep_dir}", flush=True)
-        print(f"full report (CSV, Markdown, HTML dashboard with seed intervals and paired tests): "
-              f"python -m deepart.report {sweep_dir}", flush=True)
+            if config.get("fail_on_run_error", True):
+                raise SystemExit(1)  # so that scripts and SLURM notice (fail_on_run_error=false: exit 0)
+
+    @staticmethod
+    def _report(config: DictConfig, sweep_dir: Path) -> None:
+        """report.html and the other report files; with logger=wandb also one summary run in the sweep's group."""
+        try:
+            paths = write_report(sweep_dir)
+        except DeepArtError as exc:
+            log.warning("no sweep report: %s", exc)
+            return
+        print(f"report: {paths['html']} (and report.md, report.csv; python -m deepart.report {sweep_dir} "
+              f"--baseline key=value compares against another config)", flush=True)
+        logger = config.get("logger") or {}
+        if str(logger.get("_target_", "")).endswith("WandbLogger"):
+            log_report_to_wandb(sweep_dir, project=logger.project, entity=logger.get("entity"),
+                                mode=logger.get("mode", "offline"), group=sweep_group(config.hydra.sweep.dir))

@@ -163,3 +163,36 @@ def test_train_script_on_image_folder_with_bad_images(tmp_path):
     log = proc.stdout + proc.stderr
     assert log.count("  skipped 3") == 2 and "6 unreadable images were skipped in this run" in log
     assert 0 <= metrics["final"]["val/label/top1"] <= 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_unreadable_images_count_only_when_drawn_into_a_batch_that_trains(tmp_path, workers):
+    """The last, incomplete batch of an epoch is dropped (BatchNorm cannot train on a batch of one): its
+    unreadable images are never read, so they are not in that epoch's skip count."""
+    import pandas as pd
+    from omegaconf import OmegaConf
+
+    from deepart.data.dataset import SkipCounter
+    from deepart.data.loaders import train_loader
+    from deepart.data.table import TaskTable
+
+    make_folder(tmp_path, {"A": 7})
+    bad = {7, 8, 9}
+    for i in bad:
+        (tmp_path / "A" / f"{i}.jpg").write_bytes(b"not a jpeg")
+    frame = pd.DataFrame({"path": [f"A/{i}.jpg" for i in range(10)], "label": [0] * 10})
+    table = TaskTable(frame, frame.iloc[:1], {"label": ["A"]}, tmp_path)
+    data_cfg = OmegaConf.create({"image_size": 32, "resize_size": 32, "num_workers": workers})
+    sampler_cfg = OmegaConf.create({"_target_": "deepart.data.samplers.RandomEpochSampler"})
+    loader = train_loader(table, data_cfg, sampler_cfg, batch_size=4, seed=0, device="cpu")
+    dropped_bad_seen = False
+    for epoch in range(4):
+        loader.sampler.set_epoch(epoch)
+        order = [index for index, _ in loader.sampler]
+        used, dropped = order[:8], order[8:]  # two batches of 4 train, the last 2 are dropped
+        skips = SkipCounter()
+        batches = list(skips.readable(loader))
+        assert skips.total == len(bad & set(used)), epoch
+        assert sum(len(b["index"]) for b in batches) == len(set(used) - bad)
+        dropped_bad_seen |= bool(bad & set(dropped))
+    assert dropped_bad_seen  # some epoch did drop an unreadable image

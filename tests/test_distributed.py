@@ -66,7 +66,7 @@ def test_torchrun_two_processes_one_run_dir_and_exact_metrics(demo_root, tmp_pat
 
 def test_resume_under_torchrun(tiny_cfg, demo_root, tmp_path, monkeypatch):
     with monkeypatch.context() as patch:  # the single-process run is killed after epoch 1's checkpoint
-        patch.setattr(Checkpoint, "save", interrupt_after(Checkpoint.save, "best.pt"))
+        patch.setattr(Checkpoint, "save", interrupt_after(Checkpoint.save, "last.pt"))
         with pytest.raises(KeyboardInterrupt):
             train(tiny_cfg("phase.epochs=2"), run_dir=tmp_path / "run")
     assert torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)["progress"]["epoch"] == 1

@@ -36,7 +36,9 @@ def test_a_crashing_run_is_reported_and_resume_sweep_finishes_it(demo_root, tmp_
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(run_module.Trainer, "_save", out_of_memory_in_gamma_3)
-    train_in_process(monkeypatch, *args, f"hydra.sweep.dir={sweep}")
+    with pytest.raises(SystemExit) as stopped:  # the sweep finishes, then reports the failure by its exit status
+        train_in_process(monkeypatch, *args, f"hydra.sweep.dir={sweep}")
+    assert stopped.value.code == 1
     assert json.loads((sweep / "0" / "metrics.json").read_text())["epochs"] == 2  # the other run finished
     failure = json.loads((sweep / "1" / "failure.json").read_text())
     assert failure["oom"] and "Tried to allocate" in failure["message"] and "lower phase.batch_size" in failure["hint"]
@@ -126,3 +128,20 @@ def test_report_sorts_lists_failures_and_aggregates_seeds(tmp_path, capsys):
 def test_report_of_a_missing_dir_is_a_clear_error(tmp_path, capsys):
     assert report_main([str(tmp_path / "nope")]) == 2
     assert "sweep dir not found" in capsys.readouterr().err
+
+
+def test_a_sweep_with_failed_runs_finishes_the_others_then_exits_non_zero(demo_root, tmp_path):
+    """As SLURM jobs and scripts see it: a real `train.py -m` whose second run fails (an unknown backbone)."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, "backbone.name=test_efficientnet,nope_b99",
+            f"hydra.sweep.dir={sweep}"]
+    res = run_script("train.py", *args)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert (sweep / "0" / "metrics.json").is_file() and (sweep / "1" / "failure.json").is_file()
+    assert (sweep / "summary.csv").is_file() and (sweep / "report.html").is_file()
+    assert "1 of 2 runs have no results" in res.stdout
+    again = run_script("train.py", *args, f"resume_sweep={sweep}", "fail_on_run_error=false")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished; skipped" in again.stdout + again.stderr
+    assert "1 of 2 runs have no results" in again.stdout
+

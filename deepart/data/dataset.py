@@ -38,9 +38,13 @@ class ImageDataset(Dataset):
             img = load_rgb(self.paths[index], self.min_side)
         except ImageLoadError as exc:
             return {"bad": self.paths[index], "error": str(exc)}
-        if seed is not None:
-            torch.manual_seed(seed)
-        return {"image": self.transform(img), "labels": self.labels[index], "index": index}
+        if seed is None:
+            image = self.transform(img)
+        else:  # the draw's own augmentation; the process's RNG (dropout, with 0 workers) is left as it was
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                image = self.transform(img)
+        return {"image": image, "labels": self.labels[index], "index": index}
 
 
 class PaintingDataset(ImageDataset):

@@ -42,9 +42,13 @@ def num_workers(data_cfg: DictConfig) -> int:
 
 
 def _loader(dataset, batch_size, sampler, workers, device, drop_last=False) -> DataLoader:
+    """A DataLoader that never touches the global RNG: it draws its workers' base seed from a generator
+    of its own (the global torch RNG also drives dropout, so a draw there whenever a loader starts its
+    workers would make a resumed run differ from an uninterrupted one). Augmentations do not depend on
+    it either: every sampled item carries its own seed (deepart.data.samplers)."""
     cuda = torch.device(device).type == "cuda"
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate, pin_memory=cuda, drop_last=drop_last,
+                      collate_fn=collate, pin_memory=cuda, drop_last=drop_last, generator=torch.Generator(),
                       persistent_workers=workers > 0, prefetch_factor=(4 if cuda else 2) if workers else None)
 
 

@@ -6,24 +6,27 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from deepart import faults
 from deepart.data.dataset import SkipCounter
-from deepart.losses import MultiTaskLoss
+from deepart.losses import MultiTaskLoss, mean_task_loss
 from deepart.metrics import MetricAccumulator
 from deepart.runtime import Runtime
 
 
 def train_step(model, loss_fn: MultiTaskLoss, images: torch.Tensor, labels: torch.Tensor, optimizer, rt: Runtime,
-               *, grad_clip: float | None, params: list[torch.Tensor]) -> tuple[dict, torch.Tensor]:
-    """Forward, loss, backward, clipping and one optimizer step; no host sync. Returns (outputs, loss)."""
+               *, grad_clip: float | None, params: list[torch.Tensor]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Forward, loss, backward, clipping and one optimizer step; no host sync. Returns (outputs, the objective
+    that was minimised (task-weighted), the mean task loss (detached))."""
     with rt.autocast():
         out = model(images)
-        loss, _, _ = loss_fn(out["logits"], labels)
+        objective, task_losses, counts = loss_fn(out["logits"], labels)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    objective.backward()
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
-    return out, loss
+    faults.point("step")
+    return out, objective.detach(), mean_task_loss(task_losses, counts)
 
 
 def train_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler, rt: Runtime, *,
@@ -36,28 +39,30 @@ def train_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler, rt:
     """
     model.train()
     meter = MetricAccumulator(tasks, rt.device)
-    loss_sum = torch.zeros((), device=rt.device, dtype=torch.float64)
+    sums = torch.zeros(2, device=rt.device, dtype=torch.float64)  # mean task loss, objective
     n_steps = 0
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = tqdm(loader, total=len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
                mininterval=1.0)
     for batch in skips.readable(bar):
         images, labels = rt.images(batch), rt.labels(batch)
-        out, loss = train_step(model, loss_fn, images, labels, optimizer, rt, grad_clip=grad_clip, params=params)
+        out, objective, loss = train_step(model, loss_fn, images, labels, optimizer, rt, grad_clip=grad_clip,
+                                          params=params)
         scheduler.step()
         meter.update(out["logits"], labels)
-        loss_sum += loss.detach()
+        sums += torch.stack([loss, objective])
         n_steps += 1
         step += 1
         if log_every and step % log_every == 0:  # the only host syncs of the loop
-            current = float(loss.detach())
+            current, weighted = float(loss), float(objective)
             bar.set_postfix(loss=f"{current:.3f}")
             if on_log is not None:
-                on_log({"train/loss": current, "lr": optimizer.param_groups[0]["lr"]}, step)
+                on_log({"train/loss": current, "train/objective": weighted, "lr": optimizer.param_groups[0]["lr"]},
+                       step)
     bar.close()
     steps = torch.tensor(float(n_steps), device=rt.device, dtype=torch.float64)
     if reduce is not None:
-        reduce([*meter.tensors(), loss_sum, steps])
+        reduce([*meter.tensors(), sums, steps])
     metrics = {k: v for k, v in meter.compute("train").items() if k.endswith("/top1")}
-    metrics["train/loss"] = float(loss_sum / steps.clamp(min=1))
+    metrics["train/loss"], metrics["train/objective"] = (sums / steps.clamp(min=1)).tolist()
     return metrics, step

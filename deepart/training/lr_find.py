@@ -59,8 +59,8 @@ def range_test(trainer, phase: DictConfig, cfg: DictConfig) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = float(lr)
         batch = next(batches)
-        _, loss = train_step(model, loss_fn, rt.images(batch), rt.labels(batch), optimizer, rt, grad_clip=None,
-                             params=[])
+        _, _, loss = train_step(model, loss_fn, rt.images(batch), rt.labels(batch), optimizer, rt, grad_clip=None,
+                                params=[])
         avg = lf.smoothing * avg + (1 - lf.smoothing) * float(loss.detach())
         smoothed = avg / (1 - lf.smoothing ** (i + 1))           # bias-corrected moving average
         lrs.append(float(lr))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from deepart import distributed
-from deepart.checkpoint import CHECKPOINTS, Checkpoint, capture_rng, newest_last, phase_dir, restore_rng, run_dir_of
-from deepart.config import OBJECTIVE, build, eval_batch_size, phase_plan, to_plain, validate
+from deepart import distributed, faults
+from deepart.checkpoint import (
+    CHECKPOINTS,
+    Checkpoint,
+    atomic_copy,
+    capture_rng,
+    newest_last,
+    phase_dir,
+    remove_partial_writes,
+    restore_rng,
+    run_dir_of,
+)
+from deepart.config import OBJECTIVE, build, eval_batch_size, phase_plan, sweep_group, to_plain, validate
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table, train_loader
 from deepart.errors import CheckpointError
@@ -58,7 +67,7 @@ class RunInfo:
         name = hc.job.override_dirname or None
         group = None
         if hc.mode is not None and hc.mode.name == "MULTIRUN":
-            group = Path(hc.sweep.dir).as_posix().replace("/", "_")
+            group = sweep_group(hc.sweep.dir)
         return cls(name=name, group=group)
 
 
@@ -81,14 +90,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def phase_seed(seed: int, index: int) -> int:
+    """The seed every RNG is set to when phase `index` starts (a resumed phase restores its saved states)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
 def _resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """Config and run dir of the run named by `resume=` (a run dir or one of its checkpoints)."""
+    """Config and run dir of the run named by `resume=` (a run dir or one of its checkpoints): the config of
+    its newest checkpoint, or, when it was stopped before writing any, the config Hydra saved at its start."""
     run_dir = run_dir_of(cfg.resume)
     last = newest_last(run_dir)
-    if last is None:
-        raise CheckpointError(f"resume={cfg.resume}: no {CHECKPOINTS}/last.pt under {run_dir}; pass the run "
-                              f"dir of a training run or its {CHECKPOINTS}/last.pt")
-    saved = OmegaConf.create(Checkpoint.load(last).config)
+    if last is not None:
+        saved = OmegaConf.create(Checkpoint.load(last).config)
+    elif (run_dir / ".hydra" / "config.yaml").is_file():
+        saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        log.info("%s has no checkpoint yet: its run starts again from the beginning", run_dir)
+    else:
+        raise CheckpointError(f"resume={cfg.resume}: no {CHECKPOINTS}/last.pt (and no .hydra/config.yaml) under "
+                              f"{run_dir}; pass the run dir of a training run or its {CHECKPOINTS}/last.pt")
+    for stale in remove_partial_writes(run_dir):
+        log.info("removed %s, left by a write that was interrupted", stale)
     saved.resume = str(run_dir)
     log.info("resuming %s with its saved config", run_dir)
     return saved, run_dir
@@ -134,9 +155,10 @@ class Trainer:
             ckpt_dir = phase_dir(self.run_dir, phase.name, chained)
             phases[str(phase.name)] = self.run_phase(phase, index, ckpt_dir, init_from)
             init_from = ckpt_dir / "best.pt"
+            faults.point("phase_end")
         if chained and self.dist.is_main:
             for name in ("best.pt", "last.pt"):
-                shutil.copy2(ckpt_dir / name, self.run_dir / CHECKPOINTS / name)
+                atomic_copy(ckpt_dir / name, self.run_dir / CHECKPOINTS / name)
         return self._finish(phases)
 
     def _saved_wandb_id(self) -> str | None:
@@ -156,6 +178,8 @@ class Trainer:
         if resume is not None:
             restore_rng(resume.rng)
             log.info("phase %s: resumed after epoch %d from %s", phase.name, state.epoch, last)
+        else:
+            seed_everything(phase_seed(self.cfg.seed, index))
         stopping = self.cfg.trainer.early_stopping
         for epoch in range(state.epoch, phase.epochs):
             started, skipped_before = time.time(), self.skips.total
@@ -254,9 +278,9 @@ class Trainer:
             loss=self.loss_fn.state_dict(), optimizer=p.optimizer.state_dict(), scheduler=p.scheduler.state_dict(),
             rng=capture_rng(), global_step=self.step, skipped_images=self.skips.total, runtime_s=self.runtime(),
             wandb_run_id=self.logger.run_id)
-        ckpt.save(ckpt_dir / "last.pt")
-        if best:
+        if best:  # best.pt first: last.pt is the record that the epoch is done, so it is written last
             ckpt.save(ckpt_dir / "best.pt")
+        ckpt.save(ckpt_dir / "last.pt")
         distributed.barrier()
 
     # ------------------------------------------------------------------ end of run
