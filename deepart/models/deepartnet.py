@@ -15,11 +15,14 @@ INPUT_KEYS = ("image_size", "resize_size", "square_pad")
 
 
 class TaskHead(nn.Sequential):
-    """Linear(dim, hidden) -> ReLU -> Dropout -> Linear(hidden, num_classes)."""
+    """Linear(dim, hidden) -> ReLU -> Dropout -> Linear(hidden, num_classes); hidden=0: Linear(dim, num_classes)."""
 
     def __init__(self, dim: int, hidden: int, num_classes: int, dropout: float):
-        super().__init__(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                         nn.Linear(hidden, num_classes))
+        if hidden:
+            super().__init__(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                             nn.Linear(hidden, num_classes))
+        else:
+            super().__init__(nn.Linear(dim, num_classes))
 
 
 class DeepArtNet(nn.Module):
@@ -35,11 +38,13 @@ class DeepArtNet(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, encoder: nn.Module | None, pooling: nn.Module,
-                 tasks: dict[str, list[str]], dim: int = 512, head_hidden: int = 256,
+                 tasks: dict[str, list[str]], dim: int | None = 512, head_hidden: int = 256,
                  head_dropout: float = 0.4, input_cfg: dict[str, Any] | None = None):
         super().__init__()
         self.backbone = backbone
-        self.proj = nn.Conv2d(backbone.out_channels, dim, kernel_size=1)
+        # dim=None: no projection, the backbone's channels are the tokens (a plain pooled-backbone model)
+        self.proj = nn.Conv2d(backbone.out_channels, dim, kernel_size=1) if dim else nn.Identity()
+        dim = dim or backbone.out_channels
         self.encoder = encoder
         self.pooling = pooling
         out_dim = encoder.out_dim if encoder is not None else dim
@@ -85,8 +90,9 @@ def build_model(cfg: DictConfig, tasks: dict[str, list[str]], pretrained: bool |
         backbone_cfg = OmegaConf.merge(backbone_cfg, {"pretrained": False, "weights": None})
     backbone = build(backbone_cfg)
     dim = cfg.model.dim
-    encoder = build(cfg.sequencer.encoder, dim=dim) if cfg.sequencer.encoder is not None else None
-    pooling = build(cfg.sequencer.pooling, dim=encoder.out_dim if encoder is not None else dim)
+    tokens = dim or backbone.out_channels
+    encoder = build(cfg.sequencer.encoder, dim=tokens) if cfg.sequencer.encoder is not None else None
+    pooling = build(cfg.sequencer.pooling, dim=encoder.out_dim if encoder is not None else tokens)
     input_cfg = {key: cfg.data.get(key) for key in INPUT_KEYS if key in cfg.data}
     return DeepArtNet(backbone, encoder, pooling, tasks, dim=dim, head_hidden=cfg.model.head_hidden,
                       head_dropout=cfg.model.head_dropout, input_cfg=input_cfg)

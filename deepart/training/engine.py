@@ -32,10 +32,12 @@ def train_step(model, loss_fn: MultiTaskLoss, images: torch.Tensor, labels: torc
 def train_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler, rt: Runtime, *,
                 grad_clip: float | None, tasks: dict, skips: SkipCounter, desc: str, progress: bool,
                 log_every: int, on_log: Callable[[dict, int], None] | None = None, step: int = 0,
-                reduce: Callable[[list[torch.Tensor]], None] | None = None) -> tuple[dict[str, float], int]:
+                reduce: Callable[[list[torch.Tensor]], None] | None = None,
+                after_step: Callable[[], None] | None = None) -> tuple[dict[str, float], int]:
     """One pass over the training loader. Returns (train metrics, global step after the epoch).
 
-    `reduce(tensors)` sums the epoch's counts over processes (data-parallel runs) before metrics are computed.
+    `reduce(tensors)` sums the epoch's counts over processes (data-parallel runs) before metrics are computed;
+    `after_step()` runs after every optimizer step (e.g. the moving average of the weights).
     """
     model.train()
     meter = MetricAccumulator(tasks, rt.device)
@@ -49,6 +51,8 @@ def train_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler, rt:
         out, objective, loss = train_step(model, loss_fn, images, labels, optimizer, rt, grad_clip=grad_clip,
                                           params=params)
         scheduler.step()
+        if after_step is not None:
+            after_step()
         meter.update(out["logits"], labels)
         sums += torch.stack([loss, objective])
         n_steps += 1

@@ -62,15 +62,17 @@ class Reporter:
             captions.append("; ".join(parts))
         self.logger.log_images("val/attention", overlays, captions, step)
 
-    def run_end(self, phases: dict[str, PhaseState], skipped: int, best_meter: MetricAccumulator | None,
-                step: int) -> None:
+    def run_end(self, phases: dict[str, PhaseState], best_phase: str, skipped: int,
+                best_meter: MetricAccumulator | None, step: int) -> None:
         """The final table of the last phase, the best checkpoint's confusion matrices, the summary."""
         name, last = list(phases.items())[-1]
-        log.info("final validation (phase %s, epoch %d; best %s %.1f at epoch %d):\n%s", name, last.epoch,
-                 OBJECTIVE, 100 * last.best_metric, last.best_epoch, format_table(last.final, self.tasks))
+        best = phases[best_phase]
+        log.info("final validation (phase %s, epoch %d; best %s %.1f at epoch %d of phase %s):\n%s", name,
+                 last.epoch, OBJECTIVE, 100 * best.best_metric, best.best_epoch, best_phase,
+                 format_table(last.final, self.tasks))
         if best_meter is not None:
             for task, names in self.tasks.items():
                 self.logger.log_confusion(task, best_meter.confusion_matrix(task), names, step)
         if skipped:
             log.warning("%d unreadable images were skipped in this run", skipped)
-        self.logger.finish({f"best/{k}": v for k, v in last.best.items()})
+        self.logger.finish({f"best/{k}": v for k, v in best.best.items()})

@@ -31,15 +31,25 @@ from deepart.checkpoint import (
     restore_rng,
     run_dir_of,
 )
-from deepart.config import OBJECTIVE, build, eval_batch_size, phase_plan, sweep_group, to_plain, validate
+from deepart.config import (
+    OBJECTIVE,
+    PREDICTIONS_FILE,
+    build,
+    eval_batch_size,
+    phase_plan,
+    sweep_group,
+    to_plain,
+    validate,
+)
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table, train_loader
 from deepart.errors import CheckpointError
-from deepart.evaluation import evaluate_loader
+from deepart.evaluation import PredictionRecorder, evaluate_loader
 from deepart.metrics import MetricAccumulator
 from deepart.models import build_model
 from deepart.runtime import Runtime
 from deepart.tracking import NullLogger
+from deepart.training.ema import EMA
 from deepart.training.engine import train_epoch
 from deepart.training.freezing import apply_freezing
 from deepart.training.lr_find import apply_lr, run_lr_finder
@@ -82,6 +92,12 @@ class PhaseRun:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     net: torch.nn.Module
     loss_fn: torch.nn.Module
+    ema: EMA | None = None   # trainer.ema_decay: the weights that are validated, selected and exported
+
+    @property
+    def evaluated(self) -> torch.nn.Module | None:
+        """The model validation runs (the moving average when there is one; None: the trainer's model)."""
+        return self.ema.model if self.ema is not None else None
 
 
 def seed_everything(seed: int) -> None:
@@ -156,10 +172,19 @@ class Trainer:
             phases[str(phase.name)] = self.run_phase(phase, index, ckpt_dir, init_from)
             init_from = ckpt_dir / "best.pt"
             faults.point("phase_end")
+        best_phase = self._best_phase(phases)
         if chained and self.dist.is_main:
-            for name in ("best.pt", "last.pt"):
-                atomic_copy(ckpt_dir / name, self.run_dir / CHECKPOINTS / name)
-        return self._finish(phases)
+            run_ckpts = self.run_dir / CHECKPOINTS
+            atomic_copy(phase_dir(self.run_dir, best_phase, chained) / "best.pt", run_ckpts / "best.pt")
+            atomic_copy(ckpt_dir / "last.pt", run_ckpts / "last.pt")
+        return self._finish(phases, best_phase)
+
+    def _best_phase(self, phases: dict[str, PhaseState]) -> str:
+        """The phase whose best checkpoint is the run's best.pt: the last one, or with phase.best_of=any_phase
+        the one with the best val metric (the earliest of equals)."""
+        if self.cfg.phase.get("best_of", "last_phase") == "any_phase":
+            return max(phases, key=lambda name: (phases[name].best_metric, -list(phases).index(name)))
+        return list(phases)[-1]
 
     def _saved_wandb_id(self) -> str | None:
         last = newest_last(self.run_dir) if self.cfg.resume else None
@@ -184,12 +209,12 @@ class Trainer:
         for epoch in range(state.epoch, phase.epochs):
             started, skipped_before = time.time(), self.skips.total
             train_m = self._train_epoch(phase, epoch, p)
-            val_m = self._validate(p.val_dl)
+            val_m = self._validate(p)
             record = self._record(index, epoch, train_m, val_m, p, self.skips.total - skipped_before, started)
             improved, stop = state.end_epoch(val_m, record, epochs=phase.epochs, min_delta=stopping.min_delta,
                                              patience=stopping.patience)
-            self.reporter.epoch_end(str(phase.name), phase.epochs, state, record, self.step, self.model,
-                                    p.val_dl.dataset)
+            self.reporter.epoch_end(str(phase.name), phase.epochs, state, record, self.step,
+                                    p.evaluated or self.model, p.val_dl.dataset)
             self._save(ckpt_dir, phase, index, state, p, best=improved)
             if stop:
                 log.info("early stopping: no %s improvement for %d epochs", OBJECTIVE, stopping.patience)
@@ -214,11 +239,14 @@ class Trainer:
             self._restore_counters(resume)
         elif init_from:
             self._load_weights(init_from)
+        ema = EMA(self.model, cfg.trainer.ema_decay) if cfg.trainer.get("ema_decay") else None
+        if ema is not None and resume is not None:
+            ema.load_state_dict(resume.ema)
         net, loss_fn = self._parallel()
         log.info("phase %s: %d epochs, lr %g, batch %d, %d steps/epoch on %s%s%s", phase.name, phase.epochs,
                  phase.lr, phase.batch_size, len(train_dl), rt.device, " (bf16)" if rt.bf16 else "",
                  f" x {d.world_size} processes" if d.enabled else "")
-        return PhaseRun(train_dl, val_dl, optimizer, scheduler, net, loss_fn)
+        return PhaseRun(train_dl, val_dl, optimizer, scheduler, net, loss_fn, ema)
 
     def _restore_counters(self, ckpt: Checkpoint) -> None:
         self.step, self.skips.total, self.prior_runtime = ckpt.global_step, ckpt.skipped_images, ckpt.runtime_s
@@ -227,7 +255,7 @@ class Trainer:
         """Initialise from another checkpoint: every tensor whose name and shape match."""
         ckpt = Checkpoint.load(path)
         own = self.model.state_dict()
-        usable = {k: v for k, v in ckpt.model.items() if k in own and own[k].shape == v.shape}
+        usable = {k: v for k, v in ckpt.weights.items() if k in own and own[k].shape == v.shape}
         self.model.load_state_dict(usable, strict=False)
         if ckpt.loss and ckpt.tasks == self.model.tasks:
             self.loss_fn.load_state_dict(ckpt.loss)
@@ -250,12 +278,14 @@ class Trainer:
             p.net, p.loss_fn, p.train_dl, p.optimizer, p.scheduler, self.rt, grad_clip=trainer.grad_clip,
             tasks=self.tasks, skips=self.skips, desc=f"phase {phase.name} epoch {epoch + 1}/{phase.epochs}",
             progress=trainer.progress_bar, log_every=trainer.log_every_n_steps, on_log=self.logger.log_metrics,
-            step=self.step, reduce=distributed.all_reduce_sum_ if self.dist.enabled else None)
+            step=self.step, reduce=distributed.all_reduce_sum_ if self.dist.enabled else None,
+            after_step=(lambda: p.ema.update(self.model)) if p.ema is not None else None)
         return metrics
 
-    def _validate(self, val_dl: DataLoader) -> dict[str, float]:
-        distributed.broadcast_buffers_(self.model)  # every rank evaluates rank 0's model
-        metrics, _ = evaluate_loader(self.net, self.loss_fn, val_dl, self.rt, self.tasks, skips=self.skips,
+    def _validate(self, p: PhaseRun) -> dict[str, float]:
+        distributed.broadcast_buffers_(p.evaluated or self.model)  # every rank evaluates rank 0's model
+        metrics, _ = evaluate_loader(p.evaluated or self.net, self.loss_fn, p.val_dl, self.rt, self.tasks,
+                                     skips=self.skips, hflip=self.cfg.trainer.get("tta_hflip", False),
                                      reduce=distributed.all_reduce_sum_ if self.dist.enabled else None)
         return metrics
 
@@ -277,29 +307,34 @@ class Trainer:
             phase={"name": str(phase.name), "index": index}, progress=state.as_dict(),
             loss=self.loss_fn.state_dict(), optimizer=p.optimizer.state_dict(), scheduler=p.scheduler.state_dict(),
             rng=capture_rng(), global_step=self.step, skipped_images=self.skips.total, runtime_s=self.runtime(),
-            wandb_run_id=self.logger.run_id)
+            wandb_run_id=self.logger.run_id, ema=p.ema.state_dict() if p.ema is not None else None)
         if best:  # best.pt first: last.pt is the record that the epoch is done, so it is written last
             ckpt.save(ckpt_dir / "best.pt")
         ckpt.save(ckpt_dir / "last.pt")
         distributed.barrier()
 
     # ------------------------------------------------------------------ end of run
-    def _finish(self, phases: dict[str, PhaseState]) -> dict[str, Any]:
-        last = list(phases.values())[-1]
+    def _finish(self, phases: dict[str, PhaseState], best_phase: str) -> dict[str, Any]:
+        last, best = list(phases.values())[-1], phases[best_phase]
         summary = {
-            "final": last.final, "best": last.best, "best_epoch": last.best_epoch, "epochs": last.epoch,
-            "skipped_images": self.skips.total, "runtime_s": self.runtime(),
+            "final": last.final, "best": best.best, "best_epoch": best.best_epoch, "best_phase": best_phase,
+            "epochs": last.epoch, "skipped_images": self.skips.total, "runtime_s": self.runtime(),
             "phases": {name: s.summary() for name, s in phases.items()},
+            "history": [{**record, "phase": name} for name, s in phases.items() for record in s.history],
         }
-        best_meter = self._evaluate_best() if self.logger.enabled else None
-        self.reporter.run_end(phases, self.skips.total, best_meter, self.step)
+        best_meter = self._evaluate_best() if self.dist.is_main else None
+        self.reporter.run_end(phases, best_phase, self.skips.total, best_meter, self.step)
         return summary
 
     def _evaluate_best(self) -> MetricAccumulator:
-        """The run's best checkpoint evaluated on the val split (for its confusion matrices)."""
-        self.model.load_state_dict(Checkpoint.load(self.run_dir / CHECKPOINTS / "best.pt").model)
+        """The run's best checkpoint on the val split: its per-image predictions (val_predictions.csv) and
+        confusion matrices."""
+        self.model.load_state_dict(Checkpoint.load(self.run_dir / CHECKPOINTS / "best.pt").weights)
         val_dl = eval_loader(self.table, self.cfg.data, eval_batch_size(self.cfg), str(self.rt.device))
-        _, meter = evaluate_loader(self.model, self.loss_fn, val_dl, self.rt, self.tasks, skips=SkipCounter())
+        recorder = PredictionRecorder(self.tasks, val_dl.dataset.paths)
+        _, meter = evaluate_loader(self.model, self.loss_fn, val_dl, self.rt, self.tasks, skips=SkipCounter(),
+                                   collect=recorder, hflip=self.cfg.trainer.get("tta_hflip", False))
+        recorder.save(self.run_dir / PREDICTIONS_FILE)
         return meter
 
 
