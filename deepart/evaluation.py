@@ -112,7 +112,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if table.tasks != tasks:
         raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
                         f"the checkpoint was trained on ({list(tasks)}); pass data_root=<the run's data>")
-    rt = Runtime.from_config({**run_cfg.trainer, "device": cfg.device})
+    rt = Runtime.from_config({**run_cfg.trainer, "device": cfg.device,
+                              "precision": cfg.get("precision") or run_cfg.trainer.get("precision", "auto")})
     model = rt.prepare(model)
     loss_fn = build(run_cfg.loss, tasks=tasks)
     loss_fn.load_state_dict(ckpt.loss)

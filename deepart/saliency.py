@@ -44,15 +44,16 @@ class TaskLogits(nn.Module):
 
 @contextlib.contextmanager
 def _saliency_mode(model: DeepArtNet) -> Iterator[None]:
-    """Eval mode, gradients on, and (on CUDA) no cuDNN: cuDNN cannot backpropagate an RNN in eval mode."""
-    was_training = model.training
-    model.eval()
+    """Eval mode, gradients on, fp32 (a bf16 model is computed in fp32 for the pass and cast back, which is
+    exact), and (on CUDA) no cuDNN: cuDNN cannot backpropagate an RNN in eval mode."""
+    was_training, dtype = model.training, model.mean.dtype
+    model.eval().float()
     cudnn = torch.backends.cudnn.flags(enabled=False) if model.mean.is_cuda else contextlib.nullcontext()
     try:
         with torch.enable_grad(), cudnn:
             yield
     finally:
-        model.train(was_training)
+        model.to(dtype).train(was_training)
         model.zero_grad(set_to_none=True)
 
 

@@ -58,8 +58,10 @@ class DeepArtNet(nn.Module):
         self.frozen_norms: list[nn.Module] = []
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or [0, 1] float) images -> normalised, in the dtype of the model's weights (fp32, or bf16 for
+        a model cast to bf16; under autocast the convolutions then run in bf16 themselves)."""
         x = images.float() if images.dtype == torch.uint8 else images.float() * 255
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).to(self.mean.dtype)
 
     def forward(self, images: torch.Tensor) -> dict[str, Any]:
         x = self.normalize(images)                         # keeps the input's memory format
