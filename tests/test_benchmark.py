@@ -37,3 +37,16 @@ def test_throughput_benchmark_reports_every_configuration(tmp_path, capsys):
     assert len(copies) == 16
     printed = capsys.readouterr().out
     assert "train e2e cache" in printed and "e2e cache / naive" in printed
+
+
+def test_memory_benchmark_reports_eval_batches_and_the_largest_training_batch(tmp_path):
+    spec = importlib.util.spec_from_file_location("memory", REPO / "benchmarks" / "memory.py")
+    memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(memory)
+    out = tmp_path / "memory.json"
+    assert memory.main(["--tiny", "--device", "cpu", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["eval"]) == {"8", "16"} and all(r["images_per_s"] > 0 for r in report["eval"].values())
+    # nothing runs out of memory on a CPU: the search doubles from 4 up to its limit of 16
+    assert report["train_phase3"] == {"largest_batch": 16, "peak_mem_gib": None, "first_too_large": None,
+                                      "limit": 16}

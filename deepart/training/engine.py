@@ -1,6 +1,7 @@
 """The training pass: one optimizer step, and one epoch over the training loader."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -42,7 +43,8 @@ def train_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler, rt:
     model.train()
     meter = MetricAccumulator(tasks, rt.device)
     sums = torch.zeros(2, device=rt.device, dtype=torch.float64)  # mean task loss, objective
-    n_steps = 0
+    n_steps = n_images = 0
+    started = time.perf_counter()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = tqdm(loader, total=len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
                mininterval=1.0)
@@ -56,6 +58,7 @@ def train_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler, rt:
         meter.update(out["logits"], labels)
         sums += torch.stack([loss, objective])
         n_steps += 1
+        n_images += len(images)
         step += 1
         if log_every and step % log_every == 0:  # the only host syncs of the loop
             current, weighted = float(loss), float(objective)
@@ -65,8 +68,11 @@ def train_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler, rt:
                        step)
     bar.close()
     steps = torch.tensor(float(n_steps), device=rt.device, dtype=torch.float64)
+    images_done = torch.tensor(float(n_images), device=rt.device, dtype=torch.float64)
     if reduce is not None:
-        reduce([*meter.tensors(), sums, steps])
+        reduce([*meter.tensors(), sums, steps, images_done])
     metrics = {k: v for k, v in meter.compute("train").items() if k.endswith("/top1")}
     metrics["train/loss"], metrics["train/objective"] = (sums / steps.clamp(min=1)).tolist()
+    # images per second of the whole pass (loading included; all processes of a data-parallel run)
+    metrics["train/images_per_s"] = float(images_done) / max(time.perf_counter() - started, 1e-9)
     return metrics, step

@@ -37,7 +37,8 @@ class Reporter:
         return (f"[phase {phase_name}] epoch {state.epoch}/{epochs}  train loss {r['train/loss']:.3f}  "
                 f"val loss {r['val/loss']:.3f}  {tasks}  mean top1 {100 * r[OBJECTIVE]:.1f} "
                 f"(best {100 * state.best_metric:.1f} @{state.best_epoch})  lr {r['lr']:.2e}  "
-                f"{r['epoch_time_s']:.0f}s" + (f"  skipped {r['skipped_images']}" if r["skipped_images"] else ""))
+                f"{r['epoch_time_s']:.0f}s ({r['train/images_per_s']:.0f} img/s)"
+                + (f"  skipped {r['skipped_images']}" if r["skipped_images"] else ""))
 
     def log_attention(self, model, dataset, n: int, step: int) -> None:
         """Attention overlays of `n` fixed val images, captioned with prediction and truth per task."""
