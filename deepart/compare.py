@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class Run:
     best_epoch: float
     history: list[dict[str, Any]] | None
     predictions: pd.DataFrame | None
+    final: dict[str, Any] = field(default_factory=dict)        # metrics of the run's last epoch
+    phase_best: dict[str, float] = field(default_factory=dict)  # phase name -> its best OBJECTIVE
 
 
 @dataclass
@@ -88,9 +90,11 @@ def load_run(run_dir: Path, run_id: str, seed: str | None) -> Run:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     best = metrics.get("best", {})
     history = metrics.get("history")
+    phases = {name: p.get("best", {}).get(OBJECTIVE, math.nan) for name, p in metrics.get("phases", {}).items()}
     return Run(id=run_id, seed=seed, best=best, best_epoch=metrics.get("best_epoch", math.nan),
                history=history if isinstance(history, list) and history else None,
-               predictions=read_predictions(run_dir / PREDICTIONS_FILE, run_tasks(best)))
+               predictions=read_predictions(run_dir / PREDICTIONS_FILE, run_tasks(best)),
+               final=metrics.get("final", {}), phase_best=phases if len(phases) > 1 else {})
 
 
 def _text(value: Any) -> str:
@@ -193,8 +197,10 @@ def single_run_interval(run: Run, key: str) -> tuple[float, float]:
 def comparison_table(configs: list[Config], tasks: list[str], baseline: Config) -> pd.DataFrame:
     """One row per config: its swept values, whether it is the baseline, finished seeds and runs; per task and
     for the mean top-1: seed mean, std (ddof=1), 95 % interval of the mean (t over seeds; one run: Wilson over
-    its val images); per task macro-F1 mean and std; best epoch mean. Metrics as fractions."""
+    its val images); per task macro-F1 mean and std; best epoch mean; the mean top-1 of the last epoch (no
+    selection) and, for runs of several phases, of each phase's best epoch. Metrics as fractions."""
     keys = [metric_key(t) for t in tasks] + [OBJECTIVE]
+    phase_names = list(dict.fromkeys(name for c in configs for r in c.runs for name in r.phase_best))
     rows = []
     for config in configs:
         runs = config.runs
@@ -211,6 +217,12 @@ def comparison_table(configs: list[Config], tasks: list[str], baseline: Config) 
             f1 = pd.Series([r.best.get(f"val/{task}/macro_f1", math.nan) for r in runs], dtype=float)
             row.update({f"val/{task}/macro_f1 mean": f1.mean(), f"val/{task}/macro_f1 std": f1.std(ddof=1)})
         row["best_epoch mean"] = pd.Series([r.best_epoch for r in runs], dtype=float).mean()
+        columns = {"final": [r.final.get(OBJECTIVE, math.nan) for r in runs]}
+        columns.update({f"phase {name} best": [r.phase_best.get(name, math.nan) for r in runs]
+                        for name in phase_names})
+        for column, values in columns.items():
+            values = pd.Series(values, dtype=float)
+            row.update({f"{column} mean": values.mean(), f"{column} std": values.std(ddof=1)})
         if all(math.isnan(row[f"{key} ci_low"]) for key in keys):
             row["interval"] = ""
         rows.append(row)

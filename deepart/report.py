@@ -310,6 +310,10 @@ def compare_display(compare: pd.DataFrame, tasks: list[str], marks: dict[tuple[s
         key = f"val/{task}/macro_f1"
         shown[f"{task} macro-F1"] = [_mean_std(m, s) for m, s in zip(compare[f"{key} mean"], compare[f"{key} std"])]
     shown["best epoch"] = ["" if pd.isna(e) else f"{e:.1f}" for e in compare["best_epoch mean"]]
+    shown["mean top-1, last epoch"] = [_mean_std(m, s) for m, s in zip(compare["final mean"], compare["final std"])]
+    for column in (c[: -len(" mean")] for c in compare.columns if c.startswith("phase ") and c.endswith(" mean")):
+        shown[f"mean top-1, {column}"] = [_mean_std(m, s) for m, s in zip(compare[f"{column} mean"],
+                                                                           compare[f"{column} std"])]
     return shown
 
 

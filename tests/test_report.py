@@ -62,7 +62,8 @@ def write_run(run_dir: Path, overrides: list[str], data: dict | None, rng: np.ra
                      f"val/{task}/macro_f1": top1 - 0.05 * rng.random(), f"val/{task}/balanced_acc": top1,
                      f"val/{task}/count": int(labelled.sum())})
     best["val/mean_top1"] = float(np.mean([best[f"val/{t}/top1"] for t in CLASSES]))
-    metrics = {"final": best, "best": best, "best_epoch": int(rng.integers(3, 6)), "epochs": 5, "runtime_s": 60.0}
+    metrics = {"final": best, "best": best, "best_epoch": int(rng.integers(3, 6)), "epochs": 5, "runtime_s": 60.0,
+               "phases": {"1": {"best": {"val/mean_top1": 0.9 * best["val/mean_top1"]}}, "2": {"best": best}}}
     if history:
         epochs = [("1", 1), ("1", 2), ("2", 1), ("2", 2), ("2", 3)]
         metrics["history"] = [{"phase": phase, "epoch": epoch, "lr": 1e-3, "train/loss": 1.0 / k,
@@ -325,3 +326,16 @@ def test_paired_bootstrap():
     two_tasks = paired_bootstrap(np.stack([better, better], 1), np.stack([base, base], 1), labelled, seed=1)
     expected = np.mean([better.mean() - base.mean(), better[:, 100:].mean() - base[:, 100:].mean()])
     assert two_tasks.diff == pytest.approx(expected)
+
+
+def test_last_epoch_and_each_phase_best_are_compared(sweeps):
+    """Per config: the mean top-1 of the last epoch (no selection) and of each phase's best epoch."""
+    compare = pd.read_csv(sweeps["paths"]["compare"]).set_index("config")
+    runs = sweeps["metrics"]["0.01"]
+    mean_top1 = [m["best"]["val/mean_top1"] for m in runs]
+    row = compare.loc["phase.lr=0.01"]
+    assert row["phase 1 best mean"] == pytest.approx(0.9 * np.mean(mean_top1))
+    assert row["phase 2 best mean"] == pytest.approx(np.mean(mean_top1))
+    assert row["final std"] == pytest.approx(np.std(mean_top1, ddof=1))
+    assert "mean top-1, phase 1 best" in (sweeps["out"] / "report.md").read_text()
+

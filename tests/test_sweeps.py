@@ -145,3 +145,17 @@ def test_a_sweep_with_failed_runs_finishes_the_others_then_exits_non_zero(demo_r
     assert "already finished; skipped" in again.stdout + again.stderr
     assert "1 of 2 runs have no results" in again.stdout
 
+
+
+def test_sweep_report_and_its_wandb_summary_run(demo_root, tmp_path):
+    """With logger=wandb the sweep's report also goes to one W&B run of the sweep's group (offline here)."""
+    sweep = tmp_path / "sweep"
+    tiny = [a for a in TINY if not a.startswith("logger=")]
+    res = run_script("train.py", "-m", *demo_overrides(demo_root), *tiny, *TINY_SEQUENCER, "logger=wandb",
+                     "logger.num_attention_images=0", "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    html = (sweep / "report.html").read_text()
+    assert "<table" in html and "data:image/png;base64," in html
+    summary_runs = list((sweep / "wandb").glob("offline-run-*"))
+    assert len(summary_runs) == 1  # one summary run, beside the two training runs' own
+    assert all(list((sweep / str(n) / "wandb").glob("offline-run-*")) for n in (0, 1))

@@ -94,11 +94,6 @@ class PhaseRun:
     loss_fn: torch.nn.Module
     ema: EMA | None = None   # trainer.ema_decay: the weights that are validated, selected and exported
 
-    @property
-    def evaluated(self) -> torch.nn.Module | None:
-        """The model validation runs (the moving average when there is one; None: the trainer's model)."""
-        return self.ema.model if self.ema is not None else None
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -213,8 +208,8 @@ class Trainer:
             record = self._record(index, epoch, train_m, val_m, p, self.skips.total - skipped_before, started)
             improved, stop = state.end_epoch(val_m, record, epochs=phase.epochs, min_delta=stopping.min_delta,
                                              patience=stopping.patience)
-            self.reporter.epoch_end(str(phase.name), phase.epochs, state, record, self.step,
-                                    p.evaluated or self.model, p.val_dl.dataset)
+            self.reporter.epoch_end(str(phase.name), phase.epochs, state, record, self.step, self._evaluated(p),
+                                    p.val_dl.dataset)
             self._save(ckpt_dir, phase, index, state, p, best=improved)
             if stop:
                 log.info("early stopping: no %s improvement for %d epochs", OBJECTIVE, stopping.patience)
@@ -247,6 +242,13 @@ class Trainer:
                  phase.lr, phase.batch_size, len(train_dl), rt.device, " (bf16)" if rt.bf16 else "",
                  f" x {d.world_size} processes" if d.enabled else "")
         return PhaseRun(train_dl, val_dl, optimizer, scheduler, net, loss_fn, ema)
+
+    def _evaluated(self, p: PhaseRun, compiled: bool = False) -> torch.nn.Module:
+        """The model that is validated, selected and exported: the moving average of the weights when there
+        is one, else the model (`compiled`: as torch.compile'd with trainer.compile=true)."""
+        if p.ema is not None:
+            return p.ema.model
+        return self.net if compiled else self.model
 
     def _restore_counters(self, ckpt: Checkpoint) -> None:
         self.step, self.skips.total, self.prior_runtime = ckpt.global_step, ckpt.skipped_images, ckpt.runtime_s
@@ -283,8 +285,8 @@ class Trainer:
         return metrics
 
     def _validate(self, p: PhaseRun) -> dict[str, float]:
-        distributed.broadcast_buffers_(p.evaluated or self.model)  # every rank evaluates rank 0's model
-        metrics, _ = evaluate_loader(p.evaluated or self.net, self.loss_fn, p.val_dl, self.rt, self.tasks,
+        distributed.broadcast_buffers_(self._evaluated(p))  # every rank evaluates rank 0's model
+        metrics, _ = evaluate_loader(self._evaluated(p, compiled=True), self.loss_fn, p.val_dl, self.rt, self.tasks,
                                      skips=self.skips, hflip=self.cfg.trainer.get("tta_hflip", False),
                                      reduce=distributed.all_reduce_sum_ if self.dist.enabled else None)
         return metrics
