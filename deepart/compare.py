@@ -244,13 +244,20 @@ def _align(runs: list[Run], tasks: list[str]) -> tuple[np.ndarray, np.ndarray] |
         if any(c not in frame.columns for c in (*tasks, *preds)):
             return f"run {run.id} has other tasks"
         part = frame.loc[common]
-        if "path" in part.columns and "path" in reference.columns and (part["path"] != reference["path"]).any():
+        if "path" in part.columns and "path" in reference.columns and \
+                not all(map(_same_image, part["path"].astype(str), reference["path"].astype(str))):
             return "the val images differ (path column)"
         if (part[tasks].to_numpy() != reference[tasks].to_numpy()).any():
             return "the val labels differ"
     labels = reference[tasks].to_numpy().T
     correct = np.stack([(f.loc[common, preds].to_numpy().T == labels) & (labels >= 0) for f in frames])
     return labels, correct
+
+
+def _same_image(a: str, b: str) -> bool:
+    """Two `path` entries name the same image: equal, or one is the other's path relative to a dataset folder
+    (files written by older versions held absolute paths)."""
+    return a == b or a.endswith("/" + b) or b.endswith("/" + a)
 
 
 def _seed_pairs(runs: list[Run], baseline_runs: list[Run]) -> list[tuple[int, int]]:

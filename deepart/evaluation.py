@@ -66,8 +66,8 @@ def evaluate_loader(model, loss_fn: MultiTaskLoss, loader, rt: Runtime, tasks: d
 
 class PredictionRecorder:
     """`collect(batch, out)` callback of `evaluate_loader`: every image's true and predicted class per task,
-    saved as `<split>_predictions.csv` (index, path, <task>, <task>_pred; -1 = no label). The report's paired
-    tests compare runs image by image with it."""
+    saved as `<split>_predictions.csv` (index, path as listed in the dataset, <task>, <task>_pred; -1 = no
+    label). The report's paired tests compare runs image by image with it."""
 
     def __init__(self, tasks: dict[str, list[str]], paths: list[str]):
         self.tasks, self.paths = list(tasks), paths
@@ -123,7 +123,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
                          split=cfg.split, workers=cfg.num_workers)
     skips = SkipCounter()
     gallery = MistakeGallery(tasks, cfg.get("gallery", 16))
-    recorder = PredictionRecorder(tasks, loader.dataset.paths)
+    recorder = PredictionRecorder(tasks, table.frame(cfg.split)["path"].tolist())
     hflip = cfg.tta_hflip if cfg.get("tta_hflip") is not None else run_cfg.trainer.get("tta_hflip", False)
     metrics, meter = evaluate_loader(model, loss_fn, loader, rt, tasks, skips=skips, progress=True, hflip=hflip,
                                      desc=f"eval {cfg.split}", collect=lambda b, o: (gallery(b, o), recorder(b, o)))

@@ -339,3 +339,12 @@ def test_last_epoch_and_each_phase_best_are_compared(sweeps):
     assert row["final std"] == pytest.approx(np.std(mean_top1, ddof=1))
     assert "mean top-1, phase 1 best" in (sweeps["out"] / "report.md").read_text()
 
+
+
+def test_prediction_files_pair_up_whether_paths_are_absolute_or_relative():
+    from deepart.compare import _same_image
+
+    assert _same_image("/data/paintings-dev/val/Baroque/1.jpg", "val/Baroque/1.jpg")
+    assert _same_image("val/Baroque/1.jpg", "val/Baroque/1.jpg")
+    assert not _same_image("/data/val/Baroque/11.jpg", "val/Baroque/1.jpg")
+    assert not _same_image("val/Baroque/1.jpg", "val/Cubism/1.jpg")

@@ -333,7 +333,7 @@ class Trainer:
         confusion matrices."""
         self.model.load_state_dict(Checkpoint.load(self.run_dir / CHECKPOINTS / "best.pt").weights)
         val_dl = eval_loader(self.table, self.cfg.data, eval_batch_size(self.cfg), str(self.rt.device))
-        recorder = PredictionRecorder(self.tasks, val_dl.dataset.paths)
+        recorder = PredictionRecorder(self.tasks, self.table.frame("val")["path"].tolist())
         _, meter = evaluate_loader(self.model, self.loss_fn, val_dl, self.rt, self.tasks, skips=SkipCounter(),
                                    collect=recorder, hflip=self.cfg.trainer.get("tta_hflip", False))
         recorder.save(self.run_dir / PREDICTIONS_FILE)
