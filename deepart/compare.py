@@ -23,6 +23,8 @@ from deepart.errors import DeepArtError
 from deepart.stats import mcnemar_exact, paired_bootstrap, t_interval, wilson_interval
 
 SIGNIFICANT, WITHIN_NOISE = "significant", "within noise"
+#: The label (and --baseline) of the config that sets none of the swept keys: the command's own defaults.
+DEFAULTS = "defaults"
 PAIRED_COLUMNS = ("config", "baseline", "metric", "images", "seeds", "baseline_seeds", "diff_points",
                   "ci_low_points", "ci_high_points", "p_bootstrap", "matched_seeds", "mcnemar_b", "mcnemar_c",
                   "p_mcnemar", "verdict")
@@ -111,7 +113,7 @@ def group_configs(frame: pd.DataFrame, keys: list[str]) -> list[Config]:
         config = configs.get(tuple(values.values()))
         if config is None:
             swept = {k: values[k] for k in varying}
-            label = ",".join(f"{k}={v}" for k, v in swept.items()) or "all runs"
+            label = ",".join(f"{k}={v}" for k, v in swept.items() if v) or (DEFAULTS if swept else "all runs")
             config = configs[tuple(values.values())] = Config(label, values, swept, [], 0)
         config.n_runs += 1
         if row["status"] == "done":
@@ -152,7 +154,10 @@ def resolve_baseline(configs: list[Config], spec: str | None) -> Config:
     has a finished run."""
     if spec is None:
         return next((c for c in configs if c.runs), configs[0])
-    wanted = parse_assignments(spec)
+    if spec == DEFAULTS:
+        wanted = {k: "" for c in configs for k in c.swept}
+    else:
+        wanted = parse_assignments(spec)
     keys = sorted({k for c in configs for k in c.values})
     unknown = [k for k in wanted if k not in keys]
     labels = ", ".join(c.label for c in configs)

@@ -300,7 +300,7 @@ def compare_display(compare: pd.DataFrame, tasks: list[str], marks: dict[tuple[s
     shown = pd.DataFrame({
         "config": [c + (" (baseline)" if b else "") for c, b in zip(compare["config"], compare["baseline"])],
         "seeds": [str(s) if s == r else f"{s} of {r} runs" for s, r in zip(compare["seeds"], compare["runs"])]})
-    for key in [OBJECTIVE] + [metric_key(t) for t in tasks]:
+    for key in ([OBJECTIVE] if len(tasks) > 1 else []) + [metric_key(t) for t in tasks]:
         name = metric_name(key)
         shown[name] = [f"{_mean_std(m, s)} {marks.get((c, key), '')}".strip()
                        for c, m, s in zip(compare["config"], compare[f"{key} mean"], compare[f"{key} std"])]
@@ -431,8 +431,9 @@ def write_report(sweep_dirs: str | Path | Sequence[str | Path], out_dir: str | P
     paired.to_csv(paths["paired"], index=False)
 
     marks = significance_marks(paired)
-    compare_text, paired_text, sentences = compare_display(compare, tasks, marks), paired_display(paired), \
-        paired_sentences(paired)
+    shown = paired if len(tasks) > 1 else paired[paired["metric"] != OBJECTIVE]  # one task: its top-1 is the mean
+    compare_text, paired_text, sentences = compare_display(compare, tasks, marks), paired_display(shown), \
+        paired_sentences(shown)
     note, notes = baseline_note(base, baseline), run_notes(configs)
     counts = table["status"].value_counts().to_dict()
     title = f"Sweep report: {', '.join(map(str, dirs))}"

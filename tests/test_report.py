@@ -348,3 +348,17 @@ def test_prediction_files_pair_up_whether_paths_are_absolute_or_relative():
     assert _same_image("val/Baroque/1.jpg", "val/Baroque/1.jpg")
     assert not _same_image("/data/val/Baroque/11.jpg", "val/Baroque/1.jpg")
     assert not _same_image("val/Baroque/1.jpg", "val/Cubism/1.jpg")
+
+
+def test_a_config_without_the_swept_overrides_is_named_defaults(tmp_path):
+    """Runs of the command's own defaults (e.g. a first sweep without the key a second sweep varies)."""
+    data = make_data(np.random.default_rng(0))
+    for n, seed in enumerate(SEEDS):
+        write_run(tmp_path / "plain" / str(n), [f"seed={seed}"], data, np.random.default_rng([1, seed]))
+        write_run(tmp_path / "varied" / str(n), ["phase.lr=0.01", f"seed={seed}"], data,
+                  np.random.default_rng([2, seed]), better=True)
+    paths = write_report([tmp_path / "varied", tmp_path / "plain"], tmp_path / "out", baseline="defaults")
+    compare = pd.read_csv(paths["compare"])
+    assert compare["config"].tolist() == ["phase.lr=0.01", "defaults"]
+    assert compare.set_index("config").loc["defaults", "baseline"]
+    assert set(pd.read_csv(paths["paired"])["baseline"]) == {"defaults"}
