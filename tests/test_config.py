@@ -59,6 +59,16 @@ def test_numeric_phase_choices_are_quoted():
     assert compose_config(["phase=2"]).phase.lr == 5e-4
 
 
+def test_default_is_one_phase_with_everything_trainable():
+    plan = phase_plan(compose_config([]))
+    assert [(p.name, list(p.freeze), p.freeze_stages, p.lr, p.epochs, p.batch_size) for p in plan] == \
+        [("full", [], 0, 5e-4, 30, 32)]
+    paintings = phase_plan(compose_config(["experiment=paintings"]))
+    assert [(p.name, p.epochs) for p in paintings] == [("full", 6)]
+    chain = phase_plan(compose_config(["experiment=paintings", "phase=all", "phase.epochs=2"]))
+    assert [(p.name, p.epochs) for p in chain] == [("1", 2), ("2", 2), ("3", 2)]
+
+
 def test_phase_all_chains_the_phase_files():
     cfg = compose_config(["phase=all"])
     plan = phase_plan(cfg)
