@@ -99,17 +99,18 @@ def load_run(run_dir: Path, run_id: str, seed: str | None) -> Run:
                final=metrics.get("final", {}), phase_best=phases if len(phases) > 1 else {})
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """An override value as text; a key the run did not set (NaN in a pooled table) is ''."""
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def group_configs(frame: pd.DataFrame, keys: list[str]) -> list[Config]:
     """The configs of the runs in `frame` (collect_runs rows, with `run_dir`) in job order; `keys`: the override
     keys that define a config (all but `seed`). Finished runs are loaded with their predictions and history."""
-    varying = [k for k in keys if frame[k].map(_text).nunique() > 1]
+    varying = [k for k in keys if frame[k].map(as_text).nunique() > 1]
     configs: dict[tuple[str, ...], Config] = {}
     for row in frame.to_dict("records"):
-        values = {k: _text(row.get(k)) for k in keys}
+        values = {k: as_text(row.get(k)) for k in keys}
         config = configs.get(tuple(values.values()))
         if config is None:
             swept = {k: values[k] for k in varying}
@@ -117,7 +118,7 @@ def group_configs(frame: pd.DataFrame, keys: list[str]) -> list[Config]:
             config = configs[tuple(values.values())] = Config(label, values, swept, [], 0)
         config.n_runs += 1
         if row["status"] == "done":
-            seed = _text(row.get("seed")) or None
+            seed = as_text(row.get("seed")) or None
             config.runs.append(load_run(Path(row["run_dir"]), str(row["run"]), seed))
     return list(configs.values())
 

@@ -39,6 +39,7 @@ from deepart import dashboard
 from deepart.compare import (
     SIGNIFICANT,
     Config,
+    as_text,
     comparison_table,
     config_tasks,
     group_configs,
@@ -149,7 +150,7 @@ def override_keys(frame: pd.DataFrame) -> list[str]:
 def swept_keys(frame: pd.DataFrame, overrides: list[str]) -> list[str]:
     """Override keys whose values differ between runs (all of them if none differ)."""
     keys = [k for k in overrides if k in frame.columns]
-    varying = [k for k in keys if frame[k].astype(str).nunique() > 1]
+    varying = [k for k in keys if frame[k].map(as_text).nunique() > 1]  # unset in some runs counts
     return varying or keys
 
 
@@ -256,8 +257,8 @@ def plot(table: pd.DataFrame, swept: list[str], path: Path) -> None:
             if (x > 0).all() and x.max() / x.min() >= 10:
                 ax.set_xscale("log")
         else:
-            levels = sorted(table[key].astype(str).unique())
-            pos = done[key].astype(str).map({v: i for i, v in enumerate(levels)})
+            levels = sorted(table[key].map(as_text).unique())
+            pos = done[key].map(as_text).map({v: i for i, v in enumerate(levels)})
             ax.scatter(pos, y, alpha=0.8)
             ax.set_xticks(range(len(levels)), levels, rotation=30, ha="right")
             ax.set_xlim(-0.5, len(levels) - 0.5)

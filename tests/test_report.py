@@ -362,3 +362,8 @@ def test_a_config_without_the_swept_overrides_is_named_defaults(tmp_path):
     assert compare["config"].tolist() == ["phase.lr=0.01", "defaults"]
     assert compare.set_index("config").loc["defaults", "baseline"]
     assert set(pd.read_csv(paths["paired"])["baseline"]) == {"defaults"}
+    # the per-run and over-seeds tables keep the two configs apart too (the key is unset in one sweep)
+    runs = pd.read_csv(paths["csv"])
+    assert "phase.lr" in runs.columns and runs["phase.lr"].isna().sum() == len(SEEDS)
+    seeds = pd.read_csv(paths["seeds"])
+    assert sorted(seeds["runs"]) == [len(SEEDS), len(SEEDS)]
