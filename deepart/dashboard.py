@@ -117,7 +117,8 @@ def curve_figure(configs: list[Config], tasks: list[str], path: Path) -> bool:
     rows, cols = _grid(len(keys))
     fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.4 * rows + 0.6), squeeze=False)
     colors = config_colors(len(configs))
-    longest = max((run.history for _, run in runs), key=len)
+    # the phases shaded and named: those of the run with the most phases (then the most epochs)
+    longest = max((run.history for _, run in runs), key=lambda h: (len(_phase_spans(h)), len(h)))
     boundaries = sorted({first - 0.5 for _, run in runs for _, first, _ in _phase_spans(run.history)[1:]})
     for ax, key in zip(axes.flat, keys):
         for n, (phase, first, last) in enumerate(_phase_spans(longest)):
@@ -139,10 +140,11 @@ def curve_figure(configs: list[Config], tasks: list[str], path: Path) -> bool:
         ax.set_visible(False)
     shown = sorted({i for i, _ in runs})
     handles = [plt.Line2D([], [], color=colors[i], lw=2) for i in shown]
-    fig.legend(handles, [configs[i].label for i in shown], loc="lower center", ncol=min(4, len(shown)),
-               fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(shown) / 4), 1, 1))
-    fig.savefig(path, dpi=100)
+    labels = [configs[i].label for i in shown]
+    ncol = min(4, len(shown)) if max(map(len, labels)) <= 24 else 1  # long labels: one per line, never cut off
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(shown) / ncol), 1, 1))
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return True
 
