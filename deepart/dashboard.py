@@ -39,10 +39,14 @@ def _pyplot():
 
 
 def config_colors(n: int) -> list[Any]:
-    """One colour per config, the same in every figure."""
+    """One colour per config, the same in every figure: tab10 up to 10 configs, tab20 up to 20, then evenly
+    spaced hues, so no two configs share a colour."""
     plt = _pyplot()
-    cmap = plt.get_cmap("tab10")
-    return [cmap(i % 10) for i in range(n)]
+    if n <= 20:
+        cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+        return [cmap(i) for i in range(n)]
+    cmap = plt.get_cmap("hsv")
+    return [cmap(i / n) for i in range(n)]
 
 
 def _grid(n: int, columns: int = 3) -> tuple[int, int]:
@@ -141,9 +145,9 @@ def curve_figure(configs: list[Config], tasks: list[str], path: Path) -> bool:
     shown = sorted({i for i, _ in runs})
     handles = [plt.Line2D([], [], color=colors[i], lw=2) for i in shown]
     labels = [configs[i].label for i in shown]
-    ncol = min(4, len(shown)) if max(map(len, labels)) <= 24 else 1  # long labels: one per line, never cut off
-    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(shown) / ncol), 1, 1))
+    fig.tight_layout()
+    # beside the panels, one config per line: never over an axis label, long labels never cut off
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return True

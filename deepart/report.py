@@ -239,8 +239,11 @@ def seed_markdown(seeds: pd.DataFrame) -> str:
     return markdown(shown)
 
 
+PLOT_COLUMNS = 4  # panels per row of report.png: many swept keys (pooled sweeps) wrap instead of widening it
+
+
 def plot(table: pd.DataFrame, swept: list[str], path: Path) -> None:
-    """The objective (%) against each swept value; one panel per key."""
+    """The objective (%) against each swept value; one panel per key, at most PLOT_COLUMNS to a row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,8 +251,12 @@ def plot(table: pd.DataFrame, swept: list[str], path: Path) -> None:
 
     keys = swept or ["run"]
     done = table[table["status"] == "done"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    cols = min(len(keys), PLOT_COLUMNS)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
         y = 100 * pd.to_numeric(done[OBJECTIVE], errors="coerce")
         x = pd.to_numeric(done[key], errors="coerce")
         if len(done) and x.notna().all():
@@ -260,7 +267,8 @@ def plot(table: pd.DataFrame, swept: list[str], path: Path) -> None:
             levels = sorted(table[key].map(as_text).unique())
             pos = done[key].map(as_text).map({v: i for i, v in enumerate(levels)})
             ax.scatter(pos, y, alpha=0.8)
-            ax.set_xticks(range(len(levels)), levels, rotation=30, ha="right")
+            names = [level or "(default)" for level in levels]  # a key another pooled sweep left unset
+            ax.set_xticks(range(len(levels)), names, rotation=30, ha="right")
             ax.set_xlim(-0.5, len(levels) - 0.5)
         failed = int((table["status"] != "done").sum())
         ax.set_xlabel(key)

@@ -367,3 +367,29 @@ def test_a_config_without_the_swept_overrides_is_named_defaults(tmp_path):
     assert "phase.lr" in runs.columns and runs["phase.lr"].isna().sum() == len(SEEDS)
     seeds = pd.read_csv(paths["seeds"])
     assert sorted(seeds["runs"]) == [len(SEEDS), len(SEEDS)]
+
+
+def test_many_configs_keep_distinct_colours_and_a_bounded_figure(tmp_path):
+    """Twelve configs pooled from six one-key sweeps (the shape of an ablation table): every config gets its own
+    colour, and report.png wraps its one-panel-per-key layout instead of growing a panel wider per key."""
+    from PIL import Image
+
+    from deepart.dashboard import config_colors
+    from deepart.report import PLOT_COLUMNS
+
+    data = make_data(np.random.default_rng(0))
+    keys = ["phase.lr", "loss.gamma", "sampler.power", "model.dim", "data.image_size", "trainer.ema_decay"]
+    sweeps = []
+    for k, key in enumerate(keys):
+        for v, value in enumerate(("1", "2")):
+            for seed in SEEDS:
+                run = tmp_path / key / str(v * len(SEEDS) + seed - 1)
+                write_run(run, [f"{key}={value}", f"seed={seed}"], data, np.random.default_rng([k, v, seed]))
+        sweeps.append(tmp_path / key)
+    paths = write_report(sweeps, tmp_path / "out")
+    assert len(pd.read_csv(paths["compare"])) == 12
+    colours = config_colors(12)
+    assert len(set(colours)) == 12 and len(set(config_colors(25))) == 25
+    width, height = Image.open(paths["png"]).size
+    assert width <= PLOT_COLUMNS * 4.2 * 100 + 10 and height > 2 * 3.6 * 100 - 10  # 6 keys: two rows of panels
+    assert Image.open(paths["curves"]).size[0] > Image.open(paths["curves"]).size[1]  # the legend sits beside
