@@ -104,10 +104,15 @@ def as_text(value: Any) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
+def varying_keys(frame: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The keys among `keys` whose values differ between the rows of `frame` (a key unset in some rows counts)."""
+    return [k for k in keys if k in frame.columns and frame[k].map(as_text).nunique() > 1]
+
+
 def group_configs(frame: pd.DataFrame, keys: list[str]) -> list[Config]:
     """The configs of the runs in `frame` (collect_runs rows, with `run_dir`) in job order; `keys`: the override
     keys that define a config (all but `seed`). Finished runs are loaded with their predictions and history."""
-    varying = [k for k in keys if frame[k].map(as_text).nunique() > 1]
+    varying = varying_keys(frame, keys)
     configs: dict[tuple[str, ...], Config] = {}
     for row in frame.to_dict("records"):
         values = {k: as_text(row.get(k)) for k in keys}

@@ -47,6 +47,7 @@ from deepart.compare import (
     metric_name,
     paired_table,
     resolve_baseline,
+    varying_keys,
 )
 from deepart.config import OBJECTIVE, PREDICTIONS_FILE, sweep_group
 from deepart.errors import DeepArtError
@@ -150,8 +151,7 @@ def override_keys(frame: pd.DataFrame) -> list[str]:
 def swept_keys(frame: pd.DataFrame, overrides: list[str]) -> list[str]:
     """Override keys whose values differ between runs (all of them if none differ)."""
     keys = [k for k in overrides if k in frame.columns]
-    varying = [k for k in keys if frame[k].map(as_text).nunique() > 1]  # unset in some runs counts
-    return varying or keys
+    return varying_keys(frame, keys) or keys
 
 
 def report_table(frame: pd.DataFrame) -> pd.DataFrame:
