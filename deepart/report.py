@@ -445,8 +445,9 @@ def write_report(sweep_dirs: str | Path | Sequence[str | Path], out_dir: str | P
         paired_sentences(shown)
     note, notes = baseline_note(base, baseline), run_notes(configs)
     counts = table["status"].value_counts().to_dict()
-    title = f"Sweep report: {', '.join(map(str, dirs))}"
-    intro = (f"{len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) +
+    title = f"Sweep report: {dirs[0]}" if len(dirs) == 1 else f"Sweep report: {len(dirs)} sweeps"
+    pooled = "" if len(dirs) == 1 else f"Sweeps: {', '.join(map(str, dirs))}. "
+    intro = (pooled + f"{len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) +
              f"; {len(configs)} configs, tasks: {', '.join(tasks) or 'none'}.")
     lines = [f"# {title}", "", intro, "", "## Comparison of configs", "", HOW_TO_READ, "",
              f"{dashboard.UP} / {dashboard.DOWN}: significantly better / worse than the baseline; metrics in %.", "",

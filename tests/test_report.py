@@ -155,7 +155,11 @@ def test_pooled_sweeps_keep_the_old_outputs(sweeps):
     assert set(table["run"]) == {"a/0", "a/1", "a/2", "a/3", "a/4", "a/5", "b/0", "b/1", "b/2", "b/3"}
     assert table["status"].tolist()[-1] == "failed"
     assert (out / "report_seeds.csv").is_file() and (out / "report.png").stat().st_size > 5000
-    assert "run b/3: failed (ValueError: loss is nan)" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "run b/3: failed (ValueError: loss is nan)" in text
+    # pooled sweeps: a short title, the sweep dirs listed once under it
+    root = sweeps["root"]
+    assert text.startswith("# Sweep report: 2 sweeps\n") and f"Sweeps: {root / 'a'}, {root / 'b'}. 10 runs" in text
 
 
 def test_html_is_one_self_contained_page(sweeps):
