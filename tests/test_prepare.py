@@ -89,3 +89,19 @@ def test_prepare_command_in_parallel(tmp_path):
     assert "cached 7 images" in proc.stdout and "3 unreadable" in proc.stdout
     copies = sorted((tmp_path / "cache").rglob("*.jpg"))
     assert len(copies) == 7 and {min(load_rgb(p).size) for p in copies} == {256, 200}
+
+
+def test_a_cache_no_larger_than_the_training_crop_is_used_with_a_warning(tmp_path, caplog):
+    root = collection(tmp_path)
+    cfg = config(tmp_path, root, "data.resize_size=64")  # copies as small as the 64-px crops
+    prepare_cache(load_table(cfg.data, cached=False), cfg.data, workers=1, progress=False)
+    with caplog.at_level(logging.INFO):
+        assert load_table(cfg.data).image_root == cache_dir(load_table(cfg.data, cached=False), cfg.data)
+    assert "the cached copies are 64 px, no larger than the 64-px training crops" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        load_table(config(tmp_path, root).data, cached=False)  # the 80-px cache of the default settings: no warning
+        prepare_cache(load_table(config(tmp_path, root).data, cached=False), config(tmp_path, root).data,
+                      workers=1, progress=False)
+        load_table(config(tmp_path, root).data)
+    assert "using the preprocessed cache" in caplog.text and "no larger than" not in caplog.text

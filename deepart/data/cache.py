@@ -3,7 +3,8 @@
 
 At training time (`data.cache=auto`) `use_cache` swaps in the copies when the manifest covers every image
 of the table with matching source size/mtime and the same resize settings; otherwise it logs why and
-reads the originals. The random-resized crop of training then works on the 256-px copy.
+reads the originals. The random-resized crop of training then works on the 256-px copy (with a warning when the
+copy is no larger than the crop).
 """
 from __future__ import annotations
 
@@ -181,5 +182,10 @@ def use_cache(table: TaskTable, data_cfg) -> TaskTable:
         return frame.assign(path=[str(table.resolve(p)) if p in bad else cached_name(p) for p in frame["path"]])
 
     log.info("data: using the preprocessed cache %s (%d images)", out, len(manifest["files"]))
+    size, crop = settings(data_cfg)["resize"], int(data_cfg["image_size"])
+    if size <= crop:
+        log.warning("data: the cached copies are %d px, no larger than the %d-px training crops, so every random "
+                    "crop is enlarged from a smaller image than the original; for the best accuracy use "
+                    "data.cache=off or a cache built with data.resize_size above data.image_size", size, crop)
     return TaskTable(remap(table.train), remap(table.val), table.tasks, out, list(table.notes),
                      None if table.test is None else remap(table.test))
