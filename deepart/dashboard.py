@@ -49,7 +49,8 @@ def config_colors(n: int) -> list[Any]:
     return [cmap(i / n) for i in range(n)]
 
 
-def _grid(n: int, columns: int = 3) -> tuple[int, int]:
+def grid(n: int, columns: int = 3) -> tuple[int, int]:
+    """(rows, columns) of a grid of n panels, at most `columns` to a row."""
     return math.ceil(n / columns), min(n, columns)
 
 
@@ -59,7 +60,7 @@ def bar_figure(compare: pd.DataFrame, configs: list[Config], tasks: list[str], m
     seeds as dots and the significance mark against the baseline; written to `path`."""
     plt = _pyplot()
     keys = [OBJECTIVE] + [metric_key(t) for t in tasks]
-    rows, cols = _grid(len(keys))
+    rows, cols = grid(len(keys))
     height = 1.2 + 0.42 * len(configs)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 1.5, height * rows), squeeze=False, sharey=True)
     colors = config_colors(len(configs))
@@ -118,7 +119,7 @@ def curve_figure(configs: list[Config], tasks: list[str], path: Path) -> bool:
         return False
     plt = _pyplot()
     keys = [OBJECTIVE] + ([metric_key(t) for t in tasks] if len(tasks) > 1 else [])
-    rows, cols = _grid(len(keys))
+    rows, cols = grid(len(keys))
     fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.4 * rows + 0.6), squeeze=False)
     colors = config_colors(len(configs))
     # the phases shaded and named: those of the run with the most phases (then the most epochs)

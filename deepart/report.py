@@ -251,8 +251,7 @@ def plot(table: pd.DataFrame, swept: list[str], path: Path) -> None:
 
     keys = swept or ["run"]
     done = table[table["status"] == "done"]
-    cols = min(len(keys), PLOT_COLUMNS)
-    rows = -(-len(keys) // cols)
+    rows, cols = dashboard.grid(len(keys), PLOT_COLUMNS)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
     for ax in axes.flat[len(keys):]:
         ax.set_visible(False)

@@ -99,9 +99,8 @@ def test_a_cache_no_larger_than_the_training_crop_is_used_with_a_warning(tmp_pat
         assert load_table(cfg.data).image_root == cache_dir(load_table(cfg.data, cached=False), cfg.data)
     assert "the cached copies are 64 px, no larger than the 64-px training crops" in caplog.text
     caplog.clear()
+    larger = config(tmp_path, root)  # the 80-px cache of the test's settings: no warning
+    prepare_cache(load_table(larger.data, cached=False), larger.data, workers=1, progress=False)
     with caplog.at_level(logging.INFO):
-        load_table(config(tmp_path, root).data, cached=False)  # the 80-px cache of the default settings: no warning
-        prepare_cache(load_table(config(tmp_path, root).data, cached=False), config(tmp_path, root).data,
-                      workers=1, progress=False)
-        load_table(config(tmp_path, root).data)
+        load_table(larger.data)
     assert "using the preprocessed cache" in caplog.text and "no larger than" not in caplog.text
