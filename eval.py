@@ -6,7 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepart.checkpoint import run_dir_of
 from deepart.cli import prepare_argv
-from deepart.errors import report_errors
+from deepart.core.errors import report_errors
 from deepart.evaluation import evaluate_checkpoint, require_checkpoint_arg
 
 OmegaConf.register_new_resolver("run_dir_of", lambda path: run_dir_of(path).as_posix(), replace=True)

@@ -13,8 +13,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from deepart import distributed
 from deepart.cli import prepare_argv
+from deepart.core import distributed
 from deepart.sweep import run_job
 from deepart.training.run import train
 

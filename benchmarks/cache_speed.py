@@ -20,7 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepart.config import compose_config  # noqa: E402
+from deepart.core.config import compose_config  # noqa: E402
 from deepart.data.cache import prepare_cache  # noqa: E402
 from deepart.data.loaders import load_table, train_loader  # noqa: E402
 

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.throughput import Bench, timed  # noqa: E402
-from deepart.config import compose_config  # noqa: E402
+from deepart.core.config import compose_config  # noqa: E402
 from deepart.training.freezing import apply_freezing  # noqa: E402
 
 TINY_SEQUENCER = ["sequencer.encoder.hidden_size=16", "sequencer.pooling.hidden_dim=16"]

@@ -38,13 +38,13 @@ from torchvision.transforms import v2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cache_speed import make_images  # noqa: E402
-from deepart.config import build, compose_config  # noqa: E402
+from deepart.core.config import build, compose_config  # noqa: E402
+from deepart.core.runtime import Runtime  # noqa: E402
 from deepart.data.cache import prepare_cache, use_cache  # noqa: E402
 from deepart.data.dataset import collate  # noqa: E402
 from deepart.data.loaders import eval_loader, train_loader  # noqa: E402
 from deepart.data.table import TaskTable  # noqa: E402
 from deepart.models import build_model  # noqa: E402
-from deepart.runtime import Runtime  # noqa: E402
 from deepart.training.engine import train_step  # noqa: E402
 from deepart.training.optim import build_optimizer  # noqa: E402
 

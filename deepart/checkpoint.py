@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepart import faults
-from deepart.errors import CheckpointError
+from deepart.core import faults
+from deepart.core.errors import CheckpointError
 
 FORMAT = "deepart-checkpoint"
 VERSION = 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepart.checkpoint import run_dir_of
-from deepart.config import config_groups, quote_numeric_choices
+from deepart.core.config import config_groups, quote_numeric_choices
 
 
 def _last_value(argv: list[str], key: str) -> str | None:

@@ -14,19 +14,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from deepart import faults
 from deepart.checkpoint import Checkpoint, run_dir_of
-from deepart.config import build, eval_batch_size
+from deepart.core import faults
+from deepart.core.config import build, eval_batch_size
+from deepart.core.errors import CheckpointError, DataError, require_choice
+from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table
-from deepart.errors import CheckpointError, DataError, require_choice
-from deepart.gallery import MistakeGallery, read_png
 from deepart.inference import load_model
 from deepart.losses import MultiTaskLoss
 from deepart.metrics import MetricAccumulator, format_table, per_class_table
-from deepart.runtime import Runtime
 from deepart.tracking import NullLogger
-from deepart.viz import plot_confusion
+from deepart.vis.gallery import MistakeGallery, read_png
+from deepart.vis.plots import plot_confusion
 
 log = logging.getLogger("deepart")
 

@@ -24,11 +24,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from deepart.checkpoint import Checkpoint
+from deepart.core.runtime import resolve_device
 from deepart.data.dataset import ImageDataset, SkipCounter, collate
 from deepart.data.images import to_rgb
 from deepart.data.transforms import min_decode_side, transform_from_config
 from deepart.models import DeepArtNet, build_model
-from deepart.runtime import resolve_device
 
 
 def load_model(path: str | Path) -> tuple[DeepArtNet, Checkpoint]:

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepart.core.errors import require, require_choice
 from deepart.data.table import MISSING
-from deepart.errors import require, require_choice
 
 CRITERIA = ("focal", "ce")
 WEIGHTINGS = ("uncertainty", "equal")

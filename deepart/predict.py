@@ -20,13 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from deepart.checkpoint import run_dir_of
-from deepart.config import CONF_DIR
+from deepart.core.config import CONF_DIR
+from deepart.core.errors import ConfigError, DataError, report_errors, require, require_choice
 from deepart.data.dataset import SkipCounter
-from deepart.errors import ConfigError, DataError, report_errors, require, require_choice
 from deepart.inference import Predictor, decode_top_k
 from deepart.models import DeepArtNet
-from deepart.saliency import grad_cam, gradient_image, guided_backprop
-from deepart.viz import overlay, save_image_grid, upsample_map
+from deepart.vis.plots import overlay, save_image_grid, upsample_map
+from deepart.vis.saliency import grad_cam, gradient_image, guided_backprop
 
 log = logging.getLogger("deepart")
 

@@ -18,9 +18,9 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from deepart.config import OBJECTIVE, sweep_group
-from deepart.errors import ConfigError, DeepArtError, report_errors
-from deepart.report import NOT_SWEPT, collect_runs, log_report_to_wandb, override_keys, swept_keys, write_report
+from deepart.core.config import OBJECTIVE, sweep_group
+from deepart.core.errors import ConfigError, DeepArtError, report_errors
+from deepart.report.sweeps import NOT_SWEPT, collect_runs, log_report_to_wandb, override_keys, swept_keys, write_report
 
 log = logging.getLogger("deepart")
 
@@ -80,7 +80,7 @@ def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from deepart import distributed
+    from deepart.core import distributed
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -147,7 +147,7 @@ class SweepSummary(Callback):
     report (report.html, ...; to W&B too with logger=wandb), and exit with status 1 when runs failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from deepart import distributed
+        from deepart.core import distributed
 
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir() or not distributed.current().is_main:

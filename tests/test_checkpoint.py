@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from deepart.checkpoint import Checkpoint, capture_rng, restore_rng, run_dir_of
-from deepart.errors import CheckpointError
+from deepart.core.errors import CheckpointError
 
 STATE = dict(model={"w": torch.ones(3)}, config={"a": 1, "b": [1, 2]}, tasks={"t": ["x", "y"]},
              phase={"name": "1", "index": 0}, progress={"epoch": 2, "final": {"val/mean_top1": 0.5}})

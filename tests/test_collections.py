@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from deepart.checkpoint import Checkpoint
+from deepart.core.errors import ConfigError, DataError
 from deepart.data.folder import load_image_folder
 from deepart.data.loaders import load_table
 from deepart.data.splits import stratified_split
 from deepart.data.tabular import load_csv
-from deepart.errors import ConfigError, DataError
 from tests.conftest import SHARED, TINY, TINY_SEQUENCER, compose_config, run_script
 from tests.test_images import make_bad_images, make_odd_images
 

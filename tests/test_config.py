@@ -3,9 +3,9 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
-from deepart.config import build, config_groups, group_options, phase_plan, quote_numeric_choices, validate
+from deepart.core.config import build, config_groups, group_options, phase_plan, quote_numeric_choices, validate
+from deepart.core.errors import ConfigError
 from deepart.data.loaders import load_table, train_loader
-from deepart.errors import ConfigError
 from deepart.models import build_model
 from deepart.training.freezing import apply_freezing
 from deepart.training.optim import build_optimizer

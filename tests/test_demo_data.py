@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from deepart.core.errors import DataError
 from deepart.data import demo
 from deepart.data.demo import ARTISTS, GENRES, STYLE_FOLDERS, STYLES, ensure_demo, generate_demo, load_demo
 from deepart.data.wikiart import load_wikiart
-from deepart.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 N, SIZE = 480, 96  # large enough for the learnability checks, about a second to generate
@@ -190,7 +190,7 @@ def test_same_parameters_give_identical_files_and_pixels(tmp_path, monkeypatch):
 
 
 def test_bad_parameters_are_refused(tmp_path):
-    from deepart.errors import ConfigError
+    from deepart.core.errors import ConfigError
 
     for key, value in (("n_images", 10), ("image_size", 16), ("val_fraction", 0.9)):
         with pytest.raises(ConfigError, match=rf"data\.source\.{key}={value} is not allowed: expected"):

@@ -83,7 +83,7 @@ def test_resume_under_torchrun(tiny_cfg, demo_root, tmp_path, monkeypatch):
 
 def test_slurm_tasks_become_torchrun_ranks(monkeypatch):
     pytest.importorskip("submitit")
-    from deepart import distributed
+    from deepart.core import distributed
 
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.setenv(key, "")  # restored (removed) after the test
@@ -103,7 +103,7 @@ def test_slurm_launcher_config_has_one_task_per_gpu():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from deepart.config import CONF_DIR
+    from deepart.core.config import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=8"],

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from deepart.core.errors import DataError
 from deepart.data import download
 from deepart.data.download import DownloadInterrupted, download_images, download_labels, extract_images, fetch
-from deepart.errors import DataError
 from tests.conftest import REPO, SHARED
 
 

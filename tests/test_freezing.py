@@ -70,7 +70,7 @@ def test_frozen_parameters_are_not_in_the_optimizer():
 def test_too_many_stages_is_a_clear_error():
     import pytest
 
-    from deepart.errors import ConfigError
+    from deepart.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"freeze_stages=6.*5 stages"):
         setup("2", "phase.freeze_stages=6")

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from deepart.config import build
+from deepart.core.config import build
+from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table
 from deepart.evaluation import evaluate_loader
 from deepart.models import build_model
-from deepart.runtime import Runtime
-from deepart.saliency import grad_cam, guided_backprop
 from deepart.training.engine import train_step
 from deepart.training.optim import build_optimizer
+from deepart.vis.saliency import grad_cam, guided_backprop
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides, run_script
 
 CPU_FP32 = Runtime.resolve({"device": "cpu", "precision": "fp32", "channels_last": False})

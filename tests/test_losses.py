@@ -78,7 +78,7 @@ def test_equal_weighting_has_no_trainable_weights():
                                        ({"label_smoothing": 1.0}, "loss.label_smoothing")])
 def test_impossible_loss_settings_are_refused_by_name(kwargs, key):
     """An unknown criterion is an error, never silently cross-entropy."""
-    from deepart.errors import ConfigError
+    from deepart.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=rf"{key.replace('.', chr(92) + '.')}=.* is not allowed: expected"):
         MultiTaskLoss(["a"], **kwargs)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deepart.config import group_options
+from deepart.core.config import group_options
 from deepart.losses import MultiTaskLoss
 from deepart.models import DeepArtNet, build_model
 from tests.conftest import TINY, TINY_SEQUENCER, compose_config, tiny_sequencer
@@ -57,7 +57,7 @@ def test_uint8_and_float_inputs_agree():
 
 
 def test_unknown_backbone_is_a_clear_config_error():
-    from deepart.errors import ConfigError
+    from deepart.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not_a_model.*not a timm model"):
         tiny_model("bilstm", "backbone.name=not_a_model")
@@ -66,7 +66,7 @@ def test_unknown_backbone_is_a_clear_config_error():
 def test_predict_api(tmp_path):
     from deepart import Predictor
     from deepart.checkpoint import Checkpoint
-    from deepart.config import to_plain
+    from deepart.core.config import to_plain
 
     cfg = compose_config([*TINY, *TINY_SEQUENCER])
     model = build_model(cfg, TASKS)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from deepart.errors import ConfigError, DataError
+from deepart.core.errors import ConfigError, DataError
 from deepart.evaluation import evaluate_checkpoint
 from deepart.predict import parse_args, predict
 from deepart.tracking import WandbLogger

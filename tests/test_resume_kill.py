@@ -1,7 +1,7 @@
 """Resume is exact wherever a real kill lands: a real train.py (default data-loader workers, the 3-phase chain)
 is killed with SIGKILL at several points, resumed each time, and ends with the metrics of an uninterrupted run.
 
-The kill points come from deepart.faults (DEEPART_KILL_AT=<point>:<n>: the process sends itself SIGKILL
+The kill points come from deepart.core.faults (DEEPART_KILL_AT=<point>:<n>: the process sends itself SIGKILL
 there) and one from outside, as a user would: `kill -9` as soon as a checkpoint appears."""
 from __future__ import annotations
 

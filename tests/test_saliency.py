@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepart.config import group_options
+from deepart.core.config import group_options
 from deepart.models.deepartnet import build_model
-from deepart.saliency import grad_cam, gradient_map, guided_activations, guided_backprop
+from deepart.vis.saliency import grad_cam, gradient_map, guided_activations, guided_backprop
 from tests.conftest import TINY, TINY_SEQUENCER, compose_config
 
 TASKS = {"style": ["a", "b", "c"], "artist": ["x", "y", "z", "w"]}

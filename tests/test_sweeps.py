@@ -8,8 +8,8 @@ import pytest
 import yaml
 from hydra.core.global_hydra import GlobalHydra
 
-from deepart.report import main as report_main
-from deepart.report import write_report
+from deepart.report.sweeps import main as report_main
+from deepart.report.sweeps import write_report
 from deepart.training import run as run_module
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, run_script
 

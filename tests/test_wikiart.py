@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from deepart.core.errors import DataError
 from deepart.data.table import TaskTable
 from deepart.data.wikiart import TASKS, load_wikiart, read_class_list, read_split, repair_mojibake
-from deepart.errors import DataError
 from tests.conftest import SHARED
 
 EXCERPT = Path(__file__).parent / "fixtures" / "wikiart"

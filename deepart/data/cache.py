@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from deepart.data.images import ImageLoadError, load_rgb
 from deepart.data.table import TaskTable
 from deepart.data.transforms import SquarePad, resize_size
-from deepart.errors import ConfigError, require_choice
+from deepart.core.errors import ConfigError, require_choice
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deepart.errors import DataError, report_errors, require
+from deepart.core.errors import DataError, report_errors, require
 
 #: bump when the generator's output changes, so `ensure_demo` regenerates older copies
 GENERATOR_VERSION = 2

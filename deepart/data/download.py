@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from deepart.errors import DataError, report_errors
+from deepart.core.errors import DataError, report_errors
 
 LABELS_URL = "https://raw.githubusercontent.com/cs-chan/ArtGAN/master/WikiArt%20Dataset"
 IMAGES_URL = "http://web.fsktm.um.edu.my/~cschan/source/ICIP2017/wikiart.zip"

@@ -14,7 +14,7 @@ import pandas as pd
 
 from deepart.data.splits import check_fractions, stratified_split
 from deepart.data.table import TaskTable
-from deepart.errors import ConfigError, DataError, require
+from deepart.core.errors import ConfigError, DataError, require
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 

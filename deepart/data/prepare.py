@@ -16,10 +16,10 @@ import argparse
 import logging
 import sys
 
-from deepart.config import compose_config
+from deepart.core.config import compose_config
 from deepart.data.cache import prepare_cache
 from deepart.data.loaders import load_table
-from deepart.errors import report_errors
+from deepart.core.errors import report_errors
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Sampler
 
 from deepart.data.table import MISSING
-from deepart.errors import require
+from deepart.core.errors import require
 
 
 class _EpochSampler(Sampler):

@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from deepart.errors import ConfigError
+from deepart.core.errors import ConfigError
 
 
 def check_fractions(fractions: Sequence[float], key: str) -> list[float]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepart.errors import DataError, require_choice
+from deepart.core.errors import DataError, require_choice
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import pandas as pd
 from deepart.data.folder import IMAGE_EXTENSIONS
 from deepart.data.splits import check_fractions, stratified_split
 from deepart.data.table import MISSING, TaskTable, check_images
-from deepart.errors import ConfigError, DataError, require, require_choice
+from deepart.core.errors import ConfigError, DataError, require, require_choice
 
 SPLITS = ("train", "val", "test")
 

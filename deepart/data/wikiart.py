@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from deepart.data.table import MISSING, TaskTable, check_images
-from deepart.errors import DataError
+from deepart.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from deepart.errors import ConfigError, require
+from deepart.core.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
 

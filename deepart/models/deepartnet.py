@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from deepart.config import build
+from deepart.core.config import build
 from deepart.models.backbone import Backbone
 
 #: Keys of `data` that define how an image becomes the model's input at evaluation time.

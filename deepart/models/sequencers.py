@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepart.errors import require, require_choice
+from deepart.core.errors import require, require_choice
 
 
 class RNNEncoder(nn.Module):

@@ -7,11 +7,11 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from deepart import faults
+from deepart.core import faults
+from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
 from deepart.losses import MultiTaskLoss, mean_task_loss
 from deepart.metrics import MetricAccumulator
-from deepart.runtime import Runtime
 
 
 def train_step(model, loss_fn: MultiTaskLoss, images: torch.Tensor, labels: torch.Tensor, optimizer, rt: Runtime,

@@ -5,7 +5,7 @@ import logging
 
 from torch import nn
 
-from deepart.errors import require
+from deepart.core.errors import require
 from deepart.models.deepartnet import DeepArtNet
 
 log = logging.getLogger(__name__)

@@ -17,14 +17,14 @@ import numpy as np
 from omegaconf import DictConfig
 
 from deepart.checkpoint import capture_rng, restore_rng
-from deepart.config import phase_plan
+from deepart.core.config import phase_plan
+from deepart.core.errors import require
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import train_loader
-from deepart.errors import require
 from deepart.training.engine import train_step
 from deepart.training.freezing import apply_freezing
 from deepart.training.optim import build_optimizer
-from deepart.viz import save_figure
+from deepart.vis.plots import save_figure
 
 log = logging.getLogger("deepart")
 

@@ -8,8 +8,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from deepart.config import build
-from deepart.errors import require
+from deepart.core.config import build
+from deepart.core.errors import require
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float, lr: float,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from deepart.config import OBJECTIVE
+from deepart.core.config import OBJECTIVE
 
 
 @dataclass

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepart.config import OBJECTIVE
+from deepart.core.config import OBJECTIVE
+from deepart.core.runtime import Runtime
 from deepart.metrics import MetricAccumulator, format_table
-from deepart.runtime import Runtime
 from deepart.training.phases import PhaseState
-from deepart.viz import attention_overlay
+from deepart.vis.plots import attention_overlay
 
 log = logging.getLogger("deepart")
 

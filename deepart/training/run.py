@@ -19,7 +19,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from deepart import distributed, faults
 from deepart.checkpoint import (
     CHECKPOINTS,
     Checkpoint,
@@ -31,7 +30,8 @@ from deepart.checkpoint import (
     restore_rng,
     run_dir_of,
 )
-from deepart.config import (
+from deepart.core import distributed, faults
+from deepart.core.config import (
     OBJECTIVE,
     PREDICTIONS_FILE,
     build,
@@ -41,13 +41,13 @@ from deepart.config import (
     to_plain,
     validate,
 )
+from deepart.core.errors import CheckpointError
+from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table, train_loader
-from deepart.errors import CheckpointError
 from deepart.evaluation import PredictionRecorder, evaluate_loader
 from deepart.metrics import MetricAccumulator
 from deepart.models import build_model
-from deepart.runtime import Runtime
 from deepart.tracking import NullLogger
 from deepart.training.ema import EMA
 from deepart.training.engine import train_epoch

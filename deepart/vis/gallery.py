@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepart.viz import attention_overlay, save_image_grid
+from deepart.vis.plots import attention_overlay, save_image_grid
 
 
 @dataclass

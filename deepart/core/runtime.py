@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from deepart import distributed
-from deepart.errors import ConfigError, require, require_choice
+from deepart.core import distributed
+from deepart.core.errors import ConfigError, require, require_choice
 
 PRECISIONS = ("auto", "bf16", "fp32")
 

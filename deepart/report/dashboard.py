@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from deepart.compare import Config, metric_key, metric_name
-from deepart.config import OBJECTIVE
+from deepart.core.config import OBJECTIVE
+from deepart.report.compare import Config, metric_key, metric_name
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1360px;

@@ -16,7 +16,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from deepart.errors import require_choice
+from deepart.core.errors import require_choice
 from deepart.models.deepartnet import DeepArtNet
 
 #: Where Grad-CAM reads activations and gradients: the last backbone stage (the backbone's output,

@@ -8,9 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from deepart.errors import DeepArtError, require, require_choice
+from deepart.core.errors import DeepArtError, require, require_choice
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 #: The metric that compares runs: it picks best.pt, drives early stopping and is a sweep's objective.
 OBJECTIVE = "val/mean_top1"
@@ -80,7 +80,7 @@ def validate(cfg: DictConfig) -> None:
     values, the loss's and the runtime's by the checks of those objects. Checks that need the built
     model (e.g. freeze_stages against the backbone's stage count) happen where the model is built.
     """
-    from deepart.runtime import Runtime
+    from deepart.core.runtime import Runtime
 
     build(cfg.loss, tasks=["task"])
     Runtime.resolve(cfg.trainer)

@@ -35,8 +35,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from deepart import dashboard
-from deepart.compare import (
+from deepart.core.config import OBJECTIVE, PREDICTIONS_FILE, sweep_group
+from deepart.core.errors import DeepArtError
+from deepart.report import dashboard
+from deepart.report.compare import (
     SIGNIFICANT,
     Config,
     as_text,
@@ -49,8 +51,6 @@ from deepart.compare import (
     resolve_baseline,
     varying_keys,
 )
-from deepart.config import OBJECTIVE, PREDICTIONS_FILE, sweep_group
-from deepart.errors import DeepArtError
 
 log = logging.getLogger(__name__)
 
@@ -551,6 +551,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"W&B run {run_id} (project {args.wandb})" if run_id else "W&B logging failed; see the warning above")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

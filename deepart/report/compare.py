@@ -1,5 +1,5 @@
 """Configs of one or more sweeps compared. A config is the set of a run's override values other than `seed`
-(and the keys in deepart.report.NOT_SWEPT); runs of a config with different seeds are its replicates.
+(and the keys in deepart.report.sweeps.NOT_SWEPT); runs of a config with different seeds are its replicates.
 
 `comparison_table` aggregates every config over its seeds (mean ± std, 95 % interval of the mean);
 `paired_table` tests every config against a baseline config on the same val images, from the
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepart.config import OBJECTIVE, PREDICTIONS_FILE
-from deepart.errors import DeepArtError
-from deepart.stats import mcnemar_exact, paired_bootstrap, t_interval, wilson_interval
+from deepart.core.config import OBJECTIVE, PREDICTIONS_FILE
+from deepart.core.errors import DeepArtError
+from deepart.report.stats import mcnemar_exact, paired_bootstrap, t_interval, wilson_interval
 
 SIGNIFICANT, WITHIN_NOISE = "significant", "within noise"
 #: The label (and --baseline) of the config that sets none of the swept keys: the command's own defaults.

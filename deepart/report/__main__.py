@@ -1,0 +1,5 @@
+import sys
+
+from deepart.report.sweeps import main
+
+sys.exit(main())
