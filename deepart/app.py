@@ -1,0 +1,345 @@
+"""A web page for a trained model: drop a painting, see the top classes per task and where the model looked.
+
+    python -m deepart.app model=<run>/checkpoints/best.pt          # http://127.0.0.1:7860
+
+Options are `key=value` pairs composed with conf/app.yaml (the keys are documented there). The page runs on
+the CPU with Gradio (`pip install -e ".[app]"`), loads the model once and queues requests. The same page as an
+`app.py` of a Hugging Face Space, next to the model:
+
+    from deepart.app import build_app, load_predictor
+    build_app(*load_predictor(".")).launch()
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image, ImageOps
+
+from deepart.checkpoint import CHECKPOINTS
+from deepart.core.config import compose_config
+from deepart.core.errors import CheckpointError, ConfigError, report_errors, require, require_choice
+from deepart.data import demo
+from deepart.data.images import to_rgb
+from deepart.inference import Predictor, load_model
+from deepart.vis.plots import overlay, upsample_map
+from deepart.vis.saliency import CAM_LAYERS, grad_cam
+
+log = logging.getLogger("deepart")
+
+CARD = "README.md"  # the model card: YAML front matter (Hugging Face `model-index`) with the val metrics
+IMAGE_HINT = "upload a painting as JPEG, PNG, WebP, GIF, TIFF or BMP"
+
+
+class BadImage(ValueError):
+    """An upload that cannot be analysed; the message is shown on the page as it is."""
+
+
+# ------------------------------------------------------------------------------------------------ the model
+@dataclass
+class ModelInfo:
+    """What the page says about the model."""
+
+    source: str
+    backbone: str
+    encoder: str
+    image_size: int
+    tasks: dict[str, list[str]]
+    val_top1: dict[str, float] = field(default_factory=dict)  # task -> val top-1 in %, when known
+    top1_source: str = ""                                        # "model card" | "checkpoint"
+
+    def markdown(self) -> str:
+        tasks = ", ".join(f"{t} ({len(c)} classes)" for t, c in self.tasks.items())
+        lines = [f"**Model** `{self.source}`: {self.backbone} backbone, {self.encoder}, {self.image_size} px input",
+                 f"**Tasks** {tasks}"]
+        if self.val_top1:
+            scores = ", ".join(f"{t} {v:.1f} %" for t, v in self.val_top1.items())
+            lines.append(f"**Val top-1** ({self.top1_source}) {scores}")
+        return "  \n".join(lines)
+
+
+def load_predictor(path: str | Path) -> tuple[Predictor, ModelInfo]:
+    """The one way the page loads its model: a checkpoint file or a run dir (its best.pt), on the CPU.
+
+    The val top-1 comes from the model card (README.md with YAML front matter next to the model) when there
+    is one, else from the checkpoint's own val metrics.
+    """
+    model, ckpt = load_model(checkpoint_file(path))
+    predictor = Predictor(model, "cpu")
+    top1, source = card_top1(card_path(path)), "model card"
+    if not top1:
+        top1, source = checkpoint_top1(ckpt.metrics, model.tasks), "checkpoint"
+    encoder = "pool" if model.encoder is None else type(model.encoder).__name__
+    info = ModelInfo(str(path), model.backbone.name, f"{encoder} + {type(model.pooling).__name__}",
+                     int(model.input_cfg["image_size"]), model.tasks, top1, source if top1 else "")
+    return predictor, info
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A .pt file as it is; a run dir -> <run>/checkpoints/best.pt (a clear error when there is none)."""
+    path = Path(path)
+    if path.is_dir():
+        best = path / CHECKPOINTS / "best.pt"
+        if not best.is_file():
+            raise CheckpointError(f"model={path}: a folder without {CHECKPOINTS}/best.pt; pass a checkpoint "
+                                  f"file written by train.py (e.g. <run dir>/checkpoints/best.pt) or its run dir")
+        return best
+    return path
+
+
+def card_path(path: str | Path) -> Path:
+    """Where the model card sits: in the model's folder, or next to the model file."""
+    path = Path(path)
+    return (path if path.is_dir() else path.parent) / CARD
+
+
+def card_top1(card: Path) -> dict[str, float]:
+    """Val top-1 per task (in %) from a model card's front matter (`model-index` results whose metric type
+    is accuracy / top-1, named by task); {} when there is no card, no front matter or no such metric."""
+    if not card.is_file():
+        return {}
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return {}
+    try:
+        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except (yaml.YAMLError, IndexError):
+        log.warning("%s: unreadable YAML front matter, val top-1 not shown", card)
+        return {}
+    found: dict[str, float] = {}
+    for entry in meta.get("model-index", []) if isinstance(meta, dict) else []:
+        for result in entry.get("results", []) if isinstance(entry, dict) else []:
+            task = (result.get("task") or {}).get("name") if isinstance(result, dict) else None
+            for metric in result.get("metrics", []) if isinstance(result, dict) else []:
+                kind = f"{metric.get('type', '')} {metric.get('name', '')}".lower()
+                if isinstance(metric.get("value"), (int, float)) and any(k in kind for k in
+                                                                          ("accuracy", "top-1", "top1")):
+                    value = float(metric["value"])
+                    found[str(task or metric.get("name"))] = value * 100 if value <= 1 else value
+    return found
+
+
+def checkpoint_top1(metrics: dict[str, float], tasks: dict[str, list[str]]) -> dict[str, float]:
+    """Val top-1 per task (in %) from a checkpoint's metrics (`val/<task>/top1`, stored as fractions)."""
+    out = {}
+    for task in tasks:
+        value = metrics.get(f"val/{task}/top1")
+        if isinstance(value, (int, float)):
+            out[task] = float(value) * 100 if value <= 1 else float(value)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ one image
+def read_painting(path: str | Path, min_side: int, max_megapixels: float = 100) -> tuple[Image.Image, str]:
+    """Decode an upload as RGB (16-bit, CMYK, alpha, palette and GIF included; an animated GIF's first
+    frame). Returns the image and a note for the page; raises BadImage with a message for the user."""
+    path = Path(path)
+    name = path.name
+    if not path.is_file() or path.stat().st_size == 0:
+        raise BadImage(f"{name} is an empty file: {IMAGE_HINT}.")
+    try:
+        with Image.open(path) as img:
+            w, h, fmt = *img.size, img.format
+            limit = max_megapixels * 1e6 * (64 if fmt == "JPEG" else 1)
+            if w * h > limit:
+                raise BadImage(f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), more than this page "
+                               f"decodes ({limit / 1e6:.0f} megapixels for {fmt}): shrink it"
+                               + ("" if fmt == "JPEG" else " or save it as JPEG (JPEGs decode at reduced size)")
+                               + ".")
+            frames = getattr(img, "n_frames", 1)
+            if fmt == "JPEG" and min(w, h) >= 2 * min_side:
+                scale = min(w, h) / min_side
+                img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
+            img.load()
+            rgb = to_rgb(ImageOps.exif_transpose(img) or img)
+    except BadImage:
+        raise
+    except Image.UnidentifiedImageError:
+        raise BadImage(f"{name} is not an image (or a format Pillow cannot read): {IMAGE_HINT}.") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadImage(f"{name} could not be decoded ({reason}); the file may be truncated or corrupt: "
+                       f"{IMAGE_HINT}.") from None
+    note = f"{fmt} {w}x{h}" + (f", {frames} frames: the first one is analysed" if frames > 1 else "")
+    return rgb, note
+
+
+@dataclass
+class Analysis:
+    """Everything the page shows for one painting."""
+
+    probabilities: dict[str, dict[str, float]]   # task -> class -> probability (every class; sums to 1)
+    top: dict[str, list[tuple[str, float]]]        # task -> top-k (class, probability), best first
+    panels: list[tuple[np.ndarray, str]]           # (H, W, 3) uint8 pictures with captions
+    seconds: float
+    note: str = ""
+
+
+class Analyser:
+    """The page's work for one upload: decode, predict (the Predictor's answer), attention and Grad-CAM
+    overlays. Thread-safe: decoding runs in parallel, the model one request at a time (Grad-CAM hooks it)."""
+
+    def __init__(self, predictor: Predictor, top_k: int = 5, saliency_layer: str = "backbone",
+                 max_megapixels: float = 100):
+        require_choice("saliency_layer", saliency_layer, CAM_LAYERS)
+        self.predictor, self.top_k, self.layer, self.max_megapixels = predictor, top_k, saliency_layer, max_megapixels
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str | Path) -> Analysis:
+        start = time.perf_counter()
+        image, note = read_painting(path, self.predictor.min_side, self.max_megapixels)
+        p = self.predictor
+        with self._lock:
+            result = p.predict(image, top_k=max(len(c) for c in p.tasks.values()))
+            x = p.preprocess([image])
+            cams = {t: grad_cam(p.model, x, t, classes=[p.tasks[t].index(result[t]["label"])], layer=self.layer)[0]
+                    for t in p.tasks}
+        picture = x[0].permute(1, 2, 0).cpu().numpy()
+        panels = [(picture, "the painting as the model sees it")]
+        if result["attention"] is not None:
+            panels.append((overlay(picture, upsample_map(result["attention"], picture.shape[:2])), "attention"))
+        for t, cam in cams.items():
+            panels.append((overlay(picture, cam), f"Grad-CAM {t}: {result[t]['label']}"))
+        probabilities = {t: dict(result[t]["top_k"]) for t in p.tasks}
+        top = {t: result[t]["top_k"][:self.top_k] for t in p.tasks}
+        return Analysis(probabilities, top, panels, time.perf_counter() - start, note)
+
+
+# ------------------------------------------------------------------------------------------------ the page
+def example_paintings(folder: str | Path | None = None) -> list[Path]:
+    """Images offered as examples: those of `folder`, or four synthetic demo paintings (rendered once into
+    the temp dir by the demo data generator)."""
+    if folder is not None:
+        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+        if not files:
+            raise ConfigError(f"examples={folder}: no .jpg/.png/.webp images in that folder")
+        return files
+    out = Path(tempfile.gettempdir()) / f"deepart-app-examples-v{demo.GENERATOR_VERSION}"
+    out.mkdir(parents=True, exist_ok=True)
+    picks = [("Impressionism", "landscape", 0), ("Pointillism", "cityscape", 1),
+             ("Ukiyo_e", "portrait", 2), ("Cubism", "still_life", 3)]
+    files = []
+    for n, (style, genre, artist) in enumerate(picks):
+        path = out / f"{style}_{genre}.jpg"
+        if not path.is_file():
+            pixels = demo.render(demo.STYLES.index(style), demo.GENRES.index(genre), artist, 256,
+                                 np.random.default_rng(n))
+            Image.fromarray(pixels).save(path.with_suffix(".tmp"), "JPEG", quality=92)
+            path.with_suffix(".tmp").replace(path)
+        files.append(path)
+    return files
+
+
+def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency_layer: str = "backbone",
+              max_megapixels: float = 100, examples: str | Path | None = None, title: str = "deepart",
+              concurrency: int = 2, max_queue: int = 16) -> Any:
+    """The page (a queued gr.Blocks): upload / paste / example -> labels per task, overlays, timing."""
+    gr = import_gradio()
+    analyse = Analyser(predictor, top_k, saliency_layer, max_megapixels)
+    tasks = list(predictor.tasks)
+
+    def on_image(path: str | None):
+        if not path:
+            return [None] * len(tasks) + [None, ""]
+        try:
+            result = analyse(path)
+        except BadImage as exc:
+            raise gr.Error(str(exc), title="Not a painting this page can read", print_exception=False) from None
+        except Exception as exc:  # a bug must not kill the page: say so, log the trace, keep serving
+            log.exception("analysing %s failed", path)
+            raise gr.Error(f"{Path(path).name} could not be analysed: {type(exc).__name__}: {exc}") from None
+        status = f"Predicted in {result.seconds:.2f} s on the CPU ({result.note})."
+        return [result.probabilities[t] for t in tasks] + [result.panels, status]
+
+    with gr.Blocks(title=title, analytics_enabled=False) as page:
+        gr.Markdown(f"# {title}\nDrop a painting (or paste one, or click an example): the model names its "
+                    f"{', '.join(tasks)}, and shows where it looked.")
+        gr.Markdown(info.markdown(), elem_id="model-info")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = painting_input(gr)(type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                           label="painting", elem_id="painting", height=320)
+                gr.Examples([[str(p)] for p in example_paintings(examples)], inputs=image, label="examples")
+            with gr.Column(scale=1):
+                labels = [gr.Label(num_top_classes=top_k, label=t, elem_id=f"label-{t}") for t in tasks]
+        status = gr.Markdown("", elem_id="status")
+        maps = gr.Gallery(label="where the model looked: attention and Grad-CAM of each task's top class",
+                          columns=len(tasks) + 2, height="auto", object_fit="contain", elem_id="maps")
+        image.change(on_image, inputs=image, outputs=[*labels, maps, status], api_name="predict",
+                     concurrency_limit=concurrency)
+    return page.queue(max_size=max_queue, default_concurrency_limit=concurrency)
+
+
+def painting_input(gr) -> type:
+    """gr.Image that hands an upload to the app undecoded: Gradio would open it first and answer a bad file
+    with its own stack-trace message; the app decodes it with its own checks (`read_painting`)."""
+
+    class PaintingInput(gr.Image):
+        is_template = True  # the browser draws it as an Image
+
+        def preprocess(self, payload):
+            if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+                return str(payload.path)
+            return super().preprocess(payload)
+
+    return PaintingInput
+
+
+def import_gradio():
+    try:
+        import gradio as gr
+    except ImportError:
+        raise ConfigError('the web app needs Gradio: pip install -e ".[app]"') from None
+    return gr
+
+
+# ------------------------------------------------------------------------------------------------ the command
+def parse_args(argv: list[str]) -> DictConfig:
+    """conf/app.yaml composed with `key=value` overrides (Hydra); bad keys and a missing model= are one line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = compose_config(argv, config_name="app")
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"{str(exc).splitlines()[0]} (the options are in conf/app.yaml)") from None
+    if OmegaConf.is_missing(cfg, "model"):
+        raise ConfigError("model= is required: python -m deepart.app model=<run dir or checkpoint .pt>")
+    require(cfg.port is None or (isinstance(cfg.port, int) and 0 < cfg.port < 65536), "port", cfg.port,
+            "a port number (1-65535) or null")
+    for key in ("concurrency", "max_queue", "top_k"):
+        require(isinstance(cfg[key], int) and cfg[key] >= 1, key, cfg[key], "an integer >= 1")
+    require(isinstance(cfg.share, bool), "share", cfg.share, "true | false")
+    return cfg
+
+
+def serve(cfg: DictConfig) -> None:
+    """Load the model once, build the page and serve it until interrupted."""
+    import_gradio()
+    predictor, info = load_predictor(cfg.model)
+    log.info("%s", info.markdown().replace("**", "").replace("  \n", "; "))
+    page = build_app(predictor, info, top_k=cfg.top_k, saliency_layer=cfg.saliency_layer,
+                     max_megapixels=cfg.max_megapixels, examples=cfg.examples, title=cfg.title,
+                     concurrency=cfg.concurrency, max_queue=cfg.max_queue)
+    page.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share,
+                max_file_size=f"{cfg.max_file_mb}mb", show_error=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's start-up probes of its own page
+    report_errors(lambda: serve(parse_args(sys.argv[1:] if argv is None else argv)))
+
+
+if __name__ == "__main__":
+    main()
+
