@@ -248,16 +248,18 @@ def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency
     tasks = list(predictor.tasks)
 
     def on_image(path: str | None):
+        empty = [None] * len(tasks) + [None]
         if not path:
-            return [None] * len(tasks) + [None, ""]
+            return [*empty, ""]
         try:
             result = analyse(path)
         except BadImage as exc:
-            raise gr.Error(str(exc), title="Not a painting this page can read", print_exception=False) from None
+            gr.Warning(str(exc), title="Not a painting this page can read")
+            return [*empty, f"**Not analysed:** {exc}"]
         except Exception as exc:  # a bug must not kill the page: say so, log the trace, keep serving
             log.exception("analysing %s failed", path)
-            raise gr.Error(f"{Path(path).name} could not be analysed: {type(exc).__name__}: {exc}") from None
-        status = f"Predicted in {result.seconds:.2f} s on the CPU ({result.note})."
+            return [*empty, f"**Not analysed:** {Path(path).name}: {type(exc).__name__}: {exc}"]
+        status = f"Predicted in {result.seconds:.2f} s on the CPU ({result.note})"
         return [result.probabilities[t] for t in tasks] + [result.panels, status]
 
     with gr.Blocks(title=title, analytics_enabled=False) as page:
@@ -266,32 +268,32 @@ def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency
         gr.Markdown(info.markdown(), elem_id="model-info")
         with gr.Row():
             with gr.Column(scale=1):
-                image = painting_input(gr)(type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                           label="painting", elem_id="painting", height=320)
+                image = hand_over_undecoded(gr.Image(type="filepath", image_mode=None, label="painting",
+                                                     sources=["upload", "clipboard"], elem_id="painting", height=320))
                 gr.Examples([[str(p)] for p in example_paintings(examples)], inputs=image, label="examples")
             with gr.Column(scale=1):
                 labels = [gr.Label(num_top_classes=top_k, label=t, elem_id=f"label-{t}") for t in tasks]
         status = gr.Markdown("", elem_id="status")
         maps = gr.Gallery(label="where the model looked: attention and Grad-CAM of each task's top class",
-                          columns=len(tasks) + 2, height="auto", object_fit="contain", elem_id="maps")
+                          columns=len(tasks) + 2, rows=1, height=300, object_fit="contain", elem_id="maps")
         image.change(on_image, inputs=image, outputs=[*labels, maps, status], api_name="predict",
                      concurrency_limit=concurrency)
     return page.queue(max_size=max_queue, default_concurrency_limit=concurrency)
 
 
-def painting_input(gr) -> type:
-    """gr.Image that hands an upload to the app undecoded: Gradio would open it first and answer a bad file
-    with its own stack-trace message; the app decodes it with its own checks (`read_painting`)."""
+def hand_over_undecoded(image: Any) -> Any:
+    """Make a gr.Image hand an upload to the app undecoded: Gradio would open it first and answer a bad
+    file with its own stack-trace message; the app decodes it with its own checks (`read_painting`).
+    (Done on the instance: a gr.Image subclass would make Gradio write a .pyi stub next to this module.)"""
+    decode = image.preprocess
 
-    class PaintingInput(gr.Image):
-        is_template = True  # the browser draws it as an Image
+    def preprocess(payload):
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return decode(payload)
 
-        def preprocess(self, payload):
-            if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
-                return str(payload.path)
-            return super().preprocess(payload)
-
-    return PaintingInput
+    image.preprocess = preprocess
+    return image
 
 
 def import_gradio():
