@@ -68,7 +68,8 @@ class ModelInfo:
 
 
 def load_predictor(path: str | Path) -> tuple[Predictor, ModelInfo]:
-    """The one way the page loads its model: a checkpoint file or a run dir (its best.pt), on the CPU.
+    """The one way the page loads its model: a checkpoint file, or a folder with best.pt (a run dir: its
+    checkpoints/best.pt), on the CPU.
 
     The val top-1 comes from the model card (README.md with YAML front matter next to the model) when there
     is one, else from the checkpoint's own val metrics.
@@ -85,14 +86,15 @@ def load_predictor(path: str | Path) -> tuple[Predictor, ModelInfo]:
 
 
 def checkpoint_file(path: str | Path) -> Path:
-    """A .pt file as it is; a run dir -> <run>/checkpoints/best.pt (a clear error when there is none)."""
+    """A .pt file as it is; a folder -> its best.pt, or a run dir's checkpoints/best.pt (a clear error when
+    there is neither)."""
     path = Path(path)
     if path.is_dir():
-        best = path / CHECKPOINTS / "best.pt"
-        if not best.is_file():
-            raise CheckpointError(f"model={path}: a folder without {CHECKPOINTS}/best.pt; pass a checkpoint "
-                                  f"file written by train.py (e.g. <run dir>/checkpoints/best.pt) or its run dir")
-        return best
+        for best in (path / "best.pt", path / CHECKPOINTS / "best.pt"):
+            if best.is_file():
+                return best
+        raise CheckpointError(f"model={path}: a folder without best.pt or {CHECKPOINTS}/best.pt; pass a checkpoint "
+                              f"file written by train.py (e.g. <run dir>/checkpoints/best.pt) or its run dir")
     return path
 
 

@@ -125,7 +125,7 @@ def test_val_top1_comes_from_the_model_card_when_there_is_one(app_run, tmp_path)
         "    - {type: accuracy, name: val top-1, value: 0.525}\n"
         "  - task: {type: image-classification, name: genre}\n    metrics:\n"
         "    - {type: accuracy, name: val top-1, value: 61.0}\n---\n# deepart\n")
-    _, info = load_predictor(folder / "best.pt")
+    _, info = load_predictor(folder)  # a folder with best.pt and its model card, as in a Space
     assert info.top1_source == "model card" and info.val_top1 == {"style": 52.5, "genre": 61.0}
     assert "model card" in info.markdown()
     (folder / "README.md").write_text("# no front matter\n")
@@ -150,7 +150,7 @@ def test_awkward_but_valid_images_are_predicted(predictor_info, uploads, name):
 
 
 def test_run_dir_without_a_checkpoint_and_bad_options_are_clear(tmp_path):
-    with pytest.raises(CheckpointError, match="without checkpoints/best.pt"):
+    with pytest.raises(CheckpointError, match="without best.pt or checkpoints/best.pt"):
         load_predictor(tmp_path)
     with pytest.raises(ConfigError, match="model= is required"):
         parse_args([])
