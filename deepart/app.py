@@ -272,7 +272,8 @@ def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency
             with gr.Column(scale=1):
                 image = hand_over_undecoded(gr.Image(type="filepath", image_mode=None, label="painting",
                                                      sources=["upload", "clipboard"], elem_id="painting", height=320))
-                gr.Examples([[str(p)] for p in example_paintings(examples)], inputs=image, label="examples")
+                gr.Examples([[str(p)] for p in example_paintings(examples)], inputs=image, label="examples",
+                            elem_id="examples")
             with gr.Column(scale=1):
                 labels = [gr.Label(num_top_classes=top_k, label=t, elem_id=f"label-{t}") for t in tasks]
         status = gr.Markdown("", elem_id="status")
