@@ -12,6 +12,7 @@ the CPU with Gradio (`pip install -e ".[app]"`), loads the model once and queues
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -235,8 +236,9 @@ def example_paintings(folder: str | Path | None = None) -> list[Path]:
         if not path.is_file():
             pixels = demo.render(demo.STYLES.index(style), demo.GENRES.index(genre), artist, 256,
                                  np.random.default_rng(n))
-            Image.fromarray(pixels).save(path.with_suffix(".tmp"), "JPEG", quality=92)
-            path.with_suffix(".tmp").replace(path)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")  # other processes may render the same file
+            Image.fromarray(pixels).save(partial, "JPEG", quality=92)
+            partial.replace(path)
         files.append(path)
     return files
 
