@@ -105,3 +105,43 @@ def make_tar(path: Path, mode: str = "w:gz", top: str = "wikiart", extra: list[t
             info.size = len(body)
             tf.addfile(info, io.BytesIO(body))
     return path
+
+
+# ---------------------------------------------------------------------------------------- Hugging Face parquet
+HF_NAMES = {  # a few classes of each task, with the "Unknown" classes where huggan/wikiart has them
+    "artist": ["Unknown Artist", "boris-kustodiev", "camille-pissarro", "childe-hassam"],
+    "genre": ["abstract_painting", "cityscape", "landscape", "portrait", "Unknown Genre"],
+    "style": ["Abstract_Expressionism", "Baroque", "Cubism", "Impressionism"],
+}
+
+
+def hf_schema(names: dict[str, list[str]] | None = None, columns: tuple[str, ...] = ("artist", "genre", "style")):
+    """The hub dataset's schema: image {bytes, path}, integer ClassLabel columns, features in the metadata."""
+    import json
+
+    import pyarrow as pa
+
+    names = names or HF_NAMES
+    features = {"image": {"_type": "Image"},
+                **{c: {"names": names[c], "_type": "ClassLabel"} for c in columns}}
+    fields = [pa.field("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())]))]
+    fields += [pa.field(c, pa.int64()) for c in columns]
+    return pa.schema(fields, metadata={"huggingface": json.dumps({"info": {"features": features}})})
+
+
+def make_parquet(path: Path, n: int = 36, row_group_size: int = 8, corrupt: tuple[int, ...] = (5,),
+                 unknown_artist: tuple[int, ...] = (0, 7), unknown_genre: tuple[int, ...] = (3,),
+                 columns: tuple[str, ...] = ("artist", "genre", "style"), labels: dict | None = None) -> Path:
+    """`n` rows; row i has style i % 4 (so every style has n/4 rows), a tiny JPEG (a few rows: bytes that are
+    no image), artist / genre from the class lists ("Unknown" for the rows named)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [{"bytes": b"not a jpeg" if i in corrupt else jpeg(i), "path": None} for i in range(n)]
+    data = {"artist": [0 if i in unknown_artist else 1 + i % 3 for i in range(n)],
+            "genre": [4 if i in unknown_genre else i % 4 for i in range(n)],
+            "style": [i % 4 for i in range(n)], **(labels or {})}
+    table = pa.table({"image": images, **{c: data[c] for c in columns}}, schema=hf_schema(columns=columns))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return path
