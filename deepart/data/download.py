@@ -1,14 +1,18 @@
-"""Fetch WikiArt (ArtGAN splits): the label files and, with `--images`, the 25.4 GB image archive.
+"""Get WikiArt (ArtGAN splits): the label files and the images, downloaded or from a copy you have.
 
     python -m deepart.data.download wikiart [--root data/wikiart] [--images] [--keep-archive]
+    python -m deepart.data.download wikiart --from <wikiart.zip | wikiart.tar.gz | folder>
+    python -m deepart.data.download wikiart --check [--max-absent 0.01]
 
 Label files come from the cs-chan/ArtGAN repository and are saved flat under `root` with the names
 `deepart.data.wikiart` reads; each one is parsed and its row / class count checked after download.
 The image archive is downloaded into `root/wikiart.zip.part` with HTTP Range requests, so an interrupted
 download continues where it stopped (run the command again); the finished file must have the size the
-server announced, then every member's CRC-32 is verified while it is extracted into a temporary folder,
-which is renamed to `root/images/` only when everything succeeded. No checksum of the whole archive is
-published upstream; pass `--sha256` if you have one. Base URLs can be overridden with `--labels-url` /
+server announced. Extraction (deepart.data.archive) keeps every member that reads back with a good CRC-32,
+lists the damaged ones in `root/damaged_images.csv`, refuses unsafe members by name and can be interrupted
+and finished later. `--from` takes a zip, a tar (.gz/.bz2/.xz) or an extracted folder (linked, not copied);
+`--check` prints the coverage of every split file (deepart.data.coverage). No checksum of the whole archive
+is published upstream; pass `--sha256` to compare yours. Base URLs can be overridden with `--labels-url` /
 `--images-url` or the environment variables DEEPART_WIKIART_LABELS_URL / DEEPART_WIKIART_IMAGES_URL.
 """
 from __future__ import annotations
