@@ -161,3 +161,26 @@ def test_unreadable_archive_directory_advice(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "complete but its directory is damaged" in proc.stderr and "--from <file or folder>" in proc.stderr
     assert "data=hf_wikiart" in proc.stderr and not (tmp_path / "root" / "images").exists()
+
+
+def test_train_and_prepare_on_a_damaged_archive_without_missing_images_skip(tmp_path):
+    from tests.conftest import TINY, TINY_SEQUENCER
+
+    root = labels_root(tmp_path / "wikiart")
+    assert cli("--root", str(root), "--from", str(make_zip(tmp_path / "w.zip", bad_crc=BAD_CRC, cut_short=CUT))
+               ).returncode == 0
+    data = ["data=wikiart", f"data.source.root={root}", f"data.cache_dir={tmp_path / 'cache'}"]
+    note = (f"damaged in the archive (listed in {root / 'damaged_images.csv'}), left out: "
+            f"style 2 train / 0 val; genre 1 train / 0 val; artist 2 train / 0 val")
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    prep = subprocess.run([sys.executable, "-m", "deepart.data.prepare", *data, "--workers", "1", "--no-progress"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr[-2000:]
+    assert note in prep.stderr + prep.stdout and "cached 20 images" in prep.stdout
+    run = subprocess.run([sys.executable, "train.py", *data, *TINY, *TINY_SEQUENCER, "data.cache=off",
+                          f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert note in out and "unreadable images were skipped" not in out  # left out, not met as missing files
+    assert "data: 5 train / 15 val images" in out
