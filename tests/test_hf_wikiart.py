@@ -92,11 +92,13 @@ def test_missing_pyarrow_gives_the_install_line(shards, monkeypatch):
         load_hf_wikiart(str(shards))
 
 
+@pytest.mark.slow
 def test_train_and_prepare_on_the_parquet(shards, tmp_path):
-    """A real train.py run (2 DataLoader workers, weighted sampler), then the preprocessing cache and a run on it."""
+    """A real train.py run (2 DataLoader workers; the random sampler draws every train row, the corrupt one
+    included), then the preprocessing cache and a run on it with the weighted sampler."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "0"}
     data = ["data=hf_wikiart", f"data.parquet={shards}", f"data.cache_dir={tmp_path / 'cache'}"]
-    args = [*data, *TINY, *TINY_SEQUENCER, "data.num_workers=2", "sampler=weighted"]
+    args = [*data, *TINY, *TINY_SEQUENCER, "data.num_workers=2"]
     run = subprocess.run([sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     out = run.stdout + run.stderr
@@ -113,7 +115,7 @@ def test_train_and_prepare_on_the_parquet(shards, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert prep.returncode == 0, prep.stderr[-3000:]
     assert "cached 55 images" in prep.stdout and "(1 unreadable" in prep.stdout
-    run2 = subprocess.run([sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path / 'run2'}"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    run2 = subprocess.run([sys.executable, "train.py", *args, "sampler=weighted", f"hydra.run.dir={tmp_path / 'run2'}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run2.returncode == 0, (run2.stdout + run2.stderr)[-3000:]
     assert "using the preprocessed cache" in run2.stdout + run2.stderr

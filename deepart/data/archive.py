@@ -257,7 +257,7 @@ def _extract_zip(archive: Path, target: _Target, result: Extraction, progress: b
         top = common_top(names)
         result.total = len(members)
         with tqdm(total=sum(m.file_size for m in members), unit="B", unit_scale=True, unit_divisor=1024,
-                  desc=f"extracting {archive.name}", disable=not progress) as bar:
+                  desc=f"extracting {archive.name}", disable=not progress, leave=False) as bar:
             for info, name in zip(members, names):
                 reason = unsafe_reason(name) or ("a link" if _zip_link(info) else None)
                 if reason:
@@ -299,7 +299,7 @@ def _extract_tar(archive: Path, target: _Target, result: Extraction, progress: b
     decided = False
     current: str | None = None
     with tf, tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=f"extracting {archive.name}",
-                  disable=not progress) as bar:
+                  disable=not progress, leave=False) as bar:
         try:
             for member in tf:
                 current = member.name
