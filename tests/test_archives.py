@@ -184,3 +184,33 @@ def test_train_and_prepare_on_a_damaged_archive_without_missing_images_skip(tmp_
     assert run.returncode == 0, out[-3000:]
     assert note in out and "unreadable images were skipped" not in out  # left out, not met as missing files
     assert "data: 5 train / 15 val images" in out
+
+
+def test_ctrl_c_mid_extraction_keeps_complete_files_only(tmp_path):
+    import signal
+    import time
+    import zipfile
+
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(6000):
+            zf.writestr(f"wikiart/Style{i % 3}/p{i}.jpg", bytes([i % 251]) * 2000)
+    root = labels_root(tmp_path / "root")
+    proc = subprocess.Popen([sys.executable, "-m", "deepart.data.download", "wikiart", "--root", str(root),
+                             "--from", str(archive), "--no-progress"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            # Python turns SIGINT into KeyboardInterrupt unless it starts with SIGINT ignored
+                            # (as under a background shell job)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 60
+    while not list((root / "images").rglob("*.jpg")) and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command again to finish" in err and "Traceback" not in err
+    done = list((root / "images").rglob("*"))
+    files = [p for p in done if p.is_file()]
+    assert 0 < len(files) < 6000 and not (root / ".images.partial").exists()
+    assert all(p.read_bytes() == bytes([int(p.stem[1:]) % 251]) * 2000 for p in files)
+    again = cli("--root", str(root), "--from", str(archive))
+    assert f"extracted 6,000 of 6,000 files ({len(files):,} already in place" in again.stdout

@@ -356,7 +356,12 @@ def main(argv: list[str] | None = None) -> int:
             table, complete = check(root, args.max_absent)
             print(table)
 
-    report_errors(go)
+    try:
+        report_errors(go)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the files already extracted or downloaded are kept (nothing half-written is left in "
+              "the images folder); run the same command again to finish", file=sys.stderr)
+        return 130
     if not complete:
         print(f"a split has more than {args.max_absent:.0%} of its images damaged or missing (see above)",
               file=sys.stderr)
