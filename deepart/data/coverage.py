@@ -74,7 +74,7 @@ def format_coverage(rows: list[SplitCoverage], root: Path, max_absent: float = M
         for kind in ("damaged", "missing"):
             names = getattr(r, kind)
             if names:
-                more = f" (+{len(names) - EXAMPLES} more)" if len(names) > EXAMPLES else ""
+                more = f" (+{len(names) - EXAMPLES:,} more)" if len(names) > EXAMPLES else ""
                 lines.append(f"  {r.task} {r.split} {kind}: {', '.join(names[:EXAMPLES])}{more}")
     return "\n".join(lines)
 
