@@ -136,33 +136,36 @@ def test_images_download_and_extract(tmp_path, serve):
     assert not list(root.glob(".*extracting"))
 
 
-def test_corrupt_archive_is_detected_and_leaves_nothing(tmp_path):
+def test_bad_crc_member_is_listed_and_the_rest_extracted(tmp_path, capsys):
     data = bytearray(make_zip(tmp_path / "src.zip"))
     offset = data.index(bytes([3]) * 5000)  # inside the stored bytes of painting-3.jpg
     data[offset + 10] ^= 0xFF
     root = tmp_path / "wikiart"
     root.mkdir()
     (root / "wikiart.zip").write_bytes(bytes(data))
-    with pytest.raises(DataError, match="corrupt or incomplete.*Bad CRC-32"):
-        download_images(root, "http://127.0.0.1:9/unused", progress=False)
-    assert not (root / "images").exists() and not list(root.glob(".*extracting"))
+    images = download_images(root, "http://127.0.0.1:9/unused", progress=False)
+    assert "extracted 6 of 7 files; 1 damaged (listed in" in capsys.readouterr().out
+    assert not (images / "Style1" / "painting-3.jpg").exists()
+    assert (images / "Style1" / "painting-1.jpg").read_bytes() == bytes([1]) * 5000
+    assert "painting-3.jpg,bad CRC-32" in (root / "damaged_images.csv").read_text()
+    assert not list(root.glob(".images.partial"))
 
 
-def test_truncated_archive_is_detected(tmp_path):
+def test_truncated_archive_is_refused_with_resume_advice(tmp_path):
     data = make_zip(tmp_path / "src.zip")
     (tmp_path / "cut.zip").write_bytes(data[: len(data) - 200])
-    with pytest.raises(DataError, match="corrupt or incomplete"):
-        extract_images(tmp_path / "cut.zip", tmp_path / "images", progress=False)
-    assert not (tmp_path / "images").exists()
+    with pytest.raises(DataError, match="nothing was extracted.*did not finish.*run it again to resume"):
+        extract_images(tmp_path / "cut.zip", tmp_path, progress=False)
+    assert not (tmp_path / "images").exists() and not (tmp_path / ".extraction.json").exists()
 
 
-def test_sha256_mismatch_is_reported(tmp_path):
+def test_sha256_mismatch_is_reported(tmp_path, capsys):
     root = tmp_path / "w"
     root.mkdir()
     make_zip(root / "wikiart.zip")
-    with pytest.raises(DataError, match="SHA-256"):
-        download_images(root, "http://127.0.0.1:9/unused", sha256="0" * 64, progress=False)
-    assert not (root / "images").exists()
+    download_images(root, "http://127.0.0.1:9/unused", sha256="0" * 64, progress=False)
+    out = capsys.readouterr().out
+    assert "SHA-256" in out and "differs from the expected" in out and "extracted 7 of 7 files" in out
 
 
 def test_cp437_member_names_are_read_as_utf8(tmp_path):
@@ -215,7 +218,7 @@ def test_extract_replaces_nothing_on_failure(tmp_path):
     images.mkdir()
     (images / "keep.jpg").write_bytes(b"k")
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
-    with pytest.raises(DataError):
-        extract_images(tmp_path / "bad.zip", images, progress=False)
+    with pytest.raises(DataError, match="nothing was extracted"):
+        extract_images(tmp_path / "bad.zip", tmp_path, progress=False)
     assert (images / "keep.jpg").read_bytes() == b"k"
     shutil.rmtree(images)

@@ -6,6 +6,7 @@ passes <point>, so a test can kill a real `train.py` at a chosen moment. Points:
     eval        after a batch of a validation pass
     save        a checkpoint written to its temporary file, not yet renamed over the old one
     phase_end   a phase completed, before the next one starts
+    extract     an archive member written to its temporary file, not yet renamed into the images folder
 
 Unset (the normal case) a point costs one dictionary lookup.
 """

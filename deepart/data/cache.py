@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from deepart.data.images import ImageLoadError, load_rgb
+from deepart.data.images import ImageLoadError, load_image, source_file
 from deepart.data.table import TaskTable
 from deepart.data.transforms import SquarePad, resize_size
 from deepart.core.errors import ConfigError, require_choice
@@ -55,7 +55,8 @@ def cached_name(path: str) -> str:
 
 
 def _stamp(path: Path) -> list[int]:
-    st = path.stat()
+    """Size and mtime of the file that holds the image (for a parquet row: its shard)."""
+    st = source_file(path).stat()
     return [st.st_size, st.st_mtime_ns]
 
 
@@ -78,7 +79,7 @@ def _work(job: tuple[str, str, str, int, bool]) -> tuple[str, list[int] | None, 
         stamp = _stamp(src_p)
         if dst_p.is_file() and dst_p.stat().st_mtime_ns >= stamp[1]:
             return path, stamp, None  # done by an earlier (interrupted) run
-        img = resize_copy(load_rgb(src_p, size), size, square_pad)
+        img = resize_copy(load_image(src, size), size, square_pad)
         dst_p.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst_p.with_name(dst_p.name + f".tmp{os.getpid()}")
         img.save(tmp, "JPEG", quality=JPEG_QUALITY)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from deepart.data.images import ImageLoadError, load_rgb
+from deepart.data.images import ImageLoadError, load_image
 from deepart.data.table import TaskTable
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, seed = (key, None) if isinstance(key, (int, np.integer)) else key
         try:
-            img = load_rgb(self.paths[index], self.min_side)
+            img = load_image(self.paths[index], self.min_side)
         except ImageLoadError as exc:
             return {"bad": self.paths[index], "error": str(exc)}
         if seed is None:

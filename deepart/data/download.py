@@ -1,14 +1,18 @@
-"""Fetch WikiArt (ArtGAN splits): the label files and, with `--images`, the 25.4 GB image archive.
+"""Get WikiArt (ArtGAN splits): the label files and the images, downloaded or from a copy you have.
 
     python -m deepart.data.download wikiart [--root data/wikiart] [--images] [--keep-archive]
+    python -m deepart.data.download wikiart --from <wikiart.zip | wikiart.tar.gz | folder>
+    python -m deepart.data.download wikiart --check [--max-absent 0.01]
 
 Label files come from the cs-chan/ArtGAN repository and are saved flat under `root` with the names
 `deepart.data.wikiart` reads; each one is parsed and its row / class count checked after download.
 The image archive is downloaded into `root/wikiart.zip.part` with HTTP Range requests, so an interrupted
 download continues where it stopped (run the command again); the finished file must have the size the
-server announced, then every member's CRC-32 is verified while it is extracted into a temporary folder,
-which is renamed to `root/images/` only when everything succeeded. No checksum of the whole archive is
-published upstream; pass `--sha256` if you have one. Base URLs can be overridden with `--labels-url` /
+server announced. Extraction (deepart.data.archive) keeps every member that reads back with a good CRC-32,
+lists the damaged ones in `root/damaged_images.csv`, refuses unsafe members by name and can be interrupted
+and finished later. `--from` takes a zip, a tar (.gz/.bz2/.xz) or an extracted folder (linked, not copied);
+`--check` prints the coverage of every split file (deepart.data.coverage). No checksum of the whole archive
+is published upstream; pass `--sha256` to compare yours. Base URLs can be overridden with `--labels-url` /
 `--images-url` or the environment variables DEEPART_WIKIART_LABELS_URL / DEEPART_WIKIART_IMAGES_URL.
 """
 from __future__ import annotations
@@ -17,17 +21,27 @@ import argparse
 import hashlib
 import http.client
 import os
-import shutil
 import socket
 import sys
 import urllib.error
 import urllib.request
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from deepart.core.errors import DataError, report_errors
+from deepart.data.archive import (
+    DAMAGED_FILE,
+    STATE_FILE,
+    Extraction,
+    extract_archive,
+    is_finished,
+    member_name,  # noqa: F401  (the archive's name decoding, used by the tests)
+    read_state,
+    write_damaged,
+)
+from deepart.data.coverage import MAX_ABSENT, check
+from deepart.data.wikiart import read_split
 
 LABELS_URL = "https://raw.githubusercontent.com/cs-chan/ArtGAN/master/WikiArt%20Dataset"
 IMAGES_URL = "http://web.fsktm.um.edu.my/~cschan/source/ICIP2017/wikiart.zip"
@@ -190,96 +204,127 @@ def download_labels(root: Path, base_url: str = LABELS_URL, progress: bool = Tru
 
 
 # ---------------------------------------------------------------------------------------- images
-def member_name(info: zipfile.ZipInfo) -> str:
-    """The member's name as its bytes were meant: archives written without the UTF-8 flag are decoded
-    by zipfile as cp437; if those bytes are valid UTF-8 they are read as UTF-8 instead."""
-    name = info.filename
-    if not info.flag_bits & 0x800:
-        try:
-            name = name.encode("cp437").decode("utf-8")
-        except (UnicodeEncodeError, UnicodeDecodeError):
-            pass
-    return name
-
-
-def _common_top(names: list[str]) -> str | None:
-    """The single top folder every member lives in (the ArtGAN archive has `wikiart/<Style>/...`)."""
-    tops = {PurePosixPath(n).parts[0] for n in names if len(PurePosixPath(n).parts) > 1}
-    flat = any(len(PurePosixPath(n).parts) == 1 for n in names)
-    return tops.pop() if len(tops) == 1 and not flat else None
-
-
-def extract_images(archive: Path, images_dir: Path, progress: bool = True) -> int:
-    """Extract the image archive to `images_dir` (its single top folder, if any, is dropped), checking
-    every member's CRC. Works in a temporary sibling folder renamed into place at the end, so a failure
-    leaves nothing at `images_dir`. Returns the number of files extracted."""
-    archive, images_dir = Path(archive), Path(images_dir)
-    tmp = images_dir.with_name(f".{images_dir.name}.extracting")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
-            names = [member_name(m) for m in members]
-            top = _common_top(names)
-            count = 0
-            with tqdm(total=sum(m.file_size for m in members), unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=f"extracting {archive.name}", disable=not progress) as bar:
-                for info, name in zip(members, names):
-                    parts = PurePosixPath(name).parts[1 if top else 0:]
-                    if not parts or any(p in ("..", "") for p in parts) or PurePosixPath(name).is_absolute():
-                        raise DataError(f"{archive}: unsafe member name {name!r}")
-                    target = tmp.joinpath(*parts)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(target, "wb") as out:  # zipfile checks the CRC at EOF
-                        while block := src.read(CHUNK):
-                            out.write(block)
-                            bar.update(len(block))
-                    count += 1
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"{archive} is corrupt or incomplete ({exc}); nothing was extracted. Delete it and run "
-                        f"`python -m deepart.data.download wikiart --images` again") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if images_dir.exists():
-        shutil.rmtree(images_dir)
-    tmp.rename(images_dir)
-    return count
+def extract_images(archive: Path, root: Path, progress: bool = True, part_file: Path | None = None) -> Extraction:
+    """Extract an image archive into `root/images` (deepart.data.archive) and print the one-line summary."""
+    result = extract_archive(archive, root, progress=progress, part_file=part_file)
+    for name, reason in list(result.refused.items())[:20]:
+        print(f"refused member {name!r}: {reason.removeprefix('refused: ')}")
+    print(result.line(Path(root) / DAMAGED_FILE))
+    return result
 
 
 def download_images(root: Path, url: str = IMAGES_URL, *, sha256: str | None = None, keep_archive: bool = False,
                     retries: int = 3, progress: bool = True) -> Path:
-    """Download (resumably) and extract the image archive to `root/images`; returns that folder."""
+    """Download (resumably) and extract the image archive to `root/images`; returns that folder. A finished
+    extraction is kept; an interrupted one is finished."""
     root = Path(root)
     images_dir = root / "images"
-    if images_dir.is_dir() and any(images_dir.iterdir()):
-        print(f"{images_dir} already exists; delete it to download the images again")
-        return images_dir
     archive = root / "wikiart.zip"
+    state = read_state(root)
+    if images_dir.is_dir() and any(images_dir.iterdir()) and (state is None or state.get("complete")):
+        print(f"{images_dir} already exists; delete it to download the images again "
+              f"(`--check` shows how much of each split it holds)")
+        return images_dir
+    if state is not None and not state.get("complete") and not archive.is_file():
+        source = Path(state.get("archive", ""))
+        if source.is_file():  # an interrupted --from <archive>: finish it from there
+            extract_images(source, root, progress=progress)
+            return images_dir
     if not archive.is_file():
         print(f"downloading {url} ({IMAGES_SIZE_TEXT}) to {archive} (resumable: rerun after an interruption)")
         fetch(url, archive, retries=retries, progress=progress)
     if sha256:
         got = sha256sum(archive)
         if got != sha256.lower():
-            raise DataError(f"{archive}: SHA-256 {got} differs from the expected {sha256}; the archive is "
-                            f"corrupt: delete it and run the command again")
-    n = extract_images(archive, images_dir, progress=progress)
-    print(f"extracted {n} files to {images_dir}")
+            print(f"warning: {archive}: SHA-256 {got} differs from the expected {sha256}; extracting what reads "
+                  f"back intact (every member's CRC-32 is checked)")
+    extract_images(archive, root, progress=progress, part_file=archive.with_name(archive.name + ".part"))
     if not keep_archive:
         archive.unlink()
     return images_dir
 
 
+def style_folders(root: Path) -> set[str]:
+    """The folder names the style split files list (first path component), if they are under `root`."""
+    names: set[str] = set()
+    for split in ("train", "val"):
+        path = Path(root) / f"style_{split}.csv"
+        if path.is_file():
+            names |= {p.split("/", 1)[0] for p in read_split(path, num_classes=10**6)["path"]}
+    return names
+
+
+def _holds_styles(folder: Path, expected: set[str]) -> bool:
+    dirs = {d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    if expected:
+        return bool(dirs & expected)
+    return any(any(f.suffix.lower() in (".jpg", ".jpeg", ".png") for f in d.iterdir())
+               for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def link_folder(folder: Path, root: Path) -> Path:
+    """Use an extracted copy in place: `root/images` becomes a link to the folder that holds the style
+    folders (`folder` itself or its single top folder). Nothing is copied."""
+    folder, root = Path(folder).resolve(), Path(root)
+    expected = style_folders(root)
+    if not _holds_styles(folder, expected):
+        subdirs = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        if len(subdirs) == 1 and _holds_styles(subdirs[0], expected):
+            folder = subdirs[0]
+        else:
+            found = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+            want = ", ".join(sorted(expected)[:4]) if expected else "Impressionism/, Baroque/, ..."
+            raise DataError(f"--from {folder}: this folder does not hold the WikiArt style folders (e.g. {want}), "
+                            f"neither does a single top folder in it; found: {', '.join(found[:8]) or 'nothing'}"
+                            + (f" (+{len(found) - 8} more)" if len(found) > 8 else ""))
+    images_dir = root / "images"
+    root.mkdir(parents=True, exist_ok=True)
+    if images_dir.is_symlink():
+        images_dir.unlink()
+    elif images_dir.exists():
+        if images_dir.resolve() == folder:
+            return images_dir
+        raise DataError(f"{images_dir} already holds images; move or delete it to use {folder} instead")
+    images_dir.symlink_to(folder, target_is_directory=True)
+    write_damaged(root, {})  # a folder copy carries no damage list of an earlier archive
+    (root / STATE_FILE).unlink(missing_ok=True)
+    print(f"using {folder} in place: {images_dir} -> {folder}")
+    return images_dir
+
+
+def images_from(source: Path, root: Path, progress: bool = True) -> Path:
+    """`--from`: a .zip / .tar(.gz) is extracted (resuming an interrupted extraction, the file is kept), a
+    folder is linked."""
+    source = Path(source)
+    if source.is_dir():
+        return link_folder(source, root)
+    if not source.is_file():
+        raise DataError(f"--from {source}: no such file or folder")
+    if is_finished(root, source) and (Path(root) / "images").is_dir():
+        print(f"{source} was already extracted to {Path(root) / 'images'}; delete that folder to extract it again")
+        return Path(root) / "images"
+    extract_images(source, root, progress=progress)
+    return Path(root) / "images"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deepart.data.download",
-                                     description="Download a dataset: the WikiArt ArtGAN label files and images.")
+                                     description="Get WikiArt (ArtGAN splits): the label files and the images, "
+                                                 "downloaded or from a copy you have (see docs/data.md).")
     parser.add_argument("dataset", choices=["wikiart"])
     parser.add_argument("--root", default="data/wikiart", help="where to put the files (default data/wikiart)")
-    parser.add_argument("--images", action="store_true", help=f"also download and extract the images ({IMAGES_SIZE_TEXT})")
+    parser.add_argument("--images", action="store_true",
+                        help=f"also download and extract the images ({IMAGES_SIZE_TEXT})")
+    parser.add_argument("--from", dest="source", metavar="PATH",
+                        help="take the images from a copy you have: a .zip, a .tar / .tar.gz, or an extracted "
+                             "folder (used in place through a link, not copied)")
+    parser.add_argument("--check", action="store_true",
+                        help="print listed / present / damaged / missing per task and split; exit 1 when a split "
+                             "has more than --max-absent of its images damaged or missing")
+    parser.add_argument("--max-absent", type=float, default=MAX_ABSENT,
+                        help=f"share of a split that may be damaged or missing for --check (default {MAX_ABSENT})")
     parser.add_argument("--keep-archive", action="store_true", help="keep wikiart.zip after extracting it")
-    parser.add_argument("--sha256", help="expected SHA-256 of wikiart.zip, if you have one")
+    parser.add_argument("--sha256", help="expected SHA-256 of wikiart.zip, if you have one (a mismatch is reported)")
     parser.add_argument("--labels-url", default=os.environ.get("DEEPART_WIKIART_LABELS_URL", LABELS_URL),
                         help="base URL of the label files")
     parser.add_argument("--images-url", default=os.environ.get("DEEPART_WIKIART_IMAGES_URL", IMAGES_URL),
@@ -288,15 +333,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     root = Path(args.root)
+    progress = not args.no_progress
+    complete = True
 
     def go() -> None:
-        saved = download_labels(root, args.labels_url, progress=not args.no_progress)
-        print(f"label files ok: {len(saved)} files in {root}")
-        if args.images:
+        nonlocal complete
+        if args.check and not (args.images or args.source):
+            table, complete = check(root, args.max_absent)
+            print(table)
+            return
+        if args.source and all((root / name).is_file() for name in LABEL_FILES):
+            print(f"label files: using the {len(LABEL_FILES)} files in {root}")
+        else:
+            saved = download_labels(root, args.labels_url, progress=progress)
+            print(f"label files ok: {len(saved)} files in {root}")
+        if args.source:
+            images_from(Path(args.source), root, progress=progress)
+        elif args.images:
             download_images(root, args.images_url, sha256=args.sha256, keep_archive=args.keep_archive,
-                            retries=args.retries, progress=not args.no_progress)
+                            retries=args.retries, progress=progress)
+        if args.check:
+            table, complete = check(root, args.max_absent)
+            print(table)
 
-    report_errors(go)
+    try:
+        report_errors(go)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the files already extracted or downloaded are kept (nothing half-written is left in "
+              "the images folder); run the same command again to finish", file=sys.stderr)
+        return 130
+    if not complete:
+        print(f"a split has more than {args.max_absent:.0%} of its images damaged or missing (see above)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

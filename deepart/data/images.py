@@ -2,11 +2,15 @@
 `ImageLoadError` (the dataset turns that into a skipped, counted sample)."""
 from __future__ import annotations
 
+import io
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
+
+from deepart.data.rowstore import parse_row_ref, read_image_bytes
 
 # WikiArt has paintings of tens of megapixels: the decompression-bomb guard would refuse them.
 # JPEGs are decoded at reduced size (draft mode) instead, so the guard is not needed for them; other
@@ -71,3 +75,27 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
                 return img.reduce(int(scale)) if fmt != "JPEG" and scale >= 2 else img
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageLoadError(f"{path}: {exc}") from exc
+
+
+def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
+    """`load_rgb` for an image file or for a parquet row (`<shard>.parquet/<row>`, deepart.data.rowstore)."""
+    ref = parse_row_ref(path)
+    if ref is None:
+        return load_rgb(path, min_side)
+    try:
+        data = read_image_bytes(*ref)
+    except (OSError, IndexError, ValueError) as exc:
+        raise ImageLoadError(f"{path}: {exc}") from exc
+    if not data:
+        raise ImageLoadError(f"{path}: the row has no image bytes")
+    try:
+        return load_rgb(io.BytesIO(data), min_side)
+    except ImageLoadError as exc:
+        cause = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(exc.__cause__ or exc))
+        raise ImageLoadError(f"{path}: the image bytes do not decode ({cause})") from exc
+
+
+def source_file(path: str | Path) -> Path:
+    """The file that holds an image: the image file itself, or the parquet shard of a row."""
+    ref = parse_row_ref(path)
+    return Path(ref[0]) if ref else Path(path)

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepart.data.table import MISSING, TaskTable, check_images
 from deepart.core.errors import DataError
+from deepart.data.archive import DAMAGED_FILE, read_damaged, read_state
+from deepart.data.table import MISSING, TaskTable, check_images
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,23 @@ def resolve_spellings(frames: list[pd.DataFrame], image_root: Path, notes: list[
     return [f.assign(path=f["path"].replace(renames)) for f in frames]
 
 
+def drop_damaged(frames: list[pd.DataFrame], root: Path, tasks: list[str], notes: list[str]) -> list[pd.DataFrame]:
+    """Leave out the images listed in `<root>/damaged_images.csv` (under any of their spellings); the note
+    counts them per task and split (train, val)."""
+    damaged = read_damaged(root)
+    if not damaged:
+        return frames
+    out, counts = [], []
+    for frame in frames:
+        hit = frame["path"].map(lambda p: any(n in damaged for n in ([p] if p.isascii() else spellings(p))))
+        counts.append({t: int((frame.loc[hit, t] != MISSING).sum()) for t in tasks})
+        out.append(frame[~hit].reset_index(drop=True))
+    if any(any(c.values()) for c in counts):
+        per_task = "; ".join(f"{t} {counts[0][t]} train / {counts[1][t]} val" for t in tasks)
+        notes.append(f"damaged in the archive (listed in {Path(root) / DAMAGED_FILE}), left out: {per_task}")
+    return out
+
+
 def load_wikiart(root: str | Path, tasks: list[str] | None = None, missing_images: str = "error",
                  images_dir: str = "images") -> TaskTable:
     """Multi-task WikiArt table from the ArtGAN files under `root`.
@@ -195,6 +213,12 @@ def load_wikiart(root: str | Path, tasks: list[str] | None = None, missing_image
         train_table = train_table[~in_val].reset_index(drop=True)
 
     image_root = root / images_dir
+    state = read_state(root)
+    if state is not None and not state.get("complete"):
+        raise DataError(f"the extraction of {state.get('archive')} into {image_root} was interrupted: run "
+                        f"`python -m deepart.data.download wikiart --root {root} --images` (or `--from <archive>`) "
+                        f"again to finish it")
+    train_table, val_table = drop_damaged([train_table, val_table], root, tasks, notes)
     if image_root.is_dir():
         train_table, val_table = resolve_spellings([train_table, val_table], image_root, notes)
     train_table, val_table = check_images([train_table, val_table], image_root, missing_images,
