@@ -1,11 +1,11 @@
-"""Checkpoints: one schema (`Checkpoint`), written and read here only, and where they live in a run dir.
+"""Checkpoints: one schema (`Checkpoint`), written and read here only.
 
 A checkpoint is complete (model, optimizer, scheduler, loss weights, progress, RNG states, the resolved
 config and the class names), written atomically, and readable with `torch.load(weights_only=True)`:
 only tensors and plain containers are stored, so loading a checkpoint from someone else cannot run code.
 
-Layout of a run dir: `<run>/checkpoints/{last,best}.pt`; a chained run (`phase=all`) also keeps each
-phase's own `<run>/checkpoints/phase-<name>/{last,best}.pt`.
+Where they live in a run dir is deepart.core.rundir's (`phase_dir`, `run_dir_of`, `newest_last`; importable
+from here too).
 """
 from __future__ import annotations
 
@@ -25,10 +25,13 @@ import torch
 
 from deepart.core import faults
 from deepart.core.errors import CheckpointError
+from deepart.core.rundir import CHECKPOINTS, newest_last, phase_dir, run_dir_of
+
+__all__ = ["CHECKPOINTS", "Checkpoint", "atomic_copy", "atomic_save", "capture_rng", "newest_last", "phase_dir",
+           "remove_partial_writes", "restore_rng", "run_dir_of"]
 
 FORMAT = "deepart-checkpoint"
 VERSION = 2
-CHECKPOINTS = "checkpoints"
 TMP_SUFFIX = ".tmp"
 
 
@@ -179,30 +182,6 @@ def _upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
 def _v2_name(key: str) -> str:
     head, dot, rest = key.partition(".")
     return _V1_PARTS.get(head, head) + dot + rest
-
-
-# ---------------------------------------------------------------------------------------------- layout
-def phase_dir(run_dir: str | Path, phase_name: str, chained: bool) -> Path:
-    """Folder of a phase's last.pt / best.pt."""
-    return Path(run_dir) / CHECKPOINTS / (f"phase-{phase_name}" if chained else "")
-
-
-def run_dir_of(target: str | Path) -> Path:
-    """The run dir of a checkpoint file (<run>/checkpoints[/phase-N]/x.pt -> <run>; a file elsewhere -> its
-    folder), or `target` itself when it names a folder (an existing one, or a path not ending in .pt)."""
-    path = Path(target)
-    if path.is_dir() or (not path.is_file() and path.suffix != ".pt"):
-        return path
-    for parent in path.resolve().parents:
-        if parent.name == CHECKPOINTS:
-            return parent.parent
-    return path.resolve().parent
-
-
-def newest_last(run_dir: str | Path) -> Path | None:
-    """The most recently written last.pt of a run (any phase), or None."""
-    found = sorted((Path(run_dir) / CHECKPOINTS).glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
 
 
 # ---------------------------------------------------------------------------------------------- RNG

@@ -14,8 +14,6 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 #: The metric that compares runs: it picks best.pt, drives early stopping and is a sweep's objective.
 OBJECTIVE = "val/mean_top1"
-#: A run's per-image val predictions of its best checkpoint (index, path, <task>, <task>_pred), in its run dir.
-PREDICTIONS_FILE = "val_predictions.csv"
 #: Model parts that `phase.freeze` may name (attributes of DeepArtNet).
 FREEZABLE = ("backbone", "proj", "encoder", "pooling", "heads")
 
@@ -131,6 +129,14 @@ def phase_plan(cfg: DictConfig) -> list[DictConfig]:
                 sub[key] = cfg.phase[key]
         plan.append(sub)
     return plan
+
+
+def launch_keys() -> tuple[str, ...]:
+    """Overrides that steer how a run is started, not what it computes (resume, resume_sweep, ...): the
+    `hydra.job.config.override_dirname.exclude_keys` of conf/config.yaml, so they name no run and no config
+    of a sweep."""
+    hydra = OmegaConf.load(CONF_DIR / "config.yaml").hydra
+    return tuple(hydra.job.config.override_dirname.exclude_keys)
 
 
 def sweep_group(sweep_dir: str | Path) -> str:

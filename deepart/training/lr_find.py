@@ -24,7 +24,7 @@ from deepart.data.loaders import train_loader
 from deepart.training.engine import train_step
 from deepart.training.freezing import apply_freezing
 from deepart.training.optim import build_optimizer
-from deepart.vis.plots import save_figure
+from deepart.vis.plots import pyplot, save_figure
 
 log = logging.getLogger("deepart")
 
@@ -85,10 +85,7 @@ def _cycle(loader, skips: SkipCounter):
 
 
 def plot_range_test(result: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result["lrs"], result["losses"])

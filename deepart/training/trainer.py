@@ -6,7 +6,6 @@ validate, report, checkpoint (last.pt every epoch, best.pt by val/mean_top1), op
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -19,21 +18,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from deepart.checkpoint import (
-    CHECKPOINTS,
-    Checkpoint,
-    atomic_copy,
-    capture_rng,
-    newest_last,
-    phase_dir,
-    remove_partial_writes,
-    restore_rng,
-    run_dir_of,
-)
-from deepart.core import distributed, faults
+from deepart.checkpoint import Checkpoint, atomic_copy, capture_rng, remove_partial_writes, restore_rng
+from deepart.core import distributed, faults, rundir
 from deepart.core.config import (
     OBJECTIVE,
-    PREDICTIONS_FILE,
     build,
     eval_batch_size,
     phase_plan,
@@ -42,6 +30,7 @@ from deepart.core.config import (
     validate,
 )
 from deepart.core.errors import CheckpointError
+from deepart.core.rundir import CHECKPOINTS, newest_last, phase_dir, run_dir_of
 from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table, train_loader
@@ -51,11 +40,11 @@ from deepart.models import build_model
 from deepart.tracking import NullLogger
 from deepart.training.ema import EMA
 from deepart.training.engine import train_epoch
+from deepart.training.epoch_log import EpochLog
 from deepart.training.freezing import apply_freezing
 from deepart.training.lr_find import apply_lr, run_lr_finder
 from deepart.training.optim import build_optimizer, build_scheduler
 from deepart.training.phases import PhaseState
-from deepart.training.reporting import Reporter
 
 log = logging.getLogger("deepart")
 
@@ -127,7 +116,7 @@ def _resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
 
 
 class Trainer:
-    """Holds what lives across phases: config, data table, model, loss, reporter, run dir."""
+    """Holds what lives across phases: config, data table, model, loss, epoch log, run dir."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, info: RunInfo):
         self.cfg, self.run_dir, self.info = cfg, run_dir, info
@@ -140,7 +129,7 @@ class Trainer:
         self.net = torch.compile(self.model) if cfg.trainer.compile else self.model
         self.loss_fn = build(cfg.loss, tasks=self.tasks).to(self.rt.device)
         self.logger = build(cfg.logger) if self.dist.is_main else NullLogger()
-        self.reporter = Reporter(self.logger, self.tasks, self.rt)
+        self.epoch_log = EpochLog(self.logger, self.tasks, self.rt)
         self.skips = SkipCounter()
         self.step = 0
         self.plain_cfg = to_plain(cfg)
@@ -151,7 +140,7 @@ class Trainer:
         """Train with `cfg` (e.g. with the LR finder's lr applied); it is what the checkpoints record."""
         self.cfg, self.plain_cfg = cfg, to_plain(cfg)
 
-    def runtime(self) -> float:
+    def elapsed_s(self) -> float:
         return self.prior_runtime + time.time() - self.started
 
     # ------------------------------------------------------------------ phases
@@ -208,7 +197,7 @@ class Trainer:
             record = self._record(index, epoch, train_m, val_m, p, self.skips.total - skipped_before, started)
             improved, stop = state.end_epoch(val_m, record, epochs=phase.epochs, min_delta=stopping.min_delta,
                                              patience=stopping.patience)
-            self.reporter.epoch_end(str(phase.name), phase.epochs, state, record, self.step, self._evaluated(p),
+            self.epoch_log.epoch_end(str(phase.name), phase.epochs, state, record, self.step, self._evaluated(p),
                                     p.val_dl.dataset)
             self._save(ckpt_dir, phase, index, state, p, best=improved)
             if stop:
@@ -308,7 +297,7 @@ class Trainer:
             model=self.model.state_dict(), config=self.plain_cfg, tasks=self.tasks,
             phase={"name": str(phase.name), "index": index}, progress=state.as_dict(),
             loss=self.loss_fn.state_dict(), optimizer=p.optimizer.state_dict(), scheduler=p.scheduler.state_dict(),
-            rng=capture_rng(), global_step=self.step, skipped_images=self.skips.total, runtime_s=self.runtime(),
+            rng=capture_rng(), global_step=self.step, skipped_images=self.skips.total, runtime_s=self.elapsed_s(),
             wandb_run_id=self.logger.run_id, ema=p.ema.state_dict() if p.ema is not None else None)
         if best:  # best.pt first: last.pt is the record that the epoch is done, so it is written last
             ckpt.save(ckpt_dir / "best.pt")
@@ -320,12 +309,12 @@ class Trainer:
         last, best = list(phases.values())[-1], phases[best_phase]
         summary = {
             "final": last.final, "best": best.best, "best_epoch": best.best_epoch, "best_phase": best_phase,
-            "epochs": last.epoch, "skipped_images": self.skips.total, "runtime_s": self.runtime(),
+            "epochs": last.epoch, "skipped_images": self.skips.total, "runtime_s": self.elapsed_s(),
             "phases": {name: s.summary() for name, s in phases.items()},
             "history": [{**record, "phase": name} for name, s in phases.items() for record in s.history],
         }
         best_meter = self._evaluate_best() if self.dist.is_main else None
-        self.reporter.run_end(phases, best_phase, self.skips.total, best_meter, self.step)
+        self.epoch_log.run_end(phases, best_phase, self.skips.total, best_meter, self.step)
         return summary
 
     def _evaluate_best(self) -> MetricAccumulator:
@@ -336,7 +325,7 @@ class Trainer:
         recorder = PredictionRecorder(self.tasks, self.table.frame("val")["path"].tolist())
         _, meter = evaluate_loader(self.model, self.loss_fn, val_dl, self.rt, self.tasks, skips=SkipCounter(),
                                    collect=recorder, hflip=self.cfg.trainer.get("tta_hflip", False))
-        recorder.save(self.run_dir / PREDICTIONS_FILE)
+        recorder.save(self.run_dir / rundir.PREDICTIONS)
         return meter
 
 
@@ -362,5 +351,5 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, info: RunInfo | No
         trainer.use_config(apply_lr(cfg, result["suggestion"]))
     summary = trainer.run()
     if trainer.dist.is_main:
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        rundir.write_metrics(run_dir, summary)
     return summary

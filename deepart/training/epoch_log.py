@@ -17,7 +17,7 @@ from deepart.vis.plots import attention_overlay
 log = logging.getLogger("deepart")
 
 
-class Reporter:
+class EpochLog:
     """Per-epoch and end-of-run reporting to the console (the `deepart` log) and the tracker (W&B)."""
 
     def __init__(self, logger, tasks: dict[str, list[str]], rt: Runtime):
