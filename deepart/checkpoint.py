@@ -83,6 +83,8 @@ class Checkpoint:
         raw = _read(path, map_location)
         if raw.get("version", 1) == 1:
             raw = _upgrade_v1(raw)
+        if isinstance(raw.get("config"), dict):
+            raw["config"] = upgrade_config(raw["config"])
         missing = [f.name for f in fields(cls) if f.name not in raw
                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
@@ -182,6 +184,35 @@ def _upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
 def _v2_name(key: str) -> str:
     head, dot, rest = key.partition(".")
     return _V1_PARTS.get(head, head) + dot + rest
+
+
+#: Classes of the config that moved: old `_target_` -> new one (configs saved in older checkpoints).
+_MOVED_TARGETS = {"deepart.models.sequencers.": "deepart.models.encoders."}
+#: The loss criteria that were strings (`loss.criterion`) before they were classes picked by `_target_`.
+_CRITERIA = {"focal": "deepart.losses.FocalLoss", "ce": "deepart.losses.CrossEntropyLoss"}
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config in today's layout: moved `_target_` classes renamed, a string `loss.criterion` as the
+    loss class it names. Configs already in today's layout are returned as they are."""
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {k: walk(v) for k, v in node.items()}
+            target = node.get("_target_")
+            for old, new in _MOVED_TARGETS.items():
+                if isinstance(target, str) and target.startswith(old):
+                    node["_target_"] = new + target[len(old):]
+            return node
+        return [walk(v) for v in node] if isinstance(node, list) else node
+
+    config = walk(config)
+    loss = config.get("loss")
+    if isinstance(loss, dict) and isinstance(loss.get("criterion"), str) and loss["criterion"] in _CRITERIA:
+        criterion = loss.pop("criterion")
+        loss["_target_"] = _CRITERIA[criterion]
+        if criterion == "ce":
+            loss.pop("gamma", None)
+    return config
 
 
 # ---------------------------------------------------------------------------------------------- RNG

@@ -378,8 +378,7 @@ def test_many_configs_keep_distinct_colours_and_a_bounded_figure(tmp_path):
     colour, and report.png wraps its one-panel-per-key layout instead of growing a panel wider per key."""
     from PIL import Image
 
-    from deepart.report.figures import config_colors
-    from deepart.report.figures import PLOT_COLUMNS
+    from deepart.report.figures import PLOT_COLUMNS, config_colors
 
     data = make_data(np.random.default_rng(0))
     keys = ["phase.lr", "loss.gamma", "sampler.power", "model.dim", "data.image_size", "trainer.ema_decay"]
