@@ -27,7 +27,6 @@ from deepart.core.config import (
     phase_plan,
     sweep_group,
     to_plain,
-    validate,
 )
 from deepart.core.errors import CheckpointError
 from deepart.core.rundir import CHECKPOINTS, newest_last, phase_dir, run_dir_of
@@ -38,6 +37,7 @@ from deepart.evaluation import PredictionRecorder, evaluate_loader
 from deepart.metrics import MetricAccumulator
 from deepart.models import build_model
 from deepart.tracking import NullLogger
+from deepart.training.checks import check_config
 from deepart.training.ema import EMA
 from deepart.training.engine import train_epoch
 from deepart.training.epoch_log import EpochLog
@@ -341,7 +341,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, info: RunInfo | No
 
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
-    validate(cfg)
+    check_config(cfg)
     seed_everything(cfg.seed)
     trainer = Trainer(cfg, run_dir, info or RunInfo.from_hydra())
     if cfg.get("lr_find"):
