@@ -312,7 +312,9 @@ def test_mcnemar_exact():
     assert mcnemar_exact(2, 10) == mcnemar_exact(10, 2)
     assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(0, 7) == pytest.approx(2 / 2**7)
-    assert mcnemar_exact(560, 500) == pytest.approx(math.erfc(59 / math.sqrt(1060) / math.sqrt(2)))  # normal approx
+    exact = 2 * sum(math.comb(1060, i) for i in range(501)) / 2**1060  # exact at any size (integer arithmetic)
+    assert mcnemar_exact(560, 500) == pytest.approx(exact, rel=1e-9)
+    assert exact == pytest.approx(math.erfc(59 / math.sqrt(1060) / math.sqrt(2)), rel=0.02)  # near the normal approx
 
 
 def test_paired_bootstrap():
