@@ -5,8 +5,9 @@ Reads only the sweeps' files (each run's .hydra/overrides.yaml, metrics.json or 
 val_predictions.csv when present); the runs of several sweeps are pooled (a run is then `<sweep dir name>/<n>`).
 A config is the set of a run's override values other than `seed`; its runs with other seeds are replicates.
 Writes into --out (default: the first sweep dir)
-  report.csv               every run: swept values, status, best val top-1/top-5 per task, best epoch, epochs,
-                           run time, error; sorted by the objective (failed runs last, listed)
+  report.csv               every run: swept values, status, the best epoch's val metrics per task (the names in
+                           deepart.core.rundir.REPORT_TASK_METRICS), the run fields (rundir.RUN_FIELDS), error;
+                           sorted by the objective (failed runs last, listed)
   report_seeds.csv         (sweeps over `seed`) mean and std per metric over runs differing only in seed
   report_compare.csv       per config: seeds done; per task and for mean top-1 the seed mean, std and 95 %
                            interval of the mean; macro-F1 mean and std; mean best epoch
