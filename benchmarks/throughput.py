@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,18 +146,15 @@ class Bench:
         return images, labels
 
 
-@dataclass
 class Setup:
-    """What every measurement shares: the config, device, image tables (originals and cache), sizes."""
+    """What every measurement shares: the config, device, image tables (originals and cache), sizes, and the
+    results so far."""
 
-    args: argparse.Namespace
-    cfg: Any
-    device: torch.device
-    paths: list[Path]
-    table: TaskTable
-    cached: TaskTable
-    sampler_cfg: Any
-    results: dict[str, dict] = field(default_factory=dict)
+    def __init__(self, args: argparse.Namespace, cfg: Any, device: torch.device, paths: list[Path], table: TaskTable,
+                 cached: TaskTable, sampler_cfg: Any):
+        self.args, self.cfg, self.device, self.paths = args, cfg, device, paths
+        self.table, self.cached, self.sampler_cfg = table, cached, sampler_cfg
+        self.results: dict[str, dict] = {}
 
     @property
     def bs(self) -> int:
