@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from deepart.cli import prepare_argv
 from deepart.core import distributed
 from deepart.sweep import run_job
-from deepart.training.run import train
+from deepart.training.trainer import train
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -145,101 +146,138 @@ class Bench:
         return images, labels
 
 
-def measure(args: argparse.Namespace) -> dict:
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+class Setup:
+    """What every measurement shares: the config, device, image tables (originals and cache), sizes, and the
+    results so far."""
+
+    def __init__(self, args: argparse.Namespace, cfg: Any, device: torch.device, paths: list[Path], table: TaskTable,
+                 cached: TaskTable, sampler_cfg: Any):
+        self.args, self.cfg, self.device, self.paths = args, cfg, device, paths
+        self.table, self.cached, self.sampler_cfg = table, cached, sampler_cfg
+        self.results: dict[str, dict] = {}
+
+    @property
+    def bs(self) -> int:
+        return self.args.batch_size
+
+    @property
+    def ebs(self) -> int:
+        return self.args.eval_batch_size or 2 * self.args.batch_size
+
+    def record(self, name: str, run_steps: Callable[[int], None], batch: int) -> None:
+        """Time `run_steps` (args.steps after args.warmup), keep and print the result."""
+        res = self.results[name] = timed(run_steps, self.args.steps, self.args.warmup, batch, self.device)
+        mem = "" if res["peak_mem_gib"] is None else f", peak {res['peak_mem_gib']:.2f} GiB"
+        print(f"  {name:28s} {res['images_per_s']:9.1f} images/s{mem}", flush=True)
+
+
+def from_loader(bench: Bench, loader: DataLoader, train: bool) -> Callable[[int], None]:
+    """`run(n)`: n train (or inference) steps on the loader's next batches."""
+    it = cycle(loader)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            images, labels = bench.batch_on_device(next(it))
+            bench.train(images, labels) if train else bench.infer(images)
+    return run
+
+
+def pick_device(name: str) -> torch.device:
+    device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                          ("cpu" if name == "auto" else name))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="deepart-bench-"))
-    overrides = [f"backbone={args.backbone}", *([f"backbone.name={args.backbone_name}"] if args.backbone_name else []),
-                 f"sequencer={args.sequencer}",
-                 f"data.image_size={args.image_size}", f"data.num_workers={args.workers}",
-                 f"trainer.compile={str(args.compile).lower()}", "backbone.pretrained=false", "logger=none",
-                 f"data.cache_dir={work / 'cache'}", "data.cache=require",
-                 *args.override]
-    cfg = compose_config(overrides)
-    data_cfg = cfg.data
+    return device
+
+
+def bench_config(args: argparse.Namespace, work: Path):
+    """The project config of the measured model (no pretrained weights, the cache under `work`)."""
+    return compose_config([
+        f"backbone={args.backbone}", *([f"backbone.name={args.backbone_name}"] if args.backbone_name else []),
+        f"sequencer={args.sequencer}", f"data.image_size={args.image_size}", f"data.num_workers={args.workers}",
+        f"trainer.compile={str(args.compile).lower()}", "backbone.pretrained=false", "logger=none",
+        f"data.cache_dir={work / 'cache'}", "data.cache=require", *args.override])
+
+
+def bench_images(args: argparse.Namespace, work: Path) -> tuple[Path, list[Path]]:
+    """(root, JPEG paths): those of --images, else synthetic JPEGs of --source-size written under `work`."""
     if args.images:
         root = Path(args.images)
         paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg"})[: args.n_images]
         if not paths:
             raise SystemExit(f"no .jpg files under {root}")
-    else:
-        root = work / "originals"
-        width, height = (int(v) for v in args.source_size.lower().split("x"))
-        print(f"writing {args.n_images} JPEGs of {width}x{height} to {root} ...", flush=True)
-        make_images(root, args.n_images, (width, height))
-        paths = sorted(root.rglob("*.jpg"))
+        return root, paths
+    root = work / "originals"
+    width, height = (int(v) for v in args.source_size.lower().split("x"))
+    print(f"writing {args.n_images} JPEGs of {width}x{height} to {root} ...", flush=True)
+    make_images(root, args.n_images, (width, height))
+    return root, sorted(root.rglob("*.jpg"))
+
+
+def prepare(args: argparse.Namespace) -> Setup:
+    device = pick_device(args.device)
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="deepart-bench-"))
+    cfg = bench_config(args, work)
+    root, paths = bench_images(args, work)
     table = table_of(paths, root)
-    prepare_cache(table, data_cfg, workers=args.workers)
-    cached = use_cache(table, data_cfg)
+    prepare_cache(table, cfg.data, workers=args.workers)
     # sampler=random: the same draws for both loaders; the weighted sampler costs nothing extra per image
     sampler_cfg = compose_config(["sampler=random"]).sampler
-    bs, ebs, size = args.batch_size, args.eval_batch_size or 2 * args.batch_size, args.image_size
-    results: dict[str, dict] = {}
+    return Setup(args, cfg, device, paths, table, use_cache(table, cfg.data), sampler_cfg)
 
-    def record(name: str, res: dict) -> None:
-        results[name] = res
-        mem = "" if res["peak_mem_gib"] is None else f", peak {res['peak_mem_gib']:.2f} GiB"
-        print(f"  {name:28s} {res['images_per_s']:9.1f} images/s{mem}", flush=True)
 
-    def from_loader(bench: Bench, loader: DataLoader, train: bool) -> Callable[[int], None]:
-        it = cycle(loader)
+def fast_path(s: Setup) -> None:
+    """The default path: bf16 / channels_last on CUDA, the project's loaders (models freed on return)."""
+    fast, size = Bench(s.cfg, s.device, fast=True), s.args.image_size
+    images, labels = fast.random_batch(s.bs, size)
+    s.record("train model-only", lambda n: [fast.train(images, labels) for _ in range(n)], s.bs)
+    for name, tbl in (("train e2e originals", s.table), ("train e2e cache", s.cached)):
+        loader = train_loader(tbl, s.cfg.data, s.sampler_cfg, s.bs, seed=0, device=str(s.device))
+        s.record(name, from_loader(fast, loader, True), s.bs)
+        del loader
+    eval_images = fast.random_batch(s.ebs, size)[0]
+    s.record("eval model-only", lambda n: [fast.infer(eval_images) for _ in range(n)], s.ebs)
+    for name, tbl in (("eval e2e originals", s.table), ("eval e2e cache", s.cached)):
+        loader = eval_loader(tbl, s.cfg.data, s.ebs, str(s.device), workers=s.args.workers)
+        s.record(name, from_loader(fast, loader, False), s.ebs)
+        del loader
 
-        def run(n: int) -> None:
-            for _ in range(n):
-                images, labels = bench.batch_on_device(next(it))
-                bench.train(images, labels) if train else bench.infer(images)
-        return run
 
-    print(f"device {device}, backbone {cfg.backbone.name}, sequencer {args.sequencer}, {size}px, batch {bs}, "
-          f"{len(paths)} images, {args.workers} workers", flush=True)
-    def fast_path() -> None:
-        """The default path: bf16 / channels_last on CUDA, the project's loaders (models freed on return)."""
-        fast = Bench(cfg, device, fast=True)
-        images, labels = fast.random_batch(bs, size)
-        record("train model-only", timed(lambda n: [fast.train(images, labels) for _ in range(n)],
-                                         args.steps, args.warmup, bs, device))
-        for name, tbl in (("train e2e originals", table), ("train e2e cache", cached)):
-            loader = train_loader(tbl, data_cfg, sampler_cfg, bs, seed=0, device=str(device))
-            record(name, timed(from_loader(fast, loader, True), args.steps, args.warmup, bs, device))
-            del loader
-        eval_images = fast.random_batch(ebs, size)[0]
-        record("eval model-only", timed(lambda n: [fast.infer(eval_images) for _ in range(n)],
-                                        args.steps, args.warmup, ebs, device))
-        for name, tbl in (("eval e2e originals", table), ("eval e2e cache", cached)):
-            loader = eval_loader(tbl, data_cfg, ebs, str(device), workers=args.workers)
-            record(name, timed(from_loader(fast, loader, False), args.steps, args.warmup, ebs, device))
-            del loader
+def naive_path(s: Setup) -> None:
+    """fp32, a plain Pillow decode + torchvision transform per image, a plain DataLoader."""
+    naive = Bench(s.cfg, s.device, fast=False)
+    images, labels = naive.random_batch(s.bs, s.args.image_size)
+    s.record("train model-only fp32", lambda n: [naive.train(images, labels) for _ in range(n)], s.bs)
+    loader = DataLoader(NaiveDataset(s.table, s.args.image_size), batch_size=s.bs, shuffle=True,
+                        num_workers=s.args.workers, collate_fn=collate, drop_last=True)
+    s.record("train naive", from_loader(naive, loader, True), s.bs)
 
-    def naive_path() -> None:
-        """fp32, a plain Pillow decode + torchvision transform per image, a plain DataLoader."""
-        naive = Bench(cfg, device, fast=False)
-        images, labels = naive.random_batch(bs, size)
-        record("train model-only fp32", timed(lambda n: [naive.train(images, labels) for _ in range(n)],
-                                              args.steps, args.warmup, bs, device))
-        loader = DataLoader(NaiveDataset(table, size), batch_size=bs, shuffle=True, num_workers=args.workers,
-                            collate_fn=collate, drop_last=True)
-        record("train naive", timed(from_loader(naive, loader, True), args.steps, args.warmup, bs, device))
 
-    fast_path()
-    naive_path()
-
+def ratios(results: dict[str, dict]) -> dict[str, float]:
     def ratio(a: str, b: str) -> float:
         return results[a]["images_per_s"] / results[b]["images_per_s"]
 
-    ratios = {
+    return {
         "e2e cache / model-only": ratio("train e2e cache", "train model-only"),
         "e2e originals / model-only": ratio("train e2e originals", "train model-only"),
         "e2e cache / naive": ratio("train e2e cache", "train naive"),
         "eval e2e cache / eval model-only": ratio("eval e2e cache", "eval model-only"),
     }
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"device": str(device), "gpu": gpu, "torch": torch.__version__, "backbone": cfg.backbone.name,
-            "sequencer": args.sequencer, "image_size": size, "batch_size": bs, "eval_batch_size": ebs,
-            "n_images": len(paths), "source": args.images or args.source_size, "workers": args.workers,
-            "compile": args.compile, "steps": args.steps, "warmup": args.warmup, "results": results,
-            "ratios": ratios}
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Every configuration of the module docstring on one model, batch and set of JPEGs; the report as a dict."""
+    s = prepare(args)
+    print(f"device {s.device}, backbone {s.cfg.backbone.name}, sequencer {args.sequencer}, {args.image_size}px, "
+          f"batch {s.bs}, {len(s.paths)} images, {args.workers} workers", flush=True)
+    fast_path(s)
+    naive_path(s)
+    gpu = torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else None
+    return {"device": str(s.device), "gpu": gpu, "torch": torch.__version__, "backbone": s.cfg.backbone.name,
+            "sequencer": args.sequencer, "image_size": args.image_size, "batch_size": s.bs,
+            "eval_batch_size": s.ebs, "n_images": len(s.paths), "source": args.images or args.source_size,
+            "workers": args.workers, "compile": args.compile, "steps": args.steps, "warmup": args.warmup,
+            "results": s.results, "ratios": ratios(s.results)}
 
 
 def print_table(report: dict) -> None:

@@ -1,11 +1,11 @@
-"""Checkpoints: one schema (`Checkpoint`), written and read here only, and where they live in a run dir.
+"""Checkpoints: one schema (`Checkpoint`), written and read here only.
 
 A checkpoint is complete (model, optimizer, scheduler, loss weights, progress, RNG states, the resolved
 config and the class names), written atomically, and readable with `torch.load(weights_only=True)`:
 only tensors and plain containers are stored, so loading a checkpoint from someone else cannot run code.
 
-Layout of a run dir: `<run>/checkpoints/{last,best}.pt`; a chained run (`phase=all`) also keeps each
-phase's own `<run>/checkpoints/phase-<name>/{last,best}.pt`.
+Where they live in a run dir is deepart.core.rundir's (`phase_dir`, `run_dir_of`, `newest_last`; importable
+from here too).
 """
 from __future__ import annotations
 
@@ -25,10 +25,13 @@ import torch
 
 from deepart.core import faults
 from deepart.core.errors import CheckpointError
+from deepart.core.rundir import CHECKPOINTS, newest_last, phase_dir, run_dir_of
+
+__all__ = ["CHECKPOINTS", "Checkpoint", "atomic_copy", "atomic_save", "capture_rng", "newest_last", "phase_dir",
+           "remove_partial_writes", "restore_rng", "run_dir_of"]
 
 FORMAT = "deepart-checkpoint"
 VERSION = 2
-CHECKPOINTS = "checkpoints"
 TMP_SUFFIX = ".tmp"
 
 
@@ -80,6 +83,8 @@ class Checkpoint:
         raw = _read(path, map_location)
         if raw.get("version", 1) == 1:
             raw = _upgrade_v1(raw)
+        if isinstance(raw.get("config"), dict):
+            raw["config"] = upgrade_config(raw["config"])
         missing = [f.name for f in fields(cls) if f.name not in raw
                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
@@ -181,28 +186,33 @@ def _v2_name(key: str) -> str:
     return _V1_PARTS.get(head, head) + dot + rest
 
 
-# ---------------------------------------------------------------------------------------------- layout
-def phase_dir(run_dir: str | Path, phase_name: str, chained: bool) -> Path:
-    """Folder of a phase's last.pt / best.pt."""
-    return Path(run_dir) / CHECKPOINTS / (f"phase-{phase_name}" if chained else "")
+#: Classes of the config that moved: old `_target_` -> new one (configs saved in older checkpoints).
+_MOVED_TARGETS = {"deepart.models.sequencers.": "deepart.models.encoders."}
+#: The loss criteria that were strings (`loss.criterion`) before they were classes picked by `_target_`.
+_CRITERIA = {"focal": "deepart.losses.FocalLoss", "ce": "deepart.losses.CrossEntropyLoss"}
 
 
-def run_dir_of(target: str | Path) -> Path:
-    """The run dir of a checkpoint file (<run>/checkpoints[/phase-N]/x.pt -> <run>; a file elsewhere -> its
-    folder), or `target` itself when it names a folder (an existing one, or a path not ending in .pt)."""
-    path = Path(target)
-    if path.is_dir() or (not path.is_file() and path.suffix != ".pt"):
-        return path
-    for parent in path.resolve().parents:
-        if parent.name == CHECKPOINTS:
-            return parent.parent
-    return path.resolve().parent
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config in today's layout: moved `_target_` classes renamed, a string `loss.criterion` as the
+    loss class it names. Configs already in today's layout are returned as they are."""
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {k: walk(v) for k, v in node.items()}
+            target = node.get("_target_")
+            for old, new in _MOVED_TARGETS.items():
+                if isinstance(target, str) and target.startswith(old):
+                    node["_target_"] = new + target[len(old):]
+            return node
+        return [walk(v) for v in node] if isinstance(node, list) else node
 
-
-def newest_last(run_dir: str | Path) -> Path | None:
-    """The most recently written last.pt of a run (any phase), or None."""
-    found = sorted((Path(run_dir) / CHECKPOINTS).glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+    config = walk(config)
+    loss = config.get("loss")
+    if isinstance(loss, dict) and isinstance(loss.get("criterion"), str) and loss["criterion"] in _CRITERIA:
+        criterion = loss.pop("criterion")
+        loss["_target_"] = _CRITERIA[criterion]
+        if criterion == "ce":
+            loss.pop("gamma", None)
+    return config
 
 
 # ---------------------------------------------------------------------------------------------- RNG

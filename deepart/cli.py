@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepart.checkpoint import run_dir_of
 from deepart.core.config import config_groups, quote_numeric_choices
+from deepart.core.rundir import run_dir_of
 
 
 def _last_value(argv: list[str], key: str) -> str | None:

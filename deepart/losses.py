@@ -8,7 +8,6 @@ from torch import nn
 from deepart.core.errors import require, require_choice
 from deepart.data.table import MISSING
 
-CRITERIA = ("focal", "ce")
 WEIGHTINGS = ("uncertainty", "equal")
 
 
@@ -41,30 +40,29 @@ def mean_task_loss(task_losses: torch.Tensor, counts: torch.Tensor) -> torch.Ten
 
 
 class MultiTaskLoss(nn.Module):
-    """Sum of per-task losses over the tasks of a batch, labels of -1 masked out.
+    """Sum of per-task losses over the tasks of a batch, labels of -1 masked out. A subclass is a criterion:
+    its `criterion(logits, target)` gives the per-sample loss of one task; conf/loss/<name>.yaml picks one by
+    `_target_` (FocalLoss, CrossEntropyLoss) with its own keys, `weighting` being common to all.
 
     weighting="uncertainty": L = sum_t exp(-s_t) L_t + s_t, with s_t = log sigma_t^2 learned
     (Kendall et al. 2018); "equal": L = sum_t L_t. A task with no label in the batch contributes nothing.
     """
 
-    def __init__(self, tasks: dict[str, list[str]] | list[str], criterion: str = "focal", gamma: float = 2.0,
-                 label_smoothing: float = 0.0, weighting: str = "uncertainty"):
+    def __init__(self, tasks: dict[str, list[str]] | list[str], weighting: str = "uncertainty"):
         super().__init__()
-        require_choice("loss.criterion", criterion, CRITERIA)
         require_choice("loss.weighting", weighting, WEIGHTINGS)
-        require(isinstance(gamma, (int, float)) and gamma >= 0, "loss.gamma", gamma, "a number >= 0")
-        require(isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing < 1, "loss.label_smoothing",
-                label_smoothing, "a number in [0, 1)")
         self.task_names = list(tasks)
-        self.gamma = gamma if criterion == "focal" else 0.0
-        self.label_smoothing = label_smoothing
         self.weighting = weighting
         self.log_vars = nn.Parameter(torch.zeros(len(self.task_names)), requires_grad=weighting == "uncertainty")
+
+    def criterion(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss (B,) of one task's logits (B, C) against class indices (B,)."""
+        raise NotImplementedError(f"{type(self).__name__} must define criterion(logits, target)")
 
     def per_sample(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample loss of one task (0 where the label is missing) and the label mask."""
         mask = labels != MISSING
-        loss = focal_loss(logits, labels.clamp_min(0), self.gamma, self.label_smoothing, reduction="none")
+        loss = self.criterion(logits, labels.clamp_min(0))
         return loss * mask, mask
 
     def forward(self, logits: dict[str, torch.Tensor], labels: torch.Tensor):
@@ -87,3 +85,36 @@ class MultiTaskLoss(nn.Module):
     def task_weights(self) -> dict[str, float]:
         """Current weight exp(-s_t) of each task (1.0 with equal weighting)."""
         return {name: float(torch.exp(-self.log_vars[t].detach())) for t, name in enumerate(self.task_names)}
+
+
+def _check_smoothing(label_smoothing: float) -> None:
+    require(isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing < 1, "loss.label_smoothing",
+            label_smoothing, "a number in [0, 1)")
+
+
+class FocalLoss(MultiTaskLoss):
+    """Focal loss per task (`focal_loss`; gamma=0 is cross-entropy), optionally against smoothed targets."""
+
+    def __init__(self, tasks: dict[str, list[str]] | list[str], gamma: float = 2.0, label_smoothing: float = 0.0,
+                 weighting: str = "uncertainty"):
+        super().__init__(tasks, weighting)
+        require(isinstance(gamma, (int, float)) and gamma >= 0, "loss.gamma", gamma, "a number >= 0")
+        _check_smoothing(label_smoothing)
+        self.gamma, self.label_smoothing = gamma, label_smoothing
+
+    def criterion(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return focal_loss(logits, target, self.gamma, self.label_smoothing, reduction="none")
+
+
+class CrossEntropyLoss(MultiTaskLoss):
+    """Cross-entropy per task, optionally against smoothed targets ((1 - eps) on the true class, eps / C spread
+    over all classes)."""
+
+    def __init__(self, tasks: dict[str, list[str]] | list[str], label_smoothing: float = 0.0,
+                 weighting: str = "uncertainty"):
+        super().__init__(tasks, weighting)
+        _check_smoothing(label_smoothing)
+        self.label_smoothing = label_smoothing
+
+    def criterion(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing, reduction="none")

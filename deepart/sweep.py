@@ -3,7 +3,6 @@ resumes unfinished ones) and the end-of-sweep summary (summary.csv and a printed
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import shutil
@@ -14,17 +13,18 @@ from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from deepart.core import rundir
 from deepart.core.config import OBJECTIVE, sweep_group
 from deepart.core.errors import ConfigError, DeepArtError, report_errors
-from deepart.report.sweeps import NOT_SWEPT, collect_runs, log_report_to_wandb, override_keys, swept_keys, write_report
+from deepart.report.runs import NOT_SWEPT, collect_runs, override_keys, swept_keys
+from deepart.report.sweeps import log_report_to_wandb, write_report
+from deepart.tracking import logger_kind
 
 log = logging.getLogger("deepart")
 
-FAILURE_FILE = "failure.json"
 #: What a failed run returns to the sweeper: the worst accuracy, so a search steers away from settings
 #: that crash (Optuna refuses NaN). The run is reported as failed, not as a run that scored 0.
 FAILED_OBJECTIVE = 0.0
@@ -41,8 +41,7 @@ def record_failure(run_dir: Path, exc: BaseException) -> dict[str, Any]:
             "oom": is_out_of_memory(exc), "traceback": "".join(traceback.format_exception(exc))}
     if info["oom"]:
         info["hint"] = "out of memory: lower phase.batch_size, or use a smaller backbone / data.image_size"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / FAILURE_FILE).write_text(json.dumps(info, indent=2))
+    rundir.write_failure(run_dir, info)
     return info
 
 
@@ -55,18 +54,18 @@ def _prepare_resumed_job(cfg: DictConfig, run_dir: Path, overrides: list[str] | 
     `resume` at an unfinished run's checkpoints. The job must have the overrides it was first run with."""
     hydra_dir, fresh = run_dir / ".hydra", run_dir / ".hydra-resume"
     if hydra_dir.is_dir() and overrides is not None:
-        before = _task_overrides(yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or [])
+        before = _task_overrides(rundir.read_overrides(run_dir) or [])
         if before != _task_overrides(overrides):
             raise ConfigError(f"resume_sweep: {run_dir} was run with overrides {before}, this job has "
                               f"{_task_overrides(overrides)}; re-run the sweep's own command (same values in "
                               f"the same order) with resume_sweep=<its sweep dir>")
     elif fresh.is_dir():  # a job the interrupted sweep never started
         shutil.copytree(fresh, hydra_dir)
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
+    metrics = rundir.read_metrics(run_dir)
+    if metrics is not None:
         log.info("resume_sweep: %s already finished; skipped", run_dir)
-        return json.loads(metrics.read_text())["best"].get(OBJECTIVE, FAILED_OBJECTIVE)
-    if any((run_dir / "checkpoints").glob("**/last.pt")):
+        return metrics["best"].get(OBJECTIVE, FAILED_OBJECTIVE)
+    if rundir.newest_last(run_dir) is not None:
         cfg.resume = str(run_dir)
     return None
 
@@ -96,7 +95,7 @@ def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
         if done is not None:
             return done
     if main_rank:
-        (run_dir / FAILURE_FILE).unlink(missing_ok=True)
+        rundir.clear_failure(run_dir)
     try:
         summary = train_fn(cfg)
     except Exception as exc:  # noqa: BLE001 - one run's crash must not end the sweep
@@ -104,7 +103,7 @@ def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
         if not multirun:
             return report_errors(_raise, exc)
         log.error("run %s failed (%s: %s)%s; recorded in %s/%s, the sweep goes on", run_dir.name,
-                  type(exc).__name__, exc, " - out of memory" if info.get("oom") else "", run_dir, FAILURE_FILE)
+                  type(exc).__name__, exc, " - out of memory" if info.get("oom") else "", run_dir, rundir.FAILURE)
         summary = None
     if summary is None:  # outside the except block: the traceback (and the run's model) is released now
         gc.collect()
@@ -124,9 +123,10 @@ def summarize(sweep_dir: str | Path) -> pd.DataFrame | None:
     if frame.empty:
         return None
     swept = swept_keys(frame, override_keys(frame))
-    metric_cols = [c for c in frame.columns if "/" in c or c in ("best_epoch", "runtime_s")]
-    frame = frame[["run", *swept, "status", *metric_cols, "error"]]
-    frame.to_csv(Path(sweep_dir) / "summary.csv", index=False)
+    metric_cols = [c for c in frame.columns if "/" in c]
+    fields = [c for c in rundir.RUN_FIELDS if c in frame.columns]
+    frame = frame[["run", *swept, "status", *metric_cols, *fields, "error"]]
+    frame.to_csv(Path(sweep_dir) / rundir.SUMMARY, index=False)
     return frame
 
 
@@ -155,11 +155,11 @@ class SweepSummary(Callback):
         frame = summarize(sweep_dir)
         if frame is None:
             return
-        print(f"\nSweep summary ({sweep_dir / 'summary.csv'}):\n{format_summary(frame)}", flush=True)
+        print(f"\nSweep summary ({sweep_dir / rundir.SUMMARY}):\n{format_summary(frame)}", flush=True)
         self._report(config, sweep_dir)
         failed = frame[frame["status"] != "done"]
         for row in failed.itertuples():
-            print(f"run {row.run} {row.status}: {row.error or 'no metrics.json'}", flush=True)
+            print(f"run {row.run} {row.status}: {row.error or 'no ' + rundir.METRICS}", flush=True)
         if len(failed):
             print(f"{len(failed)} of {len(frame)} runs have no results; continue the sweep with the same command "
                   f"plus resume_sweep={sweep_dir}", flush=True)
@@ -177,6 +177,6 @@ class SweepSummary(Callback):
         print(f"report: {paths['html']} (and report.md, report.csv; python -m deepart.report {sweep_dir} "
               f"--baseline key=value compares against another config)", flush=True)
         logger = config.get("logger") or {}
-        if str(logger.get("_target_", "")).endswith("WandbLogger"):
+        if logger_kind(logger) == "wandb":
             log_report_to_wandb(sweep_dir, project=logger.project, entity=logger.get("entity"),
                                 mode=logger.get("mode", "offline"), group=sweep_group(config.hydra.sweep.dir))

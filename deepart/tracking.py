@@ -11,6 +11,12 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def logger_kind(node: Any) -> str:
+    """What a `logger` config node logs to, from its `_target_`: "wandb" (WandbLogger), else "none"."""
+    target = str((node or {}).get("_target_", ""))
+    return "wandb" if target.rsplit(".", 1)[-1] == WandbLogger.__name__ else "none"
+
+
 class NullLogger:
     """Logs nothing beyond the console / metrics.json (logger=none)."""
 

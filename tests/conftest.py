@@ -23,16 +23,23 @@ TINY = [
     "data.image_size=64", "data.resize_size=64", "data.num_workers=0",
     "phase=3", "phase.epochs=1", "phase.batch_size=16", "phase.lr=3e-3",
 ]
-TINY_SEQUENCER = ["sequencer.encoder.hidden_size=16", "sequencer.pooling.hidden_dim=16"]
+#: Small values for the size keys a sequencer option may have (conf/sequencer/<name>.yaml, encoder or pooling).
+TINY_SIZES = {"hidden_size": 16, "hidden_dim": 16, "ff_dim": 32, "num_heads": 4}
 
 
 def tiny_sequencer(name: str) -> list[str]:
-    """Overrides that shrink sequencer option `name` (for the default bilstm: TINY_SEQUENCER)."""
-    if name == "pool":
-        return []
-    if name == "transformer":
-        return ["sequencer.encoder.ff_dim=32", "sequencer.encoder.num_heads=4", "sequencer.pooling.hidden_dim=16"]
-    return TINY_SEQUENCER
+    """Overrides that shrink sequencer option `name`: every size key its encoder and pooling have (read from
+    its conf file, so a new option needs no entry here)."""
+    from omegaconf import OmegaConf
+
+    from deepart.core.config import CONF_DIR
+
+    node = OmegaConf.load(CONF_DIR / "sequencer" / f"{name}.yaml")
+    return [f"sequencer.{part}.{key}={value}" for part in ("encoder", "pooling") if node.get(part) is not None
+            for key, value in TINY_SIZES.items() if key in node[part]]
+
+
+TINY_SEQUENCER = tiny_sequencer("bilstm")  # the default sequencer, shrunk
 DEMO_N, DEMO_SIZE = 96, 64
 
 

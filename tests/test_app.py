@@ -26,7 +26,7 @@ from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_over
 @pytest.fixture(scope="session")
 def app_run(demo_root, tmp_path_factory) -> Path:
     """A tiny model trained for one epoch on the demo data: its run dir."""
-    from deepart.training.run import train
+    from deepart.training.trainer import train
 
     run_dir = tmp_path_factory.mktemp("app_run")
     train(compose_config([*demo_overrides(demo_root), *TINY, *TINY_SEQUENCER]), run_dir=run_dir)

@@ -111,3 +111,25 @@ def test_cli_errors_are_short_and_name_the_problem(tmp_path):
     assert res.returncode == 2
     assert "loss.weighting='median' is not allowed: expected uncertainty | equal" in res.stderr + res.stdout
     assert "Traceback" not in res.stderr
+
+
+def test_impossible_freeze_stages_in_phase_3_of_a_chain_fails_at_start_up(tmp_path):
+    """Checked against the chosen backbone for every phase before anything is built or read: the demo data is
+    never generated, phase 1 never starts, and the one error line names the key."""
+    data_root = tmp_path / "demo-never-generated"
+    res = run_script("train.py", "experiment=demo", "logger=none", f"data.source.root={data_root}", "phase=all",
+                     "phase.epochs=1", "phase.chain.p3.freeze_stages=9", f"hydra.run.dir={tmp_path}/run")
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out
+    errors = [line for line in out.splitlines() if "freeze_stages" in line]
+    assert len(errors) == 1 and errors[0].endswith(
+        "phase.chain.p3.freeze_stages=9 is not allowed: expected 0..5 (backbone 'small_cnn' has 5 stages)."), out
+    assert "Traceback" not in out and "phase 1" not in out and "epoch" not in out
+    assert not data_root.exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("override,key", [("lr_finder.num_steps=2", "lr_finder.num_steps"),
+                                          ("optimizer.backbone_lr_scale=0", "optimizer.backbone_lr_scale")])
+def test_values_used_later_are_checked_at_start_up(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose_config([*TINY, "lr_find=true", override]))

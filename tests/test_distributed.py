@@ -10,7 +10,7 @@ import torch
 from deepart.checkpoint import Checkpoint
 from deepart.data.samplers import ShardSampler
 from deepart.evaluation import evaluate_checkpoint
-from deepart.training.run import train
+from deepart.training.trainer import train
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides
 
 KEYS = ["val/style/top1", "val/style/top5", "val/genre/top1", "val/genre/top5", "val/artist/top1",

@@ -67,10 +67,16 @@ def test_frozen_parameters_are_not_in_the_optimizer():
             assert id(p) in no_decay, name
 
 
-def test_too_many_stages_is_a_clear_error():
+def test_too_many_stages_is_a_clear_error_at_start_up():
+    """The start-up check names the key and the backbone's stage count, without building the model."""
     import pytest
 
     from deepart.core.errors import ConfigError
+    from deepart.training.checks import check_config
 
-    with pytest.raises(ConfigError, match=r"freeze_stages=6.*5 stages"):
+    with pytest.raises(ConfigError, match=r"^phase\.freeze_stages=6 is not allowed: expected 0\.\.5 "
+                                          r"\(backbone 'resnet18' has 5 stages\)"):
+        check_config(compose_config([*BASE, "phase=2", "phase.freeze_stages=6"]))
+    check_config(compose_config([*BASE, "phase=2", "phase.freeze_stages=5"]))  # every stage frozen: allowed
+    with pytest.raises(ValueError, match="freeze_stages=6"):  # the component still refuses it when called directly
         setup("2", "phase.freeze_stages=6")

@@ -91,7 +91,7 @@ def test_channels_last_and_fused_adamw_match_the_plain_step(demo_root):
 
 
 def test_eval_metrics_in_bf16_equal_fp32_within_tolerance(demo_root, tmp_path):
-    from deepart.training.run import train
+    from deepart.training.trainer import train
 
     cfg = compose_config([*demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, "phase.epochs=2"])
     train(cfg, run_dir=tmp_path)

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepart.losses import MultiTaskLoss, focal_loss
+from deepart.core.config import CONF_DIR, build, group_options
+from deepart.losses import CrossEntropyLoss, FocalLoss, MultiTaskLoss, focal_loss
 
 
 def test_focal_gamma0_equals_cross_entropy():
@@ -24,7 +25,7 @@ def test_focal_downweights_easy_examples():
 
 
 def test_missing_labels_are_masked():
-    loss_fn = MultiTaskLoss({"a": ["x", "y"], "b": ["u", "v", "w"]}, criterion="ce", weighting="equal")
+    loss_fn = CrossEntropyLoss({"a": ["x", "y"], "b": ["u", "v", "w"]}, weighting="equal")
     logits = {"a": torch.randn(4, 2), "b": torch.randn(4, 3)}
     labels = torch.tensor([[0, -1], [1, 2], [-1, -1], [1, 0]])
     total, per_task, counts = loss_fn(logits, labels)
@@ -36,7 +37,7 @@ def test_missing_labels_are_masked():
 
 
 def test_task_without_labels_contributes_nothing():
-    loss_fn = MultiTaskLoss(["a", "b"], criterion="focal", weighting="uncertainty")
+    loss_fn = FocalLoss(["a", "b"], weighting="uncertainty")
     logits = {"a": torch.randn(3, 2, requires_grad=True), "b": torch.randn(3, 2, requires_grad=True)}
     labels = torch.tensor([[0, -1], [1, -1], [0, -1]])
     total, _, _ = loss_fn(logits, labels)
@@ -55,7 +56,7 @@ def test_uncertainty_weighting_moves_toward_easier_task():
     noisy = torch.randint(0, 2, (n,))
     labels = torch.stack([easy, noisy], 1)
     model = torch.nn.Linear(8, 4)
-    loss_fn = MultiTaskLoss(["easy", "noisy"], criterion="ce", weighting="uncertainty")
+    loss_fn = CrossEntropyLoss(["easy", "noisy"], weighting="uncertainty")
     opt = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], lr=0.05)
     for _ in range(300):
         out = model(x)
@@ -69,16 +70,52 @@ def test_uncertainty_weighting_moves_toward_easier_task():
 
 
 def test_equal_weighting_has_no_trainable_weights():
-    loss_fn = MultiTaskLoss(["a"], weighting="equal")
+    loss_fn = FocalLoss(["a"], weighting="equal")
     assert not any(p.requires_grad for p in loss_fn.parameters())
 
 
-@pytest.mark.parametrize("kwargs,key", [({"criterion": "fcal"}, "loss.criterion"), ({"weighting": "median"},
-                                        "loss.weighting"), ({"gamma": -1.0}, "loss.gamma"),
-                                       ({"label_smoothing": 1.0}, "loss.label_smoothing")])
-def test_impossible_loss_settings_are_refused_by_name(kwargs, key):
-    """An unknown criterion is an error, never silently cross-entropy."""
+@pytest.mark.parametrize("cls,kwargs,key", [(FocalLoss, {"weighting": "median"}, "loss.weighting"),
+                                           (FocalLoss, {"gamma": -1.0}, "loss.gamma"),
+                                           (FocalLoss, {"label_smoothing": 1.0}, "loss.label_smoothing"),
+                                           (CrossEntropyLoss, {"label_smoothing": -0.1}, "loss.label_smoothing")])
+def test_impossible_loss_settings_are_refused_by_name(cls, kwargs, key):
     from deepart.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=rf"{key.replace('.', chr(92) + '.')}=.* is not allowed: expected"):
-        MultiTaskLoss(["a"], **kwargs)
+        cls(["a"], **kwargs)
+
+
+@pytest.mark.parametrize("option", group_options("loss"))
+def test_every_loss_option_is_a_criterion_class(option):
+    """Each conf/loss option builds a MultiTaskLoss subclass with its own criterion: a finite per-sample loss
+    that is lower for the right class than for a wrong one."""
+    from omegaconf import OmegaConf
+
+    loss_fn = build(OmegaConf.load(CONF_DIR / "loss" / f"{option}.yaml"), tasks=["a"])
+    assert isinstance(loss_fn, MultiTaskLoss) and type(loss_fn) is not MultiTaskLoss
+    logits = torch.tensor([[3.0, 0.0, 0.0], [3.0, 0.0, 0.0]])
+    per_sample = loss_fn.criterion(logits, torch.tensor([0, 1]))
+    assert per_sample.shape == (2,) and torch.isfinite(per_sample).all() and per_sample[0] < per_sample[1]
+
+
+def test_cross_entropy_is_focal_with_gamma_0():
+    torch.manual_seed(0)
+    logits, target = torch.randn(16, 5), torch.randint(0, 5, (16,))
+    ce = CrossEntropyLoss(["a"], label_smoothing=0.1).criterion(logits, target)
+    focal = FocalLoss(["a"], gamma=0.0, label_smoothing=0.1).criterion(logits, target)
+    assert torch.allclose(ce, focal, atol=1e-6)
+
+
+def test_old_checkpoint_configs_name_todays_classes():
+    """Configs saved before criteria were classes (and before sequencers.py became encoders.py) still build."""
+    from deepart.checkpoint import upgrade_config
+
+    old = {"loss": {"_target_": "deepart.losses.MultiTaskLoss", "criterion": "ce", "gamma": 2.0,
+                    "label_smoothing": 0.1, "weighting": "equal"},
+           "sequencer": {"encoder": {"_target_": "deepart.models.sequencers.RNNEncoder", "cell": "gru"}}}
+    new = upgrade_config(old)
+    assert new["loss"] == {"_target_": "deepart.losses.CrossEntropyLoss", "label_smoothing": 0.1,
+                           "weighting": "equal"}
+    assert new["sequencer"]["encoder"]["_target_"] == "deepart.models.encoders.RNNEncoder"
+    assert isinstance(build(new["loss"], tasks=["a"]), CrossEntropyLoss)
+    assert upgrade_config(new) == new

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deepart.training.lr_find import suggest_lr
-from deepart.training.run import train
+from deepart.training.trainer import train
 
 
 def test_suggestion_is_the_steepest_descent_before_the_minimum():

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from deepart.core.config import group_options
-from deepart.losses import MultiTaskLoss
+from deepart.losses import FocalLoss
 from deepart.models import DeepArtNet, build_model
 from tests.conftest import TINY, TINY_SEQUENCER, compose_config, tiny_sequencer
 
@@ -38,7 +38,7 @@ def test_reference_grid_is_7x7_at_224():
 def test_every_trainable_parameter_gets_a_gradient(sequencer):
     torch.manual_seed(0)
     model = tiny_model(sequencer).train()
-    loss_fn = MultiTaskLoss(TASKS, criterion="focal", weighting="uncertainty")
+    loss_fn = FocalLoss(TASKS, weighting="uncertainty")
     images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
     labels = torch.tensor([[0, 1, -1], [1, 2, 3], [2, -1, 4], [4, 0, 6]])
     total, _, _ = loss_fn(model(images)["logits"], labels)
@@ -54,6 +54,14 @@ def test_uint8_and_float_inputs_agree():
     a = model(images)["logits"]["style"]
     b = model(images.float() / 255)["logits"]["style"]
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_class_without_the_encoder_contract_is_refused_by_key():
+    from deepart.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sequencer\.encoder\._target_=torch\.nn\.Identity: not an nn\.Module with "
+                                          r"what deepart\.models\.encoders\.Encoder lists"):
+        tiny_model("bilstm", "sequencer.encoder={_target_: torch.nn.Identity}")
 
 
 def test_unknown_backbone_is_a_clear_config_error():

@@ -14,7 +14,7 @@ from deepart.core.errors import ConfigError, DataError
 from deepart.evaluation import evaluate_checkpoint
 from deepart.predict import parse_args, predict
 from deepart.tracking import WandbLogger
-from deepart.training.run import train
+from deepart.training.trainer import train
 from tests.conftest import REPO
 
 

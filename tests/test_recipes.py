@@ -14,7 +14,7 @@ from deepart.checkpoint import Checkpoint
 from deepart.core.config import build
 from deepart.models import build_model
 from deepart.training.optim import build_optimizer
-from deepart.training.run import train
+from deepart.training.trainer import train
 from tests.conftest import SHARED, TINY, TINY_SEQUENCER, compose_config, run_script
 
 TASKS = {"style": ["a", "b", "c"], "genre": ["x", "y"]}

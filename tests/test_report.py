@@ -312,7 +312,9 @@ def test_mcnemar_exact():
     assert mcnemar_exact(2, 10) == mcnemar_exact(10, 2)
     assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(0, 7) == pytest.approx(2 / 2**7)
-    assert mcnemar_exact(560, 500) == pytest.approx(math.erfc(59 / math.sqrt(1060) / math.sqrt(2)))  # normal approx
+    exact = 2 * sum(math.comb(1060, i) for i in range(501)) / 2**1060  # exact at any size (integer arithmetic)
+    assert mcnemar_exact(560, 500) == pytest.approx(exact, rel=1e-9)
+    assert exact == pytest.approx(math.erfc(59 / math.sqrt(1060) / math.sqrt(2)), rel=0.02)  # near the normal approx
 
 
 def test_paired_bootstrap():
@@ -378,8 +380,7 @@ def test_many_configs_keep_distinct_colours_and_a_bounded_figure(tmp_path):
     colour, and report.png wraps its one-panel-per-key layout instead of growing a panel wider per key."""
     from PIL import Image
 
-    from deepart.report.dashboard import config_colors
-    from deepart.report.sweeps import PLOT_COLUMNS
+    from deepart.report.figures import PLOT_COLUMNS, config_colors
 
     data = make_data(np.random.default_rng(0))
     keys = ["phase.lr", "loss.gamma", "sampler.power", "model.dim", "data.image_size", "trainer.ema_decay"]

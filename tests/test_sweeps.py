@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from deepart.report.sweeps import main as report_main
 from deepart.report.sweeps import write_report
-from deepart.training import run as run_module
+from deepart.training import trainer as trainer_module
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, run_script
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
@@ -28,14 +28,14 @@ def train_in_process(monkeypatch, *args: str) -> None:
 def test_a_crashing_run_is_reported_and_resume_sweep_finishes_it(demo_root, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     args = ["-m", *demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, "phase.epochs=2", "loss.gamma=1,3"]
-    real_save = run_module.Trainer._save
+    real_save = trainer_module.Trainer._save
 
     def out_of_memory_in_gamma_3(self, *a, **kw):
         real_save(self, *a, **kw)
         if self.cfg.loss.gamma == 3:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(run_module.Trainer, "_save", out_of_memory_in_gamma_3)
+    monkeypatch.setattr(trainer_module.Trainer, "_save", out_of_memory_in_gamma_3)
     with pytest.raises(SystemExit) as stopped:  # the sweep finishes, then reports the failure by its exit status
         train_in_process(monkeypatch, *args, f"hydra.sweep.dir={sweep}")
     assert stopped.value.code == 1
@@ -48,7 +48,7 @@ def test_a_crashing_run_is_reported_and_resume_sweep_finishes_it(demo_root, tmp_
     assert "out of memory" in table.loc[1, "error"]
     assert "run 1: failed (out of memory: RuntimeError" in (sweep / "report.md").read_text()
 
-    monkeypatch.setattr(run_module.Trainer, "_save", real_save)
+    monkeypatch.setattr(trainer_module.Trainer, "_save", real_save)
     finished = (sweep / "0" / "metrics.json").stat().st_mtime_ns
     train_in_process(monkeypatch, *args, f"resume_sweep={sweep}")
     assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == finished  # skipped

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepart.training.run import RunInfo, train
+from deepart.training.trainer import RunInfo, train
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from deepart.training import run as run_module
-from deepart.training.run import train
+from deepart.training import trainer as trainer_module
+from deepart.training.trainer import train
 from tests.conftest import TINY, TINY_SEQUENCER, demo_overrides, run_script
 
 KEYS = ["val/style/top1", "val/style/top5", "val/genre/top1", "val/genre/top5", "val/artist/top1",
@@ -34,7 +34,8 @@ def test_train_writes_checkpoints_metrics_and_prints_a_table(trained_run):
     log = (run_dir / "train.log").read_text()
     assert "epoch 1/1" in log and "x chance" in log and "mean top1" in log
     raw = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
-    assert set(raw["tasks"]) == {"style", "genre", "artist"} and raw["config"]["loss"]["criterion"] == "focal"
+    assert set(raw["tasks"]) == {"style", "genre", "artist"}
+    assert raw["config"]["loss"]["_target_"] == "deepart.losses.FocalLoss"
 
 
 def test_eval_reproduces_the_training_numbers(trained_run):
@@ -72,16 +73,16 @@ def test_multirun_writes_a_summary(demo_root, tmp_path):
 def test_resume_equals_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
     straight = train(tiny_cfg("phase.epochs=2", "sampler=weighted"), run_dir=tmp_path / "straight")
 
-    real_save = run_module.Trainer._save
+    real_save = trainer_module.Trainer._save
 
     def save_then_die(self, *args, **kwargs):
         real_save(self, *args, **kwargs)
         raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
 
-    monkeypatch.setattr(run_module.Trainer, "_save", save_then_die)
+    monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cfg("phase.epochs=2", "sampler=weighted"), run_dir=tmp_path / "killed")
-    monkeypatch.setattr(run_module.Trainer, "_save", real_save)
+    monkeypatch.setattr(trainer_module.Trainer, "_save", real_save)
     assert torch.load(tmp_path / "killed/checkpoints/last.pt", weights_only=True)["progress"]["epoch"] == 1
 
     resumed = train(tiny_cfg(f"resume={tmp_path / 'killed'}"))

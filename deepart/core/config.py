@@ -14,8 +14,6 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 #: The metric that compares runs: it picks best.pt, drives early stopping and is a sweep's objective.
 OBJECTIVE = "val/mean_top1"
-#: A run's per-image val predictions of its best checkpoint (index, path, <task>, <task>_pred), in its run dir.
-PREDICTIONS_FILE = "val_predictions.csv"
 #: Model parts that `phase.freeze` may name (attributes of DeepArtNet).
 FREEZABLE = ("backbone", "proj", "encoder", "pooling", "heads")
 
@@ -74,11 +72,10 @@ def _check_phase(phase: DictConfig, prefix: str) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Fail early, naming the key, on values that cannot work.
-
-    Unknown keys and unknown group options are already refused by Hydra (struct mode); this checks
-    values, the loss's and the runtime's by the checks of those objects. Checks that need the built
-    model (e.g. freeze_stages against the backbone's stage count) happen where the model is built.
+    """Fail early, naming the key, on values that cannot work: the values of every group, the loss's (by building
+    it, no data needed) and the runtime's (Runtime.resolve). Unknown keys and unknown group options are already
+    refused by Hydra (struct mode). The one check that needs the chosen backbone, `freeze_stages` of every
+    phase against its number of stages, is deepart.training.checks.check_config's, which runs this first.
     """
     from deepart.core.runtime import Runtime
 
@@ -117,6 +114,23 @@ def validate(cfg: DictConfig) -> None:
     require(0 <= sched.min_lr_ratio <= 1, "scheduler.min_lr_ratio", sched.min_lr_ratio, "a number in [0, 1]")
     power = cfg.sampler.get("power", 1.0)
     require(power >= 0, "sampler.power", power, "a number >= 0")
+    lr_scale = cfg.optimizer.get("backbone_lr_scale", 1.0)
+    require(lr_scale > 0, "optimizer.backbone_lr_scale", lr_scale, "a number > 0")
+    if cfg.get("lr_find"):
+        _check_lr_finder(cfg.lr_finder)
+
+
+def _check_lr_finder(lf: DictConfig) -> None:
+    require(lf.min_lr > 0, "lr_finder.min_lr", lf.min_lr, "a number > 0")
+    require(lf.max_lr > lf.min_lr, "lr_finder.max_lr", lf.max_lr, f"a number > lr_finder.min_lr ({lf.min_lr})")
+    require(isinstance(lf.num_steps, int) and lf.num_steps >= 5, "lr_finder.num_steps", lf.num_steps,
+            "an integer >= 5")
+    require(0 <= lf.smoothing < 1, "lr_finder.smoothing", lf.smoothing, "a number in [0, 1)")
+
+
+def phase_keys(cfg: DictConfig) -> list[str]:
+    """The config key of each phase of phase_plan(cfg), in order: `phase`, or `phase.chain.<key>` of a chain."""
+    return ["phase"] if cfg.phase.name != "all" else [f"phase.chain.{key}" for key in cfg.phase.chain]
 
 
 def phase_plan(cfg: DictConfig) -> list[DictConfig]:
@@ -131,6 +145,14 @@ def phase_plan(cfg: DictConfig) -> list[DictConfig]:
                 sub[key] = cfg.phase[key]
         plan.append(sub)
     return plan
+
+
+def launch_keys() -> tuple[str, ...]:
+    """Overrides that steer how a run is started, not what it computes (resume, resume_sweep, ...): the
+    `hydra.job.config.override_dirname.exclude_keys` of conf/config.yaml, so they name no run and no config
+    of a sweep."""
+    hydra = OmegaConf.load(CONF_DIR / "config.yaml").hydra
+    return tuple(hydra.job.config.override_dirname.exclude_keys)
 
 
 def sweep_group(sweep_dir: str | Path) -> str:

@@ -8,7 +8,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from deepart.core.config import build
+from deepart.core.errors import ConfigError
 from deepart.models.backbone import Backbone
+from deepart.models.encoders import Encoder
+from deepart.models.pooling import Pooling
 
 #: Keys of `data` that define how an image becomes the model's input at evaluation time.
 INPUT_KEYS = ("image_size", "resize_size", "square_pad")
@@ -37,7 +40,7 @@ class DeepArtNet(nn.Module):
     resize_size and square_pad of the eval transform, and the backbone's mean / std (0..1 scale).
     """
 
-    def __init__(self, backbone: Backbone, encoder: nn.Module | None, pooling: nn.Module,
+    def __init__(self, backbone: Backbone, encoder: Encoder | None, pooling: Pooling,
                  tasks: dict[str, list[str]], dim: int | None = 512, head_hidden: int = 256,
                  head_dropout: float = 0.4, input_cfg: dict[str, Any] | None = None):
         super().__init__()
@@ -94,7 +97,17 @@ def build_model(cfg: DictConfig, tasks: dict[str, list[str]], pretrained: bool |
     dim = cfg.model.dim
     tokens = dim or backbone.out_channels
     encoder = build(cfg.sequencer.encoder, dim=tokens) if cfg.sequencer.encoder is not None else None
+    _check_contract(encoder, Encoder, "sequencer.encoder", cfg.sequencer.encoder)
     pooling = build(cfg.sequencer.pooling, dim=encoder.out_dim if encoder is not None else tokens)
+    _check_contract(pooling, Pooling, "sequencer.pooling", cfg.sequencer.pooling)
     input_cfg = {key: cfg.data.get(key) for key in INPUT_KEYS if key in cfg.data}
     return DeepArtNet(backbone, encoder, pooling, tasks, dim=dim, head_hidden=cfg.model.head_hidden,
                       head_dropout=cfg.model.head_dropout, input_cfg=input_cfg)
+
+
+def _check_contract(part: Any, contract: type, key: str, node: Any) -> None:
+    """A built encoder / pooling must be an nn.Module with what `contract` (a Protocol) lists."""
+    if part is not None and not (isinstance(part, nn.Module) and isinstance(part, contract)):
+        raise ConfigError(f"{key}._target_={node._target_}: not an nn.Module with what deepart.models."
+                          f"{contract.__module__.rsplit('.', 1)[-1]}.{contract.__name__} lists; point it at "
+                          f"such a class")

@@ -1,8 +1,20 @@
-"""Pooling of the token sequence into one vector per image, with attention weights where they exist."""
+"""Pooling of the token sequence into one vector per image, with attention weights where they exist: the second
+half of a `sequencer` option. The contract is `Pooling`."""
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+
+@runtime_checkable
+class Pooling(Protocol):
+    """What DeepArtNet needs of a pooling. It is built as `_target_(dim=<token size>, **keys)` (an nn.Module) and
+    maps (B, N, dim) tokens to ((B, dim) context, (B, N) weights summing to 1 over N, or None when it has
+    none, e.g. mean pooling). The weights are what the attention overlays show."""
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
 class AdditiveAttention(nn.Module):

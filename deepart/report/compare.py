@@ -1,5 +1,5 @@
 """Configs of one or more sweeps compared. A config is the set of a run's override values other than `seed`
-(and the keys in deepart.report.sweeps.NOT_SWEPT); runs of a config with different seeds are its replicates.
+(and the launch keys, deepart.report.runs.NOT_SWEPT); runs of a config with different seeds are its replicates.
 
 `comparison_table` aggregates every config over its seeds (mean ± std, 95 % interval of the mean);
 `paired_table` tests every config against a baseline config on the same val images, from the
@@ -8,7 +8,6 @@ and `<task>_pred`).
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,11 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepart.core.config import OBJECTIVE, PREDICTIONS_FILE
+from deepart.core import rundir
+from deepart.core.config import OBJECTIVE
 from deepart.core.errors import DeepArtError
+from deepart.report.runs import as_text, varying_keys
 from deepart.report.stats import mcnemar_exact, paired_bootstrap, t_interval, wilson_interval
 
 SIGNIFICANT, WITHIN_NOISE = "significant", "within noise"
+#: The marks of a significant difference from the baseline in the tables, figures and page.
+UP, DOWN = "▲", "▼"
 #: The label (and --baseline) of the config that sets none of the swept keys: the command's own defaults.
 DEFAULTS = "defaults"
 PAIRED_COLUMNS = ("config", "baseline", "metric", "images", "seeds", "baseline_seeds", "diff_points",
@@ -89,24 +92,14 @@ def read_predictions(path: Path, tasks: list[str]) -> pd.DataFrame | None:
 
 def load_run(run_dir: Path, run_id: str, seed: str | None) -> Run:
     """A finished run from its metrics.json (and val_predictions.csv when present)."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = rundir.read_metrics(run_dir)
     best = metrics.get("best", {})
     history = metrics.get("history")
     phases = {name: p.get("best", {}).get(OBJECTIVE, math.nan) for name, p in metrics.get("phases", {}).items()}
     return Run(id=run_id, seed=seed, best=best, best_epoch=metrics.get("best_epoch", math.nan),
                history=history if isinstance(history, list) and history else None,
-               predictions=read_predictions(run_dir / PREDICTIONS_FILE, run_tasks(best)),
+               predictions=read_predictions(run_dir / rundir.PREDICTIONS, run_tasks(best)),
                final=metrics.get("final", {}), phase_best=phases if len(phases) > 1 else {})
-
-
-def as_text(value: Any) -> str:
-    """An override value as text; a key the run did not set (NaN in a pooled table) is ''."""
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-
-
-def varying_keys(frame: pd.DataFrame, keys: list[str]) -> list[str]:
-    """The keys among `keys` whose values differ between the rows of `frame` (a key unset in some rows counts)."""
-    return [k for k in keys if k in frame.columns and frame[k].map(as_text).nunique() > 1]
 
 
 def group_configs(frame: pd.DataFrame, keys: list[str]) -> list[Config]:
@@ -295,7 +288,7 @@ def _paired_rows(config: Config, baseline: Config, tasks: list[str], n_boot: int
     if not config.runs or not baseline.runs:
         aligned: tuple | str = "no finished run"
     elif not runs or not base_runs:
-        aligned = f"no {PREDICTIONS_FILE}"
+        aligned = f"no {rundir.PREDICTIONS}"
     else:
         aligned = _align(runs + base_runs, tasks)
     if isinstance(aligned, str):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -30,9 +31,31 @@ def train_step(model, loss_fn: MultiTaskLoss, images: torch.Tensor, labels: torc
     return out, objective.detach(), mean_task_loss(task_losses, counts)
 
 
-def train_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler, rt: Runtime, *,
-                grad_clip: float | None, tasks: dict, skips: SkipCounter, desc: str, progress: bool,
-                log_every: int, on_log: Callable[[dict, int], None] | None = None, step: int = 0,
+@dataclass
+class Optimization:
+    """What a training step updates and how: the model and loss as trained (compiled / DDP-wrapped as the phase
+    runs them), the optimizer, its per-step schedule, the runtime and the gradient clipping norm (None: off)."""
+
+    model: torch.nn.Module
+    loss_fn: MultiTaskLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    rt: Runtime
+    grad_clip: float | None = None
+
+
+@dataclass
+class Progress:
+    """How an epoch shows itself: the progress bar's text (and whether there is a bar), and every `log_every`
+    steps (0: never) the step's loss, objective and lr passed to `on_log(metrics, step)`."""
+
+    desc: str
+    bar: bool = True
+    log_every: int = 0
+    on_log: Callable[[dict, int], None] | None = None
+
+
+def train_epoch(opt: Optimization, loader, tasks: dict, skips: SkipCounter, progress: Progress, step: int = 0, *,
                 reduce: Callable[[list[torch.Tensor]], None] | None = None,
                 after_step: Callable[[], None] | None = None) -> tuple[dict[str, float], int]:
     """One pass over the training loader. Returns (train metrics, global step after the epoch).
@@ -40,13 +63,15 @@ def train_epoch(model, loss_fn: MultiTaskLoss, loader, optimizer, scheduler, rt:
     `reduce(tensors)` sums the epoch's counts over processes (data-parallel runs) before metrics are computed;
     `after_step()` runs after every optimizer step (e.g. the moving average of the weights).
     """
+    model, loss_fn, optimizer, scheduler, rt = opt.model, opt.loss_fn, opt.optimizer, opt.scheduler, opt.rt
+    grad_clip, log_every, on_log = opt.grad_clip, progress.log_every, progress.on_log
     model.train()
     meter = MetricAccumulator(tasks, rt.device)
     sums = torch.zeros(2, device=rt.device, dtype=torch.float64)  # mean task loss, objective
     n_steps = n_images = 0
     started = time.perf_counter()
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    bar = tqdm(loader, total=len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
+    bar = tqdm(loader, total=len(loader), desc=progress.desc, disable=not progress.bar, leave=False, dynamic_ncols=True,
                mininterval=1.0)
     for batch in skips.readable(bar):
         images, labels = rt.images(batch), rt.labels(batch)

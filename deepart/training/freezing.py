@@ -5,11 +5,9 @@ import logging
 
 from torch import nn
 
-from deepart.core.errors import require
 from deepart.models.deepartnet import DeepArtNet
 
 log = logging.getLogger(__name__)
-
 
 
 def apply_freezing(model: DeepArtNet, freeze: list[str], freeze_stages: int) -> dict[str, int]:
@@ -18,9 +16,9 @@ def apply_freezing(model: DeepArtNet, freeze: list[str], freeze_stages: int) -> 
     BatchNorm layers whose parameters are all frozen are kept in eval mode (running statistics fixed).
     Returns counts of trainable / frozen parameters.
     """
-    n_stages = model.backbone.num_stages
-    require(freeze_stages <= n_stages, "phase.freeze_stages", freeze_stages,
-            f"0..{n_stages} (backbone '{model.backbone.name}' has {n_stages} stages)")
+    if not 0 <= freeze_stages <= model.backbone.num_stages:  # a config's value was checked at start-up
+        raise ValueError(f"freeze_stages={freeze_stages}: backbone '{model.backbone.name}' has "
+                         f"{model.backbone.num_stages} stages")
     for p in model.parameters():
         p.requires_grad_(True)
     for part in freeze:

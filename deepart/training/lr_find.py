@@ -18,13 +18,12 @@ from omegaconf import DictConfig
 
 from deepart.checkpoint import capture_rng, restore_rng
 from deepart.core.config import phase_plan
-from deepart.core.errors import require
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import train_loader
 from deepart.training.engine import train_step
 from deepart.training.freezing import apply_freezing
 from deepart.training.optim import build_optimizer
-from deepart.vis.plots import save_figure
+from deepart.vis.plots import pyplot, save_figure
 
 log = logging.getLogger("deepart")
 
@@ -40,12 +39,7 @@ def suggest_lr(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, str]:
 
 def range_test(trainer, phase: DictConfig, cfg: DictConfig) -> dict:
     """Run the test on `trainer`'s model; returns {lrs, losses, suggestion, rule}. State is restored."""
-    lf = cfg.lr_finder
-    require(lf.min_lr > 0, "lr_finder.min_lr", lf.min_lr, "a number > 0")
-    require(lf.max_lr > lf.min_lr, "lr_finder.max_lr", lf.max_lr, f"a number > lr_finder.min_lr ({lf.min_lr})")
-    require(isinstance(lf.num_steps, int) and lf.num_steps >= 5, "lr_finder.num_steps", lf.num_steps,
-            "an integer >= 5")
-    require(0 <= lf.smoothing < 1, "lr_finder.smoothing", lf.smoothing, "a number in [0, 1)")
+    lf = cfg.lr_finder  # its values were checked at start-up (core.config.validate)
     model, loss_fn, rt = trainer.model, trainer.loss_fn, trainer.rt
     saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(loss_fn.state_dict()), capture_rng())
     apply_freezing(model, list(phase.freeze), phase.freeze_stages)
@@ -85,10 +79,7 @@ def _cycle(loader, skips: SkipCounter):
 
 
 def plot_range_test(result: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result["lrs"], result["losses"])

@@ -9,7 +9,6 @@ from omegaconf import DictConfig
 from torch import nn
 
 from deepart.core.config import build
-from deepart.core.errors import require
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float, lr: float,
@@ -33,7 +32,6 @@ def build_optimizer(cfg: DictConfig, modules: list[nn.Module], lr: float, device
     fused = opt_cfg.pop("fused", None)
     weight_decay = opt_cfg.pop("weight_decay", 0.0)
     lr_scale = opt_cfg.pop("backbone_lr_scale", 1.0)
-    require(lr_scale > 0, "optimizer.backbone_lr_scale", lr_scale, "a number > 0")
     kwargs = {}
     if fused is None and device.type == "cuda":
         kwargs["fused"] = True

@@ -8,6 +8,17 @@ import torch
 import torch.nn.functional as F
 
 
+def pyplot():
+    """matplotlib.pyplot with the Agg backend (files only, no display): every figure of deepart is drawn
+    through this."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def upsample_map(weights: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """A (h, w) map bilinearly upsampled to `size` (H, W) and scaled to [0, 1]."""
     t = torch.as_tensor(np.asarray(weights, dtype=np.float32))[None, None]
@@ -33,10 +44,7 @@ def attention_overlay(image_chw: torch.Tensor, attention: torch.Tensor | np.ndar
 def plot_confusion(cm: np.ndarray, class_names: list[str], path: str | Path, title: str = "",
                    normalize: bool = True) -> Path:
     """Save a confusion matrix (rows = truth, normalised per true class by default) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cm = np.asarray(cm, dtype=float)
     shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
@@ -61,8 +69,7 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], path: str | Path, tit
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     """tight_layout, write the PNG (creating its folder), close the figure."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,10 +81,7 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
 def save_image_grid(images: list[np.ndarray], titles: list[str], path: str | Path, ncols: int,
                     suptitle: str = "", panel_inches: float = 2.6) -> Path:
     """Save uint8 (H, W, 3) images as a grid PNG, each with its (multi-line) title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = max(1, len(images))
     ncols = max(1, min(ncols, n))

@@ -1,64 +1,75 @@
-"""The figures of the sweep report (matplotlib, Agg) and report.html: one self-contained page, figures inlined
-as base64 PNG, no scripts, no external CSS or fonts."""
+"""The report's figures (matplotlib, Agg): the objective against each swept value (report.png), the seed mean
+top-1 of every config with its interval (report_bars.png), the learning curves (report_curves.png)."""
 from __future__ import annotations
 
-import base64
-import html
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from deepart.core.config import OBJECTIVE
-from deepart.report.compare import Config, metric_key, metric_name
-
-STYLE = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1360px;
-       color: #222; line-height: 1.45; padding: 0 16px; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f3f3f3; text-align: center; } td.text { text-align: left; }
-tr.baseline td { background: #f4f7fb; font-weight: 600; }
-td.up { background: #dff3e1; font-weight: 600; } td.down { background: #f9e0e0; font-weight: 600; }
-.scroll { overflow-x: auto; } img { max-width: 100%; } .note { color: #555; font-size: 0.92em; }
-"""
-UP, DOWN = "▲", "▼"
-NUMBER = re.compile(r"^$|^[-+<\[\d]")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from deepart.report.compare import UP, Config, metric_key, metric_name
+from deepart.report.runs import as_text
+from deepart.vis.plots import pyplot
 
 
 def config_colors(n: int) -> list[Any]:
     """One colour per config, the same in every figure: tab10 up to 10 configs, tab20 up to 20, then evenly
     spaced hues, so no two configs share a colour."""
-    plt = _pyplot()
+    plt = pyplot()
     if n <= 20:
         cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
         return [cmap(i) for i in range(n)]
     cmap = plt.get_cmap("hsv")
     return [cmap(i / n) for i in range(n)]
 
-
 def grid(n: int, columns: int = 3) -> tuple[int, int]:
     """(rows, columns) of a grid of n panels, at most `columns` to a row."""
     return math.ceil(n / columns), min(n, columns)
+
+
+PLOT_COLUMNS = 4  # panels per row of report.png: many swept keys (pooled sweeps) wrap instead of widening it
+
+def objective_figure(table: pd.DataFrame, swept: list[str], path: Path) -> None:
+    """The objective (%) against each swept value; one panel per key, at most PLOT_COLUMNS to a row."""
+    plt = pyplot()
+
+    keys = swept or ["run"]
+    done = table[table["status"] == "done"]
+    rows, cols = grid(len(keys), PLOT_COLUMNS)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
+        y = 100 * pd.to_numeric(done[OBJECTIVE], errors="coerce")
+        x = pd.to_numeric(done[key], errors="coerce")
+        if len(done) and x.notna().all():
+            ax.scatter(x, y, alpha=0.8)
+            if (x > 0).all() and x.max() / x.min() >= 10:
+                ax.set_xscale("log")
+        else:
+            levels = sorted(table[key].map(as_text).unique())
+            pos = done[key].map(as_text).map({v: i for i, v in enumerate(levels)})
+            ax.scatter(pos, y, alpha=0.8)
+            names = [level or "(default)" for level in levels]  # a key another pooled sweep left unset
+            ax.set_xticks(range(len(levels)), names, rotation=30, ha="right")
+            ax.set_xlim(-0.5, len(levels) - 0.5)
+        failed = int((table["status"] != "done").sum())
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"best {OBJECTIVE} (%)")
+        ax.set_title(f"{len(done)} runs" + (f", {failed} without results (not shown)" if failed else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def bar_figure(compare: pd.DataFrame, configs: list[Config], tasks: list[str], marks: dict[tuple[str, str], str],
                path: Path) -> None:
     """Per task and for the mean top-1: the seed mean of every config as a bar with its 95 % interval, the
     seeds as dots and the significance mark against the baseline; written to `path`."""
-    plt = _pyplot()
+    plt = pyplot()
     keys = [OBJECTIVE] + [metric_key(t) for t in tasks]
     rows, cols = grid(len(keys))
     height = 1.2 + 0.42 * len(configs)
@@ -96,7 +107,6 @@ def bar_figure(compare: pd.DataFrame, configs: list[Config], tasks: list[str], m
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
-
 def _phase_spans(history: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
     """(phase, first, last) cumulative epochs (1-based) of each phase in a run's history."""
     spans: list[tuple[str, int, int]] = []
@@ -108,7 +118,6 @@ def _phase_spans(history: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
             spans.append((phase, x, x))
     return spans
 
-
 def curve_figure(configs: list[Config], tasks: list[str], path: Path) -> bool:
     """Learning curves of every run with a history: val mean top-1 per cumulative epoch over the phases (and one
     panel per task when there are several), one colour per config, one line per seed, phase boundaries as
@@ -117,7 +126,7 @@ def curve_figure(configs: list[Config], tasks: list[str], path: Path) -> bool:
     runs = [(i, run) for i, c in enumerate(configs) for run in c.runs if run.history]
     if not runs:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     keys = [OBJECTIVE] + ([metric_key(t) for t in tasks] if len(tasks) > 1 else [])
     rows, cols = grid(len(keys))
     fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.4 * rows + 0.6), squeeze=False)
@@ -152,45 +161,3 @@ def curve_figure(configs: list[Config], tasks: list[str], path: Path) -> bool:
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return True
-
-
-def html_table(frame: pd.DataFrame, row_classes: list[str] | None = None) -> str:
-    """An HTML table of string cells: text left-aligned, numbers right-aligned, a cell holding ▲ / ▼ marked."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = []
-    for n, row in enumerate(frame.itertuples(index=False)):
-        cells = []
-        for value in row:
-            text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-            classes = [name for name, on in (("text", not NUMBER.match(text)), ("up", UP in text),
-                                             ("down", DOWN in text)) if on]
-            css = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{css}>{html.escape(text)}</td>")
-        css = f' class="{row_classes[n]}"' if row_classes and row_classes[n] else ""
-        body.append(f"<tr{css}>{''.join(cells)}</tr>")
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
-
-
-def image(path: Path, alt: str) -> str:
-    """The PNG at `path` inlined as a data URI."""
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
-
-
-def paragraph(text: str, css: str = "") -> str:
-    """An escaped paragraph, with a CSS class if given."""
-    return f'<p class="{css}">{html.escape(text)}</p>' if css else f"<p>{html.escape(text)}</p>"
-
-
-def bullets(items: list[str]) -> str:
-    """An escaped bullet list."""
-    return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
-
-
-def page(title: str, sections: list[tuple[str, list[str]]], intro: list[str]) -> str:
-    """The whole document: a title, intro blocks, then (heading, blocks) sections (blocks are HTML)."""
-    parts = [f"<h1>{html.escape(title)}</h1>", *intro]
-    for heading, blocks in sections:
-        parts += [f"<h2>{html.escape(heading)}</h2>", *blocks]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n")

@@ -6,7 +6,6 @@ validate, report, checkpoint (last.pt every epoch, best.pt by val/mean_top1), op
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -19,29 +18,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from deepart.checkpoint import (
-    CHECKPOINTS,
-    Checkpoint,
-    atomic_copy,
-    capture_rng,
-    newest_last,
-    phase_dir,
-    remove_partial_writes,
-    restore_rng,
-    run_dir_of,
-)
-from deepart.core import distributed, faults
+from deepart.checkpoint import Checkpoint, atomic_copy, capture_rng, remove_partial_writes, restore_rng
+from deepart.core import distributed, faults, rundir
 from deepart.core.config import (
     OBJECTIVE,
-    PREDICTIONS_FILE,
     build,
     eval_batch_size,
     phase_plan,
     sweep_group,
     to_plain,
-    validate,
 )
 from deepart.core.errors import CheckpointError
+from deepart.core.rundir import CHECKPOINTS, newest_last, phase_dir, run_dir_of
 from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table, train_loader
@@ -49,13 +37,14 @@ from deepart.evaluation import PredictionRecorder, evaluate_loader
 from deepart.metrics import MetricAccumulator
 from deepart.models import build_model
 from deepart.tracking import NullLogger
+from deepart.training.checks import check_config
 from deepart.training.ema import EMA
-from deepart.training.engine import train_epoch
+from deepart.training.engine import Optimization, Progress, train_epoch
+from deepart.training.epoch_log import EpochLog
 from deepart.training.freezing import apply_freezing
 from deepart.training.lr_find import apply_lr, run_lr_finder
 from deepart.training.optim import build_optimizer, build_scheduler
 from deepart.training.phases import PhaseState
-from deepart.training.reporting import Reporter
 
 log = logging.getLogger("deepart")
 
@@ -83,16 +72,17 @@ class RunInfo:
 
 @dataclass
 class PhaseRun:
-    """What one phase trains with: its data, its optimizer and schedule, and the model and loss as trained
-    (DistributedDataParallel-wrapped when launched in parallel)."""
+    """What one phase trains with: its data, its optimizer and schedule, the model and loss as trained and the
+    model as validated. The weights themselves are the Trainer's `model`; these are views of it."""
 
     train_dl: DataLoader
     val_dl: DataLoader
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    net: torch.nn.Module
+    net: torch.nn.Module        # the model as trained: torch.compile'd and / or DistributedDataParallel-wrapped
     loss_fn: torch.nn.Module
-    ema: EMA | None = None   # trainer.ema_decay: the weights that are validated, selected and exported
+    evaluated: torch.nn.Module  # the model as validated, selected and exported: the EMA weights, else the model
+    ema: EMA | None = None      # trainer.ema_decay: the moving average of the weights
 
 
 def seed_everything(seed: int) -> None:
@@ -127,7 +117,7 @@ def _resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
 
 
 class Trainer:
-    """Holds what lives across phases: config, data table, model, loss, reporter, run dir."""
+    """Holds what lives across phases: config, data table, model, loss, epoch log, run dir."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, info: RunInfo):
         self.cfg, self.run_dir, self.info = cfg, run_dir, info
@@ -137,10 +127,9 @@ class Trainer:
         self.table = load_table(cfg.data)
         self.tasks = self.table.tasks
         self.model = self.rt.prepare(build_model(cfg, self.tasks))
-        self.net = torch.compile(self.model) if cfg.trainer.compile else self.model
         self.loss_fn = build(cfg.loss, tasks=self.tasks).to(self.rt.device)
         self.logger = build(cfg.logger) if self.dist.is_main else NullLogger()
-        self.reporter = Reporter(self.logger, self.tasks, self.rt)
+        self.epoch_log = EpochLog(self.logger, self.tasks, self.rt)
         self.skips = SkipCounter()
         self.step = 0
         self.plain_cfg = to_plain(cfg)
@@ -151,7 +140,7 @@ class Trainer:
         """Train with `cfg` (e.g. with the LR finder's lr applied); it is what the checkpoints record."""
         self.cfg, self.plain_cfg = cfg, to_plain(cfg)
 
-    def runtime(self) -> float:
+    def elapsed_s(self) -> float:
         return self.prior_runtime + time.time() - self.started
 
     # ------------------------------------------------------------------ phases
@@ -208,7 +197,7 @@ class Trainer:
             record = self._record(index, epoch, train_m, val_m, p, self.skips.total - skipped_before, started)
             improved, stop = state.end_epoch(val_m, record, epochs=phase.epochs, min_delta=stopping.min_delta,
                                              patience=stopping.patience)
-            self.reporter.epoch_end(str(phase.name), phase.epochs, state, record, self.step, self._evaluated(p),
+            self.epoch_log.epoch_end(str(phase.name), phase.epochs, state, record, self.step, p.evaluated,
                                     p.val_dl.dataset)
             self._save(ckpt_dir, phase, index, state, p, best=improved)
             if stop:
@@ -237,18 +226,11 @@ class Trainer:
         ema = EMA(self.model, cfg.trainer.ema_decay) if cfg.trainer.get("ema_decay") else None
         if ema is not None and resume is not None:
             ema.load_state_dict(resume.ema)
-        net, loss_fn = self._parallel()
+        net, loss_fn, compiled = self._parallel()
         log.info("phase %s: %d epochs, lr %g, batch %d, %d steps/epoch on %s%s%s", phase.name, phase.epochs,
                  phase.lr, phase.batch_size, len(train_dl), rt.device, " (bf16)" if rt.bf16 else "",
                  f" x {d.world_size} processes" if d.enabled else "")
-        return PhaseRun(train_dl, val_dl, optimizer, scheduler, net, loss_fn, ema)
-
-    def _evaluated(self, p: PhaseRun, compiled: bool = False) -> torch.nn.Module:
-        """The model that is validated, selected and exported: the moving average of the weights when there
-        is one, else the model (`compiled`: as torch.compile'd with trainer.compile=true)."""
-        if p.ema is not None:
-            return p.ema.model
-        return self.net if compiled else self.model
+        return PhaseRun(train_dl, val_dl, optimizer, scheduler, net, loss_fn, ema.model if ema else compiled, ema)
 
     def _restore_counters(self, ckpt: Checkpoint) -> None:
         self.step, self.skips.total, self.prior_runtime = ckpt.global_step, ckpt.skipped_images, ckpt.runtime_s
@@ -265,28 +247,31 @@ class Trainer:
         log.info("initialised from %s (%d tensors%s)", path, len(usable),
                  f"; kept fresh: {', '.join(skipped[:4])}{'...' if len(skipped) > 4 else ''}" if skipped else "")
 
-    def _parallel(self) -> tuple[torch.nn.Module, torch.nn.Module]:
-        """The model and loss as trained this phase: DistributedDataParallel-wrapped when launched in
-        parallel (wrapped per phase, since freezing changes which parameters train)."""
+    def _parallel(self) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+        """The model and loss as trained this phase (DistributedDataParallel-wrapped when launched in parallel,
+        per phase since freezing changes which parameters train), and the model as evaluated; both
+        torch.compile'd with trainer.compile=true."""
+        compiled = torch.compile(self.model) if self.cfg.trainer.compile else self.model
         if not self.dist.enabled:
-            return self.net, self.loss_fn
+            return compiled, self.loss_fn, compiled
         net = distributed.wrap(self.model, self.rt.device)
-        return (torch.compile(net) if self.cfg.trainer.compile else net), distributed.wrap(self.loss_fn, self.rt.device)
+        net = torch.compile(net) if self.cfg.trainer.compile else net
+        return net, distributed.wrap(self.loss_fn, self.rt.device), compiled
 
     def _train_epoch(self, phase: DictConfig, epoch: int, p: PhaseRun) -> dict[str, float]:
         p.train_dl.sampler.set_epoch(epoch)
         trainer = self.cfg.trainer
         metrics, self.step = train_epoch(
-            p.net, p.loss_fn, p.train_dl, p.optimizer, p.scheduler, self.rt, grad_clip=trainer.grad_clip,
-            tasks=self.tasks, skips=self.skips, desc=f"phase {phase.name} epoch {epoch + 1}/{phase.epochs}",
-            progress=trainer.progress_bar, log_every=trainer.log_every_n_steps, on_log=self.logger.log_metrics,
-            step=self.step, reduce=distributed.all_reduce_sum_ if self.dist.enabled else None,
+            Optimization(p.net, p.loss_fn, p.optimizer, p.scheduler, self.rt, trainer.grad_clip), p.train_dl,
+            self.tasks, self.skips, Progress(f"phase {phase.name} epoch {epoch + 1}/{phase.epochs}",
+                                             trainer.progress_bar, trainer.log_every_n_steps, self.logger.log_metrics),
+            self.step, reduce=distributed.all_reduce_sum_ if self.dist.enabled else None,
             after_step=(lambda: p.ema.update(self.model)) if p.ema is not None else None)
         return metrics
 
     def _validate(self, p: PhaseRun) -> dict[str, float]:
-        distributed.broadcast_buffers_(self._evaluated(p))  # every rank evaluates rank 0's model
-        metrics, _ = evaluate_loader(self._evaluated(p, compiled=True), self.loss_fn, p.val_dl, self.rt, self.tasks,
+        distributed.broadcast_buffers_(p.evaluated)  # every rank evaluates rank 0's model
+        metrics, _ = evaluate_loader(p.evaluated, self.loss_fn, p.val_dl, self.rt, self.tasks,
                                      skips=self.skips, hflip=self.cfg.trainer.get("tta_hflip", False),
                                      reduce=distributed.all_reduce_sum_ if self.dist.enabled else None)
         return metrics
@@ -308,7 +293,7 @@ class Trainer:
             model=self.model.state_dict(), config=self.plain_cfg, tasks=self.tasks,
             phase={"name": str(phase.name), "index": index}, progress=state.as_dict(),
             loss=self.loss_fn.state_dict(), optimizer=p.optimizer.state_dict(), scheduler=p.scheduler.state_dict(),
-            rng=capture_rng(), global_step=self.step, skipped_images=self.skips.total, runtime_s=self.runtime(),
+            rng=capture_rng(), global_step=self.step, skipped_images=self.skips.total, runtime_s=self.elapsed_s(),
             wandb_run_id=self.logger.run_id, ema=p.ema.state_dict() if p.ema is not None else None)
         if best:  # best.pt first: last.pt is the record that the epoch is done, so it is written last
             ckpt.save(ckpt_dir / "best.pt")
@@ -320,12 +305,12 @@ class Trainer:
         last, best = list(phases.values())[-1], phases[best_phase]
         summary = {
             "final": last.final, "best": best.best, "best_epoch": best.best_epoch, "best_phase": best_phase,
-            "epochs": last.epoch, "skipped_images": self.skips.total, "runtime_s": self.runtime(),
+            "epochs": last.epoch, "skipped_images": self.skips.total, "runtime_s": self.elapsed_s(),
             "phases": {name: s.summary() for name, s in phases.items()},
             "history": [{**record, "phase": name} for name, s in phases.items() for record in s.history],
         }
         best_meter = self._evaluate_best() if self.dist.is_main else None
-        self.reporter.run_end(phases, best_phase, self.skips.total, best_meter, self.step)
+        self.epoch_log.run_end(phases, best_phase, self.skips.total, best_meter, self.step)
         return summary
 
     def _evaluate_best(self) -> MetricAccumulator:
@@ -336,7 +321,7 @@ class Trainer:
         recorder = PredictionRecorder(self.tasks, self.table.frame("val")["path"].tolist())
         _, meter = evaluate_loader(self.model, self.loss_fn, val_dl, self.rt, self.tasks, skips=SkipCounter(),
                                    collect=recorder, hflip=self.cfg.trainer.get("tta_hflip", False))
-        recorder.save(self.run_dir / PREDICTIONS_FILE)
+        recorder.save(self.run_dir / rundir.PREDICTIONS)
         return meter
 
 
@@ -352,7 +337,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, info: RunInfo | No
 
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
-    validate(cfg)
+    check_config(cfg)
     seed_everything(cfg.seed)
     trainer = Trainer(cfg, run_dir, info or RunInfo.from_hydra())
     if cfg.get("lr_find"):
@@ -362,5 +347,5 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, info: RunInfo | No
         trainer.use_config(apply_lr(cfg, result["suggestion"]))
     summary = trainer.run()
     if trainer.dist.is_main:
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        rundir.write_metrics(run_dir, summary)
     return summary

@@ -1,10 +1,24 @@
-"""Token encoders: (B, N, dim) tokens of the 7x7 grid -> (B, N, out_dim) contextualised tokens."""
+"""Token encoders, the first half of a `sequencer` option (encoder + pooling, conf/sequencer/*.yaml):
+(B, N, dim) tokens of the h x w grid -> (B, N, out_dim) contextualised tokens. The contract is `Encoder`."""
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from deepart.core.errors import require, require_choice
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What DeepArtNet needs of an encoder. It is built as `_target_(dim=<token size>, **keys)` (an nn.Module),
+    says its output size in `out_dim`, and maps (B, N, dim) tokens in raster order of the (h, w) grid
+    (N = h * w) to (B, N, out_dim). Adding one: a class here and a conf/sequencer/<name>.yaml naming it."""
+
+    out_dim: int
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor: ...
 
 
 class RNNEncoder(nn.Module):

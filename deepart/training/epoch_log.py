@@ -1,5 +1,6 @@
-"""What a training run shows and sends: the console line and the tracker's metrics per epoch, attention
-overlays of fixed val images, and at the end the per-task table and the confusion matrices."""
+"""What a training run shows and sends as it goes (not the sweep report): the per-epoch console line and
+tracker metrics, attention overlays of fixed val images, and at the end the per-task table and the
+confusion matrices."""
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,7 @@ from deepart.vis.plots import attention_overlay
 log = logging.getLogger("deepart")
 
 
-class Reporter:
+class EpochLog:
     """Per-epoch and end-of-run reporting to the console (the `deepart` log) and the tracker (W&B)."""
 
     def __init__(self, logger, tasks: dict[str, list[str]], rt: Runtime):

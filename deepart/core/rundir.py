@@ -1,0 +1,124 @@
+"""The files of a run dir and of a sweep dir: their names and schemas, written and read through here only.
+
+    <run>/metrics.json            a finished run (training writes it last): `RunMetrics`
+    <run>/failure.json            a run that raised (sweeps): error, message, oom, traceback[, hint]
+    <run>/val_predictions.csv     per val image of the best checkpoint: index, path, per task <task>, <task>_pred
+    <run>/checkpoints/            {last,best}.pt; a chained run (phase=all) also phase-<name>/{last,best}.pt
+    <run>/.hydra/overrides.yaml   the command-line overrides the run was launched with (Hydra)
+    <sweep>/summary.csv           one row per run (`SUMMARY_COLUMNS` and the swept keys), after a multirun
+
+The columns the sweep summary and the report take from metrics.json are listed once, here: every
+`<split>/<task>/<name>` for a name in `TASK_METRICS` (and the objective), and the run-level `RUN_FIELDS`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METRICS = "metrics.json"
+FAILURE = "failure.json"
+PREDICTIONS = "val_predictions.csv"
+CHECKPOINTS = "checkpoints"
+SUMMARY = "summary.csv"
+HYDRA = ".hydra"
+
+#: Per-task metrics of metrics.json copied into summary.csv and report.csv (`val/<task>/<name>`).
+TASK_METRICS = ("top1", "top5", "macro_f1", "balanced_acc")
+#: Of those, the ones report.csv / report.md show per task.
+REPORT_TASK_METRICS = ("top1", "top5")
+#: Run-level numbers of metrics.json copied into summary.csv and report.csv, in this order.
+RUN_FIELDS = ("best_epoch", "epochs", "runtime_s")
+#: Columns of summary.csv / report.csv that describe a run rather than a config or a metric.
+SUMMARY_COLUMNS = ("run", "run_dir", "status", "error", *RUN_FIELDS)
+
+
+# ------------------------------------------------------------------------------------------ metrics.json
+def write_metrics(run_dir: str | Path, summary: dict[str, Any]) -> Path:
+    """Write `<run>/metrics.json`: final, best (val metrics of the last and the best epoch), best_epoch,
+    best_phase, epochs, skipped_images, runtime_s, phases ({name: final, best, best_epoch, epochs}), history
+    (one record per epoch). Its presence marks the run as finished."""
+    path = Path(run_dir) / METRICS
+    path.write_text(json.dumps(summary, indent=2))
+    return path
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
+    """A finished run's metrics.json, or None when the run has not finished."""
+    path = Path(run_dir) / METRICS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def summary_row(metrics: dict[str, Any], objective: str) -> dict[str, Any]:
+    """The columns a finished run gives summary.csv / report.csv: final val metrics as `val/...`, those of the
+    best epoch as `best/val/...` (the names in TASK_METRICS and `objective`), then RUN_FIELDS."""
+    row: dict[str, Any] = {}
+    for section, prefix in (("final", ""), ("best", "best/")):
+        for key, value in metrics.get(section, {}).items():
+            if key.split("/")[-1] in TASK_METRICS or key == objective:
+                row[prefix + key] = value
+    row.update({name: metrics.get(name) for name in RUN_FIELDS})
+    return row
+
+
+# ------------------------------------------------------------------------------------------ failure.json
+def write_failure(run_dir: str | Path, info: dict[str, Any]) -> Path:
+    """Write `<run>/failure.json` (keys: error, message, oom, traceback, and hint for an out-of-memory)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / FAILURE
+    path.write_text(json.dumps(info, indent=2))
+    return path
+
+
+def clear_failure(run_dir: str | Path) -> None:
+    (Path(run_dir) / FAILURE).unlink(missing_ok=True)
+
+
+def read_failure(run_dir: str | Path) -> str | None:
+    """The one-line error of a failed run (`out of memory: ` first for an out-of-memory), or None."""
+    path = Path(run_dir) / FAILURE
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    return ("out of memory: " if info.get("oom") else "") + f"{info['error']}: {info['message']}"
+
+
+# ------------------------------------------------------------------------------------------ overrides
+def read_overrides(run_dir: str | Path) -> list[str] | None:
+    """The `key=value` overrides a run was launched with (.hydra/overrides.yaml), None without that file."""
+    path = Path(run_dir) / HYDRA / "overrides.yaml"
+    if not path.is_file():
+        return None
+    return [str(item) for item in yaml.safe_load(path.read_text()) or []]
+
+
+def is_run_dir(path: Path) -> bool:
+    """A job dir of a sweep: it holds Hydra's .hydra/ folder."""
+    return (path / HYDRA).is_dir()
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def phase_dir(run_dir: str | Path, phase_name: str, chained: bool) -> Path:
+    """Folder of a phase's last.pt / best.pt."""
+    return Path(run_dir) / CHECKPOINTS / (f"phase-{phase_name}" if chained else "")
+
+
+def run_dir_of(target: str | Path) -> Path:
+    """The run dir of a checkpoint file (<run>/checkpoints[/phase-N]/x.pt -> <run>; a file elsewhere -> its
+    folder), or `target` itself when it names a folder (an existing one, or a path not ending in .pt)."""
+    path = Path(target)
+    if path.is_dir() or (not path.is_file() and path.suffix != ".pt"):
+        return path
+    for parent in path.resolve().parents:
+        if parent.name == CHECKPOINTS:
+            return parent.parent
+    return path.resolve().parent
+
+
+def newest_last(run_dir: str | Path) -> Path | None:
+    """The most recently written last.pt of a run (any phase), or None."""
+    found = sorted((Path(run_dir) / CHECKPOINTS).glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
