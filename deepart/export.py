@@ -91,9 +91,12 @@ def _move_into(staging: Path, out: Path) -> None:
     """Replace the model files of `out` by those of `staging` (other files there are left alone; a model.onnx
     of an earlier export goes, as it no longer matches)."""
     out.mkdir(parents=True, exist_ok=True)
+    mask = os.umask(0)
+    os.umask(mask)
     for name in FILES:
         src, dst = staging / name, out / name
         if src.exists():
+            src.chmod(0o666 & ~mask)  # readable as any other file the user writes
             os.replace(src, dst)
         elif dst.exists():
             dst.unlink()
@@ -196,6 +199,23 @@ def sweep_seeds(run_dir: Path) -> list[int] | None:
     return sorted(s for s in seeds if s is not None)
 
 
+def split_sizes(config: dict) -> dict[str, int]:
+    """Images per split of the run's data where it is still there ({} otherwise)."""
+    from omegaconf import OmegaConf
+
+    from deepart.data.loaders import load_table
+
+    root = config.get("data", {}).get("source", {}).get("root")
+    if not root or not Path(root).exists():
+        return {}
+    try:
+        table = load_table(OmegaConf.create(config["data"]), cached=False)
+        return {split: len(table.frame(split)) for split in table.splits}
+    except Exception as exc:  # noqa: BLE001  the card says less rather than failing the export
+        log.warning("model card: could not read the run's data for the split sizes (%s)", exc)
+        return {}
+
+
 def _data_summary(config: dict) -> tuple[str, str]:
     """(dataset id for the front matter, a sentence on the data and its split)."""
     data = config.get("data", {})
@@ -207,10 +227,13 @@ def _data_summary(config: dict) -> tuple[str, str]:
     text = f"`{name}` data from `{root}`"
     if name == "demo":
         text += " (the built-in synthetic paintings, not real art)"
-    text += "; trained on its train split, evaluated on its val split"
+    sizes = split_sizes(config)
+    counts = f" ({', '.join(f'{n} {s}' for s, n in sizes.items())} images)" if sizes else ""
+    text += f"; trained on its train split, evaluated on its val split{counts}"
     if split:
-        text += f" (split settings: {split})"
-    return ids.get(name, name), text + "."
+        text += f"; split settings: {split}"
+    tasks = data.get("tasks")
+    return ids.get(name, name), text + "." + (f" Tasks trained: {', '.join(tasks)}." if tasks else "")
 
 
 def model_card(model: DeepArtNet, ckpt: Checkpoint, config: dict, metrics: dict, source: str) -> str:

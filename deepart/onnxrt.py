@@ -79,6 +79,8 @@ def export_onnx(model: DeepArtNet, path: str | Path, exporter: str = "auto", bat
     flat = _Flat(model).eval()
     order = EXPORTERS if exporter == "auto" else (exporter,)
     errors = []
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):  # per-pass INFO lines of the exporter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     for name in order:
         try:
             with warnings.catch_warnings(), torch.no_grad():
