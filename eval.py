@@ -1,5 +1,5 @@
 """Evaluate a model: python eval.py ckpt=<run>/checkpoints/best.pt (or a run dir, or an export folder with
-data=<option> data_root=<labelled images>)"""
+dataset=<option> data_root=<labelled images>)"""
 import sys
 
 import hydra
@@ -22,6 +22,6 @@ if __name__ == "__main__":
     sys.argv = prepare_argv(sys.argv)
     # before Hydra resolves its run dir from ckpt= and makes <run>/eval
     report_errors(require_args, sys.argv[1:], ["ckpt"], "python eval.py ckpt=<run>/checkpoints/best.pt "
-                  "(or a run dir, or an export folder with data=<option> data_root=<labelled images>)")
+                  "(or a run dir, or an export folder with dataset=<option> data_root=<labelled images>)")
     report_errors(require_checkpoint_arg, sys.argv)
     main()

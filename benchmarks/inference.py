@@ -19,7 +19,8 @@ agreement of every path with eager fp32 on that run's val images (demo: the buil
     python benchmarks/inference.py ... --before-timing "<cmd>" --after-timing "<cmd>"  # e.g. pause other jobs
 
 Building, exporting and compiling happen first; `--before-timing` runs just before the timed part and
-`--after-timing` right after it (also when it fails). The figures are recorded in BENCHMARKS.md.
+`--after-timing` right after it (also when it fails); the top-1 agreement (not timed) comes last. The figures
+are recorded in BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -187,7 +188,8 @@ def main() -> None:
                         help="folder of JPEGs to time on (default ../shared/paintings-sample; random pixels if absent)")
     parser.add_argument("--min-seconds", type=float, default=4.0, help="timed seconds per row, at least")
     parser.add_argument("--min-iters", type=int, default=3, help="timed calls per row, at least")
-    parser.add_argument("--skip", default="", help=f"comma list of paths to leave out: {', '.join(PATHS[1:])}")
+    parser.add_argument("--skip", default="", help=f"comma list of paths to leave out: {', '.join(PATHS[1:])}; "
+                                                   f"`<path>@<model>` leaves it out for that model only")
     parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads (default: torch's)")
     parser.add_argument("--before-timing", help="shell command run just before the timed part")
     parser.add_argument("--after-timing", help="shell command run right after the timed part (also on failure)")
@@ -212,7 +214,8 @@ def main() -> None:
     prepared = []
     for name in args.models.split(","):
         model = reference_model(name)
-        run = runners(model, skip, onnx_dir)
+        run = runners(model, {p for p in skip if "@" not in p} | {p.split("@")[0] for p in skip
+                                                                    if p.endswith(f"@{name}")}, onnx_dir)
         size = model.input_cfg["image_size"]
         for b in batches:
             x = real_batch(model, files, b) if files else torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8)
@@ -239,12 +242,13 @@ def main() -> None:
                              "x eager": ips / eager})
                 print(f"  {name:9s} {size} px  batch {b:3d}  {path:20s} {ips:8.1f} images/s  x{ips / eager:.2f}",
                       flush=True)
-        if trained is not None and trained[1]:
-            agree = agreement(trained[0], trained[1], skip, onnx_dir)
         timed_s = time.time() - start
         load_after = os.getloadavg()
     finally:
         shell(args.after_timing)
+    if trained is not None and trained[1]:
+        print("top-1 agreement on the trained model's val images ...", flush=True)
+        agree = agreement(trained[0], trained[1], {p for p in skip if "@" not in p}, onnx_dir)
 
     table = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.max_columns", 20):

@@ -100,22 +100,32 @@ def require_checkpoint_arg(argv: list[str]) -> None:
 
 def run_config(cfg: DictConfig, model, ckpt: Checkpoint | None) -> DictConfig:
     """The config an evaluation runs under: the checkpoint's run config, or for an export folder (which keeps
-    no training config) the project defaults with `data=<option>` and the model's own input config."""
+    no training config) the project defaults with `dataset=<data option>` and the model's own input config."""
     if ckpt is not None:
         run_cfg = OmegaConf.create(ckpt.config)
     else:
-        data = cfg.get("data")
+        data = cfg.get("dataset")
         if not data:
             raise ConfigError(f"ckpt={cfg.ckpt} is an export folder, which does not record the training data: pass "
-                              f"data=<{' | '.join(group_options('data'))}> and data_root=<the labelled images>")
-        require_choice("data", data, group_options("data"))
-        run_cfg = compose_config([f"data={data}", "logger=none"])
+                              f"dataset=<{' | '.join(group_options('data'))}> and data_root=<the labelled images>")
+        require_choice("dataset", data, group_options("data"))
+        run_cfg = _project_config([f"data={data}", "logger=none"])
         OmegaConf.set_struct(run_cfg, False)
         for key in ("image_size", "resize_size", "square_pad"):
             run_cfg.data[key] = model.input_cfg[key]
     if cfg.get("data_root"):
         run_cfg.data.source.root = cfg.data_root
     return run_cfg
+
+
+def _project_config(overrides: list[str]) -> DictConfig:
+    """conf/config.yaml with `overrides`, also from inside eval.py's Hydra job (which already holds conf/)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=overrides)
+    return compose_config(overrides)
 
 
 def compute_val_metrics(model, ckpt: Checkpoint, data_root: str | None = None, batch_size: int | None = None,
