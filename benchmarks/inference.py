@@ -2,6 +2,7 @@
 
 Measures, in one run and on the same preprocessed images (uint8 batches of the eval transform), images/s of
     eager fp32                 model.eval() under torch.no_grad(), default threads: what a first script does
+    eager fp32 1 thread        the same on one intra-op thread
     channels_last              + torch.inference_mode(), channels_last weights and inputs
     channels_last 1 thread     the same on one intra-op thread (on a busy machine more threads can be slower)
     channels_last bf16         + bf16 autocast (only where the CPU has native bf16: avx512_bf16 or AMX)
@@ -51,8 +52,8 @@ from deepart.models import DeepArtNet, build_model  # noqa: E402
 #: the WikiArt tasks and their class counts
 TASKS = {t: [f"{t}_{i}" for i in range(k)] for t, k in {"style": 27, "genre": 10, "artist": 23}.items()}
 MODELS = {"reference": [], "lite0": ["experiment=paintings"]}
-PATHS = ("eager fp32", "channels_last", "channels_last 1 thread", "channels_last bf16", "compile", "compile bf16",
-         "onnxruntime", "onnxruntime 1 thread")
+PATHS = ("eager fp32", "eager fp32 1 thread", "channels_last", "channels_last 1 thread", "channels_last bf16",
+         "compile", "compile bf16", "onnxruntime", "onnxruntime 1 thread")
 
 
 def cpu_has_bf16() -> bool:
@@ -82,11 +83,19 @@ def runners(model: DeepArtNet, skip: set[str], onnx_dir: Path) -> dict[str, Call
     """Path name -> callable(uint8 batch) -> the model's output dict."""
     out: dict[str, Callable] = {}
 
-    def eager(x):
-        with torch.no_grad():
-            return model(x)
+    def eager(threads: int | None = None):
+        def run(x):
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads or before)
+            try:
+                with torch.no_grad():
+                    return model(x)
+            finally:
+                torch.set_num_threads(before)
+        return run
 
-    out["eager fp32"] = eager
+    out["eager fp32"] = eager()
+    out["eager fp32 1 thread"] = eager(1)
     cl = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
 
     def fast(m, bf16: bool, threads: int | None = None):
