@@ -100,22 +100,24 @@ class Predictor:
         self.min_side = min_decode_side(model.input_cfg)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", backend: str = "torch") -> Predictor:
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", backend: str = "torch",
+                        threads: int | None = None) -> Predictor:
         """A checkpoint, a run dir or an export folder. `device`: auto (a GPU when there is one) | cpu | cuda |
         cuda:N. `backend`: torch | onnx (onnxruntime on the CPU; an export folder's model.onnx, else the model
-        exported to a temporary file)."""
+        exported to a temporary file). `threads`: onnxruntime's intra-op threads (None: one per core)."""
         require_choice("backend", backend, BACKENDS)
         model = load_model(path)[0]
         if backend == "onnx":
-            return cls(model, "cpu", onnx_runner(model, path))
+            return cls(model, "cpu", onnx_runner(model, path, threads))
         return cls(model, resolve_device(device, key="device"))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str = "auto", backend: str = "torch") -> Predictor:
+    def from_pretrained(cls, folder: str | Path, device: str = "auto", backend: str = "torch",
+                        threads: int | None = None) -> Predictor:
         """The model of an export folder (see `load_pretrained`)."""
         if not is_export_dir(folder):
             _load_folder(folder)  # raises the ExportError that names what is wrong with the folder
-        return cls.from_checkpoint(folder, device=device, backend=backend)
+        return cls.from_checkpoint(folder, device=device, backend=backend, threads=threads)
 
     @property
     def tasks(self) -> dict[str, list[str]]:

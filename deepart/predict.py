@@ -47,6 +47,8 @@ def parse_args(argv: list[str]) -> DictConfig:
         require(isinstance(cfg[key], int) and cfg[key] >= 1, key, cfg[key], "an integer >= 1")
     require_choice("format", cfg.format, FORMATS)
     require_choice("backend", cfg.backend, BACKENDS)
+    require(cfg.threads is None or (isinstance(cfg.threads, int) and cfg.threads >= 1), "threads", cfg.threads,
+            "null or an integer >= 1")
     return cfg
 
 
@@ -70,7 +72,9 @@ def find_images(spec: str) -> list[Path]:
 
 def predict(cfg: DictConfig) -> dict:
     """Run the CLI's work; returns {"predictions": [...], "skipped": [...], "out_dir": ...}."""
-    predictor = Predictor.from_checkpoint(cfg.ckpt, device=cfg.device, backend=cfg.backend)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    predictor = Predictor.from_checkpoint(cfg.ckpt, device=cfg.device, backend=cfg.backend, threads=cfg.threads)
     paths = find_images(str(cfg.images))
     out_dir = Path(cfg.out_dir) if cfg.out_dir else run_dir_of(cfg.ckpt) / "predict"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ def test_predict_backend_onnx_matches_torch_over_a_folder(demo_root, tmp_path):
     results = {}
     for backend in ("torch", "onnx"):
         res = cli("deepart.predict", f"ckpt={out}", f"images={images}", f"backend={backend}", "batch_size=2",
-                  "num_workers=0", f"out_dir={tmp_path / backend}")
+                  "num_workers=0", "threads=1", f"out_dir={tmp_path / backend}")
         assert res.returncode == 0, res.stderr[-3000:]
         assert "5 images predicted, 1 unreadable skipped" in res.stdout
         payload = json.loads((tmp_path / backend / "predictions.json").read_text())
