@@ -25,7 +25,6 @@ def val_paths(demo_root):
     return [str(table.resolve(p)) for p in table.frame("val")["path"]]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("sequencer", SEQUENCERS)
 def test_onnxruntime_agrees_with_pytorch_on_the_demo_val_images(sequencer, demo_root, val_paths, tmp_path, capsys):
     ckpt = save_checkpoint(tmp_path / "best.pt", sequencer, demo_root, seed=1)
