@@ -21,7 +21,8 @@ contracts check it):
 
 Python API (imported on first use, so `import deepart` stays light):
     Predictor     a trained model ready for images (deepart.inference)
-    load_model    a checkpoint's model and the checkpoint (deepart.inference)
+    load_model    the model of a checkpoint, a run dir or an export folder, and its checkpoint (deepart.inference)
+    load_pretrained  the model of an export folder (python -m deepart.export) alone (deepart.inference)
     DeepArtNet    the model (deepart.models)
 """
 from __future__ import annotations
@@ -29,7 +30,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"Predictor": "deepart.inference", "load_model": "deepart.inference", "DeepArtNet": "deepart.models"}
+_EXPORTS = {"Predictor": "deepart.inference", "load_model": "deepart.inference",
+            "load_pretrained": "deepart.inference", "DeepArtNet": "deepart.models"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -1,9 +1,13 @@
-"""Command-line fixes applied to train.py's and eval.py's argv before Hydra parses it."""
+"""Command lines: fixes applied to train.py's and eval.py's argv before Hydra parses it, the one check that
+required `key=` arguments are given, and the composed config of the `python -m deepart.<command>` tools."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from deepart.core.config import config_groups, quote_numeric_choices
+from omegaconf import DictConfig, OmegaConf
+
+from deepart.core.config import CONF_DIR, compose_config, config_groups, quote_numeric_choices
+from deepart.core.errors import ConfigError
 from deepart.core.rundir import run_dir_of
 
 
@@ -25,3 +29,46 @@ def prepare_argv(argv: list[str]) -> list[str]:
             argv.append(f"hydra.sweep.dir={Path(sweep).as_posix()}")
         argv.append("hydra.output_subdir=.hydra-resume")
     return argv
+
+
+def require_args(argv: list[str], keys: tuple[str, ...] | list[str], usage: str) -> None:
+    """Refuse, in one line, a command line (`key=value` arguments, argv[0] excluded) lacking any of `keys`
+    or giving one an empty value: `ckpt=... is required: <usage>`. Entry points call it before Hydra."""
+    for key in keys:
+        if _last_value(["", *argv], key) is None:
+            raise ConfigError(f"{key}=... is required: {usage}")
+
+
+def compose_cli(config_name: str, argv: list[str], required: tuple[str, ...] = (), usage: str = "",
+                paths: tuple[str, ...] = ()) -> DictConfig:
+    """conf/<config_name>.yaml composed with Hydra's compose API and the `key=value` arguments of a command
+    (no run dir, no logging set-up); unknown keys and malformed arguments are one-line ConfigErrors. Values of
+    the `paths` keys are taken literally (commas, brackets, globs in file names), except null."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    require_args(argv, required, usage)
+    for arg in argv:
+        if "=" not in arg:
+            raise ConfigError(f"argument {arg!r} is not key=value; usage: {usage}")
+    argv = [_quote_path(a) if a.split("=", 1)[0] in paths else a for a in argv]
+    try:
+        return compose_config(argv, config_name=config_name)
+    except (HydraException, OmegaConfBaseException) as exc:
+        message = str(exc).strip().splitlines()
+        unknown = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] not in _top_keys(config_name)]
+        if unknown:
+            raise ConfigError(f"unknown option {unknown[0]!r}; the options are in conf/{config_name}.yaml: "
+                              f"{', '.join(_top_keys(config_name))}") from None
+        raise ConfigError(message[0] if message else type(exc).__name__) from None
+
+
+def _quote_path(arg: str) -> str:
+    key, value = arg.split("=", 1)
+    if value in ("null", "") or (len(value) > 1 and value[0] == value[-1] and value[0] in "'\""):
+        return arg
+    return f"{key}='" + value.replace("'", "\\'") + "'"
+
+
+def _top_keys(config_name: str) -> list[str]:
+    return [k for k in OmegaConf.load(CONF_DIR / f"{config_name}.yaml") if k != "hydra"]

@@ -1,5 +1,5 @@
 """Evaluation: one pass of a model over a loader (`evaluate_loader`, also the validation of training),
-and everything eval.py does from a checkpoint alone (`evaluate_checkpoint`)."""
+and everything eval.py does from a checkpoint, a run dir or an export folder alone (`evaluate_checkpoint`)."""
 from __future__ import annotations
 
 import json
@@ -14,14 +14,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from deepart.checkpoint import Checkpoint, run_dir_of
+from deepart.checkpoint import Checkpoint
 from deepart.core import faults
-from deepart.core.config import build, eval_batch_size
-from deepart.core.errors import CheckpointError, DataError, require_choice
+from deepart.core.config import build, compose_config, eval_batch_size, group_options
+from deepart.core.errors import ConfigError, DataError, require_choice
+from deepart.core.rundir import run_dir_of
 from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table
-from deepart.inference import load_model
+from deepart.inference import load_model, resolve_model_path
 from deepart.losses import MultiTaskLoss
 from deepart.metrics import MetricAccumulator, format_table, per_class_table
 from deepart.tracking import NullLogger
@@ -92,11 +93,59 @@ class PredictionRecorder:
 
 
 def require_checkpoint_arg(argv: list[str]) -> None:
-    """Refuse a `ckpt=` argument that names no file, before anything is written."""
+    """Refuse a `ckpt=` argument that names nothing loadable, before anything is written."""
     given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("ckpt=")]
-    if given and not Path(given[-1]).is_file():
-        raise CheckpointError(f"checkpoint not found: {given[-1]}. Pass the path of a .pt file written by "
-                              f"train.py, e.g. ckpt=<run dir>/checkpoints/best.pt")
+    if given:
+        resolve_model_path(given[-1])
+
+
+def run_config(cfg: DictConfig, model, ckpt: Checkpoint | None) -> DictConfig:
+    """The config an evaluation runs under: the checkpoint's run config, or for an export folder (which keeps
+    no training config) the project defaults with `dataset=<data option>` and the model's own input config."""
+    if ckpt is not None:
+        run_cfg = OmegaConf.create(ckpt.config)
+    else:
+        data = cfg.get("dataset")
+        if not data:
+            raise ConfigError(f"ckpt={cfg.ckpt} is an export folder, which does not record the training data: pass "
+                              f"dataset=<{' | '.join(group_options('data'))}> and data_root=<the labelled images>")
+        require_choice("dataset", data, group_options("data"))
+        run_cfg = _project_config([f"data={data}", "logger=none"])
+        OmegaConf.set_struct(run_cfg, False)
+        for key in ("image_size", "resize_size", "square_pad"):
+            run_cfg.data[key] = model.input_cfg[key]
+    if cfg.get("data_root"):
+        run_cfg.data.source.root = cfg.data_root
+    return run_cfg
+
+
+def _project_config(overrides: list[str]) -> DictConfig:
+    """conf/config.yaml with `overrides`, also from inside eval.py's Hydra job (which already holds conf/)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=overrides)
+    return compose_config(overrides)
+
+
+def compute_val_metrics(model, ckpt: Checkpoint, data_root: str | None = None, batch_size: int | None = None,
+                        workers: int = 2, device: str = "auto") -> dict[str, float]:
+    """Val metrics (`val/<task>/{top1,top5,macro_f1,...}`) of `model` on the val split of `ckpt`'s run data."""
+    run_cfg = run_config(OmegaConf.create({"ckpt": str(ckpt.path), "data_root": data_root}), model, ckpt)
+    table = load_table(run_cfg.data)
+    if table.tasks != ckpt.tasks:
+        raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
+                        f"the checkpoint was trained on ({list(ckpt.tasks)}); pass data_root=<the run's data>")
+    rt = Runtime.from_config({**run_cfg.trainer, "device": device, "precision": "fp32"})
+    loss_fn = build(run_cfg.loss, tasks=ckpt.tasks)
+    if ckpt.loss is not None:
+        loss_fn.load_state_dict(ckpt.loss)
+    loader = eval_loader(table, run_cfg.data, batch_size or eval_batch_size(run_cfg), str(rt.device), workers=workers)
+    hflip = run_cfg.trainer.get("tta_hflip", False)
+    metrics, _ = evaluate_loader(rt.prepare(model), loss_fn.to(rt.device), loader, rt, ckpt.tasks,
+                                 skips=SkipCounter(), progress=True, desc="val metrics", hflip=hflip)
+    return metrics
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
@@ -104,19 +153,19 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     confusion-matrix PNGs to `out_dir` (default <run dir>/eval). Returns the metrics."""
     require_choice("split", cfg.split, SPLITS)
     model, ckpt = load_model(cfg.ckpt)
-    run_cfg = OmegaConf.create(ckpt.config)
-    if cfg.get("data_root"):
-        run_cfg.data.source.root = cfg.data_root
-    tasks = ckpt.tasks
+    source = ckpt.path if ckpt is not None else resolve_model_path(cfg.ckpt)[1]
+    run_cfg = run_config(cfg, model, ckpt)
+    tasks = model.tasks
     table = load_table(run_cfg.data)
     if table.tasks != tasks:
         raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
-                        f"the checkpoint was trained on ({list(tasks)}); pass data_root=<the run's data>")
+                        f"the model was trained on ({list(tasks)}); pass data_root=<the run's data>")
     rt = Runtime.from_config({**run_cfg.trainer, "device": cfg.device,
                               "precision": cfg.get("precision") or run_cfg.trainer.get("precision", "auto")})
     model = rt.prepare(model)
     loss_fn = build(run_cfg.loss, tasks=tasks)
-    loss_fn.load_state_dict(ckpt.loss)
+    if ckpt is not None and ckpt.loss is not None:
+        loss_fn.load_state_dict(ckpt.loss)
     loss_fn.to(rt.device)
 
     loader = eval_loader(table, run_cfg.data, cfg.batch_size or eval_batch_size(run_cfg), str(rt.device),
@@ -130,7 +179,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split != "val":
         metrics = {k.replace("val/", f"{cfg.split}/", 1): v for k, v in metrics.items()}
 
-    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir_of(ckpt.path) / "eval"
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir_of(source) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     per_class = []
     for task, names in tasks.items():
@@ -142,20 +191,22 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
                                                              "recall", "f1"]]
     per_class_df.to_csv(out_dir / "per_class.csv", index=False)
     recorder.save(out_dir / f"{cfg.split}_predictions.csv")
-    result = {"checkpoint": str(ckpt.path), "epoch": ckpt.epoch, "split": cfg.split,
+    epoch = ckpt.epoch if ckpt is not None else None
+    result = {"checkpoint": str(source), "epoch": epoch, "split": cfg.split,
               "skipped_images": skips.total, "metrics": metrics}
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
 
-    print(f"\n{ckpt.path} (epoch {ckpt.epoch}), {cfg.split} split:\n"
+    print(f"\n{source}" + (f" (epoch {epoch})" if epoch is not None else "") + f", {cfg.split} split:\n"
           f"{format_table(metrics, tasks, prefix=cfg.split)}\n")
     for task in tasks:
         print(f"{cfg.split}/{task}: loss {metrics[f'{cfg.split}/{task}/loss']:.4f}")
     with pd.option_context("display.max_rows", 200, "display.width", 120):
         print("\nper-class precision / recall:\n" + per_class_df.to_string(index=False, float_format="%.3f"))
-    if cfg.split == "val" and ckpt.metrics:
+    if cfg.split == "val" and ckpt is not None and ckpt.metrics:
         diff = max((abs(metrics[k] - v) for k, v in ckpt.metrics.items() if k in metrics), default=0.0)
         log.info("largest difference to the val metrics recorded in the checkpoint: %.2e", diff)
-    _log_to_wandb(cfg, ckpt, run_cfg, metrics, {t: meter.confusion_matrix(t) for t in tasks}, galleries)
+    if ckpt is not None:
+        _log_to_wandb(cfg, ckpt, run_cfg, metrics, {t: meter.confusion_matrix(t) for t in tasks}, galleries)
     print(f"\nwrote {out_dir}/metrics.json, per_class.csv, {cfg.split}_predictions.csv, confusion_<task>.png"
           + (", mistakes_<task>.png" if galleries else ""))
     return metrics

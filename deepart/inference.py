@@ -5,12 +5,14 @@
     from deepart import Predictor
 
     predictor = Predictor.from_checkpoint("outputs/.../checkpoints/best.pt")   # device="auto"
+    predictor = Predictor.from_pretrained("exported-model/")                    # a `python -m deepart.export` folder
     result = predictor.predict(Image.open("painting.jpg"))
     result["style"]      # {"label": "Impressionism", "confidence": 0.81, "top_k": [("Impressionism", 0.81), ...]}
     result["attention"]  # (7, 7) numpy array: where the model looked (None for sequencer=pool)
 
 The model brings its own preprocessing (`DeepArtNet.input_cfg`: the eval transform's sizes and the
-backbone's mean / std), its class names and nothing else of the run's config.
+backbone's mean / std), its class names and nothing else of the run's config. `load_model` and the
+Predictor take a checkpoint file, a run dir (its checkpoints/best.pt) or an export folder alike.
 """
 from __future__ import annotations
 
@@ -23,21 +25,53 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from deepart.checkpoint import Checkpoint
+from deepart.checkpoint import CHECKPOINTS, Checkpoint
+from deepart.core.errors import CheckpointError, require_choice
 from deepart.core.runtime import resolve_device
 from deepart.data.dataset import ImageDataset, SkipCounter, collate
 from deepart.data.images import to_rgb
 from deepart.data.transforms import min_decode_side, transform_from_config
 from deepart.models import DeepArtNet, build_model
+from deepart.pretrained import is_export_dir
+from deepart.pretrained import load_pretrained as _load_folder
+
+BACKENDS = ("torch", "onnx")
+MODEL_ARG = "a checkpoint (<run>/checkpoints/best.pt), a run dir or an export folder (python -m deepart.export)"
 
 
-def load_model(path: str | Path) -> tuple[DeepArtNet, Checkpoint]:
-    """The checkpoint's model (built from its own config, no weight download), on the CPU in eval mode,
-    and the checkpoint it came from."""
+def resolve_model_path(path: str | Path) -> tuple[str, Path]:
+    """("export", folder) for an export folder, ("checkpoint", file) for a checkpoint file or a run dir
+    (its checkpoints/best.pt); a path that is neither is a CheckpointError saying what is accepted."""
+    path = Path(path)
+    if path.is_dir():
+        if is_export_dir(path):
+            return "export", path
+        best = path / CHECKPOINTS / "best.pt"
+        if best.is_file():
+            return "checkpoint", best
+        raise CheckpointError(f"{path}: a folder that is neither an export folder (no config.json) nor a run dir "
+                              f"(no {CHECKPOINTS}/best.pt); pass {MODEL_ARG}")
+    if not path.exists():
+        raise CheckpointError(f"{path}: not found; pass {MODEL_ARG}")
+    return "checkpoint", path
+
+
+def load_model(path: str | Path) -> tuple[DeepArtNet, Checkpoint | None]:
+    """The model of a checkpoint, a run dir or an export folder (built from its own config, no weight
+    download), on the CPU in eval mode, and the checkpoint it came from (None for an export folder)."""
+    kind, path = resolve_model_path(path)
+    if kind == "export":
+        return _load_folder(path), None
     ckpt = Checkpoint.load(path)
     model = build_model(OmegaConf.create(ckpt.config), ckpt.tasks, pretrained=False)
     model.load_state_dict(ckpt.weights)
     return model.eval(), ckpt
+
+
+def load_pretrained(folder: str | Path) -> DeepArtNet:
+    """The model of an export folder (config.json + model.safetensors), on the CPU in eval mode: no Hydra,
+    no training config, no weight download."""
+    return _load_folder(folder)
 
 
 def decode_top_k(logits: dict[str, torch.Tensor], tasks: dict[str, list[str]], top_k: int = 5) -> list[dict]:
@@ -56,17 +90,34 @@ def decode_top_k(logits: dict[str, torch.Tensor], tasks: dict[str, list[str]], t
 class Predictor:
     """A trained DeepArtNet ready for images: eval mode on its device, with its eval transform and classes."""
 
-    def __init__(self, model: DeepArtNet, device: str | torch.device = "cpu"):
+    def __init__(self, model: DeepArtNet, device: str | torch.device = "cpu", runner=None):
+        """`runner`: what runs the batches instead of `model` (an onnxrt.OnnxModel); `model` still supplies
+        the transform, the classes and the saliency maps."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.runner = runner if runner is not None else self.model
         self.transform = transform_from_config(model.input_cfg, train=False)
         self.min_side = min_decode_side(model.input_cfg)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
-        """`device`: auto (a GPU when there is one) | cpu | cuda | cuda:N."""
-        device = resolve_device(device, key="device")
-        return cls(load_model(path)[0], device)
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", backend: str = "torch",
+                        threads: int | None = None) -> Predictor:
+        """A checkpoint, a run dir or an export folder. `device`: auto (a GPU when there is one) | cpu | cuda |
+        cuda:N. `backend`: torch | onnx (onnxruntime on the CPU; an export folder's model.onnx, else the model
+        exported to a temporary file). `threads`: onnxruntime's intra-op threads (None: one per core)."""
+        require_choice("backend", backend, BACKENDS)
+        model = load_model(path)[0]
+        if backend == "onnx":
+            return cls(model, "cpu", onnx_runner(model, path, threads))
+        return cls(model, resolve_device(device, key="device"))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str = "auto", backend: str = "torch",
+                        threads: int | None = None) -> Predictor:
+        """The model of an export folder (see `load_pretrained`)."""
+        if not is_export_dir(folder):
+            _load_folder(folder)  # raises the ExportError that names what is wrong with the folder
+        return cls.from_checkpoint(folder, device=device, backend=backend, threads=threads)
 
     @property
     def tasks(self) -> dict[str, list[str]]:
@@ -84,7 +135,7 @@ class Predictor:
         "attention": (h, w) numpy array or None}.
         """
         single = isinstance(images, Image.Image)
-        out = self.model(self.preprocess([images] if single else list(images)))
+        out = self.runner(self.preprocess([images] if single else list(images)))
         results = decode_top_k(out["logits"], self.tasks, top_k)
         for n, r in enumerate(results):
             r["attention"] = None if out["attention"] is None else out["attention"][n].float().cpu().numpy()
@@ -100,6 +151,23 @@ class Predictor:
         bar = tqdm(loader, desc="predict", unit="batch", dynamic_ncols=True, disable=len(loader) < 2)
         for batch in skips.readable(bar):
             batch["image"] = batch["image"].to(self.device)
-            with torch.no_grad():
-                out = self.model(batch["image"])
+            with torch.inference_mode():
+                out = self.runner(batch["image"])
             yield batch, out
+
+
+def onnx_runner(model: DeepArtNet, path: str | Path, threads: int | None = None):
+    """An onnxruntime session for `model`: the export folder's model.onnx when `path` is a folder that has one,
+    else `model` exported to a temporary file."""
+    import tempfile
+
+    from deepart.onnxrt import OnnxModel, export_onnx
+    from deepart.pretrained import ONNX_FILE
+
+    folder = Path(path)
+    if folder.is_dir() and (folder / ONNX_FILE).is_file():
+        onnx_path = folder / ONNX_FILE
+    else:
+        onnx_path = Path(tempfile.mkdtemp(prefix="deepart-onnx-")) / ONNX_FILE
+        export_onnx(model, onnx_path)
+    return OnnxModel(onnx_path, model.tasks, model.input_cfg, threads=threads)

@@ -1,8 +1,11 @@
-"""Inference CLI: top-k predictions per task for one image, a folder or a glob, from a checkpoint alone.
+"""Inference CLI: top-k predictions per task for one image, a folder or a glob, from a checkpoint, a run dir
+or an export folder alone.
 
     python -m deepart.predict ckpt=outputs/.../checkpoints/best.pt images=paintings/ visualize=true
+    python -m deepart.predict ckpt=exported-model/ images=scans/ backend=onnx batch_size=64
 
-Options are `key=value` pairs (conf/predict.yaml lists them). Unreadable files are reported and skipped.
+Options are `key=value` pairs composed onto conf/predict.yaml (which lists them). Unreadable files are
+reported and skipped.
 """
 from __future__ import annotations
 
@@ -16,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf import DictConfig
 
-from deepart.checkpoint import run_dir_of
-from deepart.core.config import CONF_DIR
-from deepart.core.errors import ConfigError, DataError, report_errors, require, require_choice
+from deepart.cli import compose_cli
+from deepart.core.errors import DataError, report_errors, require, require_choice
+from deepart.core.rundir import run_dir_of
 from deepart.data.dataset import SkipCounter
-from deepart.inference import Predictor, decode_top_k
+from deepart.inference import BACKENDS, Predictor, decode_top_k
 from deepart.models import DeepArtNet
 from deepart.vis.plots import overlay, save_image_grid, upsample_map
 from deepart.vis.saliency import grad_cam, gradient_image, guided_backprop
@@ -34,28 +36,19 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 FORMATS = ("json", "csv", "both")
 
 
+USAGE = "python -m deepart.predict ckpt=<run>/checkpoints/best.pt (or a run dir or an export folder) " \
+        "images=<file, folder or glob>"
+
+
 def parse_args(argv: list[str]) -> DictConfig:
-    """conf/predict.yaml updated by `key=value` arguments; unknown keys and missing values are refused."""
-    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
-    OmegaConf.set_struct(cfg, True)
-    for arg in argv:
-        if "=" not in arg:
-            raise ConfigError(f"argument {arg!r} is not key=value; e.g. ckpt=<run>/checkpoints/best.pt "
-                              f"images=<file, folder or glob>")
-        try:
-            cfg.merge_with(OmegaConf.from_dotlist([arg]))
-        except ConfigKeyError:
-            raise ConfigError(f"unknown option {arg.split('=', 1)[0]!r}; the options are in conf/predict.yaml: "
-                              f"{', '.join(cfg)}") from None
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"{arg}: {exc}".splitlines()[0]) from None
-    for key in ("ckpt", "images"):
-        if OmegaConf.is_missing(cfg, key):
-            raise ConfigError(f"{key}=... is required: python -m deepart.predict ckpt=<run>/checkpoints/best.pt "
-                              f"images=<file, folder or glob>")
+    """conf/predict.yaml composed with `key=value` arguments; unknown keys and missing values are refused."""
+    cfg = compose_cli("predict", argv, required=("ckpt", "images"), usage=USAGE, paths=("ckpt", "images", "out_dir"))
     for key in ("top_k", "batch_size"):
         require(isinstance(cfg[key], int) and cfg[key] >= 1, key, cfg[key], "an integer >= 1")
     require_choice("format", cfg.format, FORMATS)
+    require_choice("backend", cfg.backend, BACKENDS)
+    require(cfg.threads is None or (isinstance(cfg.threads, int) and cfg.threads >= 1), "threads", cfg.threads,
+            "null or an integer >= 1")
     return cfg
 
 
@@ -79,7 +72,9 @@ def find_images(spec: str) -> list[Path]:
 
 def predict(cfg: DictConfig) -> dict:
     """Run the CLI's work; returns {"predictions": [...], "skipped": [...], "out_dir": ...}."""
-    predictor = Predictor.from_checkpoint(cfg.ckpt, device=cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    predictor = Predictor.from_checkpoint(cfg.ckpt, device=cfg.device, backend=cfg.backend, threads=cfg.threads)
     paths = find_images(str(cfg.images))
     out_dir = Path(cfg.out_dir) if cfg.out_dir else run_dir_of(cfg.ckpt) / "predict"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +123,7 @@ def format_predictions(records: list[dict], tasks: dict, limit: int) -> str:
 
 def _write(records: list[dict], skipped: list[dict], cfg: DictConfig, out_dir: Path, tasks: dict) -> None:
     if cfg.format in ("json", "both"):
-        payload = {"checkpoint": str(cfg.ckpt), "images": str(cfg.images), "tasks": list(tasks),
+        payload = {"checkpoint": str(cfg.ckpt), "backend": cfg.backend, "images": str(cfg.images), "tasks": list(tasks),
                    "predictions": records, "skipped": skipped}
         (out_dir / "predictions.json").write_text(json.dumps(payload, indent=2))
     if cfg.format in ("csv", "both"):
