@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image, ImageOps
 
-from deepart.checkpoint import CHECKPOINTS
-from deepart.core.config import compose_config
-from deepart.core.errors import CheckpointError, ConfigError, report_errors, require, require_choice
+from deepart.cli import compose_cli
+from deepart.core.errors import ConfigError, report_errors, require, require_choice
 from deepart.data import demo
 from deepart.data.images import to_rgb
 from deepart.inference import Predictor, load_model
+from deepart.pretrained import is_export_dir
 from deepart.vis.plots import overlay, upsample_map
 from deepart.vis.saliency import CAM_LAYERS, grad_cam
 
@@ -69,8 +69,8 @@ class ModelInfo:
 
 
 def load_predictor(path: str | Path) -> tuple[Predictor, ModelInfo]:
-    """The one way the page loads its model: a checkpoint file, or a folder with best.pt (a run dir: its
-    checkpoints/best.pt), on the CPU.
+    """The one way the page loads its model, on the CPU: an export folder (python -m deepart.export), a run dir,
+    a checkpoint file, or a folder holding best.pt (a Space's files).
 
     The val top-1 comes from the model card (README.md with YAML front matter next to the model) when there
     is one, else from the checkpoint's own val metrics.
@@ -78,7 +78,7 @@ def load_predictor(path: str | Path) -> tuple[Predictor, ModelInfo]:
     model, ckpt = load_model(checkpoint_file(path))
     predictor = Predictor(model, "cpu")
     top1, source = card_top1(card_path(path)), "model card"
-    if not top1:
+    if not top1 and ckpt is not None:
         top1, source = checkpoint_top1(ckpt.metrics, model.tasks), "checkpoint"
     encoder = "pool" if model.encoder is None else type(model.encoder).__name__
     info = ModelInfo(str(path), model.backbone.name, f"{encoder} + {type(model.pooling).__name__}",
@@ -87,15 +87,11 @@ def load_predictor(path: str | Path) -> tuple[Predictor, ModelInfo]:
 
 
 def checkpoint_file(path: str | Path) -> Path:
-    """A .pt file as it is; a folder -> its best.pt, or a run dir's checkpoints/best.pt (a clear error when
-    there is neither)."""
+    """A folder holding best.pt (and no config.json) -> that file; anything else as it is, for load_model
+    (an export folder, a run dir, a checkpoint file), which names what it accepts when the path is none."""
     path = Path(path)
-    if path.is_dir():
-        for best in (path / "best.pt", path / CHECKPOINTS / "best.pt"):
-            if best.is_file():
-                return best
-        raise CheckpointError(f"model={path}: a folder without best.pt or {CHECKPOINTS}/best.pt; pass a checkpoint "
-                              f"file written by train.py (e.g. <run dir>/checkpoints/best.pt) or its run dir")
+    if path.is_dir() and (path / "best.pt").is_file() and not is_export_dir(path):
+        return path / "best.pt"
     return path
 
 
@@ -124,8 +120,9 @@ def card_top1(card: Path) -> dict[str, float]:
             task = (result.get("task") or {}).get("name") if isinstance(result, dict) else None
             for metric in result.get("metrics", []) if isinstance(result, dict) else []:
                 kind = f"{metric.get('type', '')} {metric.get('name', '')}".lower()
-                if isinstance(metric.get("value"), (int, float)) and any(k in kind for k in
-                                                                          ("accuracy", "top-1", "top1")):
+                top1 = any(k in kind for k in ("accuracy", "top-1", "top1")) and not any(
+                    k in kind for k in ("top-5", "top5", "top_5"))
+                if isinstance(metric.get("value"), (int, float)) and top1:
                     value = float(metric["value"])
                     found[str(task or metric.get("name"))] = value * 100 if value <= 1 else value
     return found
@@ -312,15 +309,8 @@ def import_gradio():
 # ------------------------------------------------------------------------------------------------ the command
 def parse_args(argv: list[str]) -> DictConfig:
     """conf/app.yaml composed with `key=value` overrides (Hydra); bad keys and a missing model= are one line."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        cfg = compose_config(argv, config_name="app")
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"{str(exc).splitlines()[0]} (the options are in conf/app.yaml)") from None
-    if OmegaConf.is_missing(cfg, "model"):
-        raise ConfigError("model= is required: python -m deepart.app model=<run dir or checkpoint .pt>")
+    cfg = compose_cli("app", argv, required=("model",), paths=("model", "examples"),
+                      usage="python -m deepart.app model=<export folder, run dir or checkpoint .pt> [host= port= ...]")
     require(cfg.port is None or (isinstance(cfg.port, int) and 0 < cfg.port < 65536), "port", cfg.port,
             "a port number (1-65535) or null")
     for key in ("concurrency", "max_queue", "top_k"):

@@ -25,7 +25,7 @@ from deepart.data.loaders import eval_loader, load_table
 from deepart.inference import load_model, resolve_model_path
 from deepart.losses import MultiTaskLoss
 from deepart.metrics import MetricAccumulator, format_table, per_class_table
-from deepart.tracking import NullLogger
+from deepart.tracking import NullLogger, logger_kind
 from deepart.vis.gallery import MistakeGallery, read_png
 from deepart.vis.plots import plot_confusion
 
@@ -215,7 +215,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
 def eval_logger(cfg: DictConfig, ckpt: Checkpoint, run_cfg: DictConfig):
     """The tracker eval reports to: the training run's W&B run (resumed by its id, in the mode the run used,
     offline by default) or a new one if the id is unknown; none when the run used logger=none or wandb=false."""
-    if not cfg.get("wandb", "auto") or str(run_cfg.logger.get("_target_", "")).endswith("NullLogger"):
+    if not cfg.get("wandb", "auto") or logger_kind(run_cfg.logger) == "none":
         return NullLogger()
     logger = build(run_cfg.logger)
     logger.start(config=OmegaConf.to_container(run_cfg, resolve=True), run_dir=str(run_dir_of(ckpt.path)),

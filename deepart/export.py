@@ -237,6 +237,17 @@ def _data_summary(config: dict) -> tuple[str, str]:
     return ids.get(name, name), text + "." + (f" Tasks trained: {', '.join(tasks)}." if tasks else "")
 
 
+def _card_result(task: str, dataset: str, metrics: dict) -> dict:
+    """One task's val metrics as a Hugging Face `model-index` result (the web app reads its top-1 from here)."""
+    kinds = {"top1": ("accuracy", "top-1 accuracy"), "top5": ("top_5_accuracy", "top-5 accuracy"),
+             "macro_f1": ("f1", "macro-F1")}
+    found = [(kinds[m], metrics[f"val/{task}/{m}"]) for m in kinds if f"val/{task}/{m}" in metrics]
+    return {"task": {"type": "image-classification", "name": task},
+            "dataset": {"name": dataset, "type": dataset, "split": "validation"},
+            "metrics": [{"type": kind, "name": name, "value": round(float(value), 4)}
+                        for (kind, name), value in found]}
+
+
 def model_card(model: DeepArtNet, ckpt: Checkpoint, config: dict, metrics: dict, source: str) -> str:
     """README.md of the export folder: YAML front matter, then the card in Markdown."""
     run_cfg, run_dir = ckpt.config, run_dir_of(ckpt.path)
@@ -246,6 +257,9 @@ def model_card(model: DeepArtNet, ckpt: Checkpoint, config: dict, metrics: dict,
              "tags": ["deepart", "image-classification", "art", "paintings", "multi-task", "pytorch", "safetensors",
                       backbone, sequencer] + (["onnx"] if "onnx" in config else []),
              "datasets": [dataset], "metrics": ["accuracy", "f1"]}
+    if metrics:
+        front["model-index"] = [{"name": f"deepart-{backbone}-{sequencer}",
+                                 "results": [_card_result(task, dataset, metrics) for task in model.tasks]}]
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
              f"# deepart: {', '.join(model.tasks)} of paintings ({backbone} + {sequencer})", "",
              f"A multi-task painting classifier trained with deepart: a `{backbone}` backbone, its feature grid read "

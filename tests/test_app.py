@@ -2,6 +2,7 @@
 subprocess on localhost, called with gradio_client (two requests at once included)."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
@@ -132,6 +133,16 @@ def test_val_top1_comes_from_the_model_card_when_there_is_one(app_run, tmp_path)
     assert card_top1(folder / "README.md") == {}
 
 
+def test_an_export_folder_loads_with_its_model_cards_top1(app_run, tmp_path):
+    from deepart.export import main as export_main
+
+    folder = export_main([f"ckpt={app_run}", f"out={tmp_path / 'export'}"])
+    predictor, info = load_predictor(folder)
+    stored = json.loads((app_run / "metrics.json").read_text())["best"]
+    assert info.top1_source == "model card"
+    assert info.val_top1 == pytest.approx({t: round(stored[f"val/{t}/top1"], 4) * 100 for t in predictor.tasks})
+
+
 @pytest.mark.parametrize("kind", list(BAD))
 def test_bad_upload_is_one_clear_message(predictor_info, uploads, kind):
     name, message = BAD[kind]
@@ -150,9 +161,9 @@ def test_awkward_but_valid_images_are_predicted(predictor_info, uploads, name):
 
 
 def test_run_dir_without_a_checkpoint_and_bad_options_are_clear(tmp_path):
-    with pytest.raises(CheckpointError, match="without best.pt or checkpoints/best.pt"):
+    with pytest.raises(CheckpointError, match="neither an export folder .* nor a run dir"):
         load_predictor(tmp_path)
-    with pytest.raises(ConfigError, match="model= is required"):
+    with pytest.raises(ConfigError, match="model=... is required"):
         parse_args([])
     with pytest.raises(ConfigError, match="conf/app.yaml"):
         parse_args(["model=x.pt", "colour=red"])
@@ -167,7 +178,7 @@ def test_command_without_model_says_so_in_one_line():
                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "model= is required" in lines[0], res.stderr
+    assert len(lines) == 1 and "model=... is required" in lines[0], res.stderr
 
 
 # ----------------------------------------------------------------------------------------------- level 2: a real server

@@ -118,6 +118,10 @@ def test_cli_export_writes_a_model_card_with_the_runs_metrics(trained_run, tmp_p
     for task in ("style", "genre", "artist"):
         cells = [f"{stored[f'val/{task}/{m}']:.4f}" for m in ("top1", "top5", "macro_f1")]
         assert f"| {task} | {' | '.join(cells)} |" in card
+    results = {r["task"]["name"]: {m["type"]: m["value"] for m in r["metrics"]}
+               for r in front["model-index"][0]["results"]}
+    assert results["style"]["accuracy"] == round(stored["val/style/top1"], 4)
+    assert results["artist"]["top_5_accuracy"] == round(stored["val/artist/top5"], 4)
     assert "## Intended use" in card and "imbalanced" in card and "photographs" in card
     assert "Seed of this run: 42" in card
     # a run dir is accepted too, and a non-empty folder is refused unless overwrite=true

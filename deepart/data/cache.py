@@ -20,10 +20,10 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from deepart.core.errors import ConfigError, require_choice
 from deepart.data.images import ImageLoadError, load_image, source_file
 from deepart.data.table import TaskTable
 from deepart.data.transforms import SquarePad, resize_size
-from deepart.core.errors import ConfigError, require_choice
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import http.client
 import os
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -124,9 +123,10 @@ def fetch(url: str, dest: Path, *, retries: int = 3, progress: bool = True) -> P
                 if attempt < retries:
                     continue
             raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise DataError(f"cannot reach {url} ({reason}).\n{manual_instructions(dest.parent, dest.suffix == '.zip')}") from None
+            manual = manual_instructions(dest.parent, dest.suffix == ".zip")
+            raise DataError(f"cannot reach {url} ({reason}).\n{manual}") from None
         with response:
             if offset and response.status != 206:  # the server ignores Range: start again
                 offset = 0
@@ -138,7 +138,7 @@ def fetch(url: str, dest: Path, *, retries: int = 3, progress: bool = True) -> P
                     while chunk := response.read(CHUNK):
                         out.write(chunk)
                         bar.update(len(chunk))
-            except (http.client.IncompleteRead, ConnectionError, socket.timeout, OSError) as exc:
+            except (TimeoutError, http.client.IncompleteRead, ConnectionError, OSError) as exc:
                 if attempt < retries:
                     continue
                 have = part.stat().st_size

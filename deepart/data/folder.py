@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepart.core.errors import ConfigError, DataError, require
 from deepart.data.splits import check_fractions, stratified_split
 from deepart.data.table import TaskTable
-from deepart.core.errors import ConfigError, DataError, require
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 

@@ -9,12 +9,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from deepart.core.config import build
+from deepart.core.errors import ConfigError
 from deepart.data.cache import use_cache
 from deepart.data.dataset import PaintingDataset, collate
 from deepart.data.samplers import ShardSampler
 from deepart.data.table import TaskTable
 from deepart.data.transforms import min_decode_side, transform_from_config
-from deepart.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import logging
 import sys
 
 from deepart.core.config import compose_config
+from deepart.core.errors import report_errors
 from deepart.data.cache import prepare_cache
 from deepart.data.loaders import load_table
-from deepart.core.errors import report_errors
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,14 +3,14 @@
 `rank`/`world_size` each process takes a disjoint share of the same draw."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from deepart.data.table import MISSING
 from deepart.core.errors import require
+from deepart.data.table import MISSING
 
 
 class _EpochSampler(Sampler):

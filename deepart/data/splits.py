@@ -1,7 +1,7 @@
 """Seeded, stratified splits for collections that do not come with one."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -63,7 +63,7 @@ class TaskTable:
         """(N, T) int64 label matrix of a split."""
         return np.array(self.frame(split)[self.task_names], dtype=np.int64)  # a writable copy
 
-    def select_tasks(self, names: list[str] | None) -> "TaskTable":
+    def select_tasks(self, names: list[str] | None) -> TaskTable:
         """Keep only some tasks (and only images that have a label for at least one of them)."""
         if names is None or list(names) == self.task_names:
             return self
@@ -108,7 +108,8 @@ def check_images(frames: list[pd.DataFrame], image_root: Path, policy: str,
         raise DataError(
             f"{len(missing)} of {len(listed)} listed images are missing under {image_root} "
             f"(first: {examples}). To get them: {get_them} (docs/data.md)"
-            + (f", or pass data.source.missing_images=skip to train on the {present} present ones." if present else "."))
+            + (f", or pass data.source.missing_images=skip to train on the {present} present ones."
+               if present else "."))
     log.warning("%d of %d listed images are missing under %s and are skipped (first: %s)",
                 len(missing), len(listed), image_root, examples)
     gone = set(missing)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepart.core.errors import ConfigError, DataError, require, require_choice
 from deepart.data.folder import IMAGE_EXTENSIONS
 from deepart.data.splits import check_fractions, stratified_split
 from deepart.data.table import MISSING, TaskTable, check_images
-from deepart.core.errors import ConfigError, DataError, require, require_choice
 
 SPLITS = ("train", "val", "test")
 
@@ -50,7 +50,8 @@ def _image_paths(ids: pd.Series, image_dir: Path) -> pd.Series:
     if image_dir.is_dir():
         for p in sorted(image_dir.rglob("*")):
             if p.suffix.lower() in IMAGE_EXTENSIONS:
-                by_stem.setdefault(p.relative_to(image_dir).with_suffix("").as_posix(), p.relative_to(image_dir).as_posix())
+                rel = p.relative_to(image_dir)
+                by_stem.setdefault(rel.with_suffix("").as_posix(), rel.as_posix())
     return ids.where(~bare, ids.map(lambda v: by_stem.get(v, v)))
 
 
@@ -93,7 +94,7 @@ def load_csv(table: str | Path, image_dir: str | Path, tasks: list[str] | None =
         if not classes[task]:
             raise DataError(f"{table}: column {task!r} has no labels")
         index = {name: i for i, name in enumerate(classes[task])}
-        out[task] = values.map(lambda v: index.get(v, MISSING)).astype(np.int64)
+        out[task] = values.map(lambda v, index=index: index.get(v, MISSING)).astype(np.int64)
     unlabelled = (out[tasks] == MISSING).all(axis=1)
     notes = []
     if unlabelled.any():
