@@ -130,7 +130,7 @@ def test_wandb_failure_never_stops_training(tiny_cfg, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["ckpt=/nonexistent/best.pt"], "checkpoint not found: /nonexistent/best.pt"),
+    (["ckpt=/nonexistent/best.pt"], "/nonexistent/best.pt: not found; pass a checkpoint"),
     (["ckpt={corrupt}"], "is not a PyTorch checkpoint archive"),
 ])
 def test_eval_bad_checkpoint_is_a_clear_error(tmp_path, args, message):
