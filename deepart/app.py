@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import yaml
 from omegaconf import DictConfig
-from PIL import Image, ImageOps
+from PIL import Image
 
 from deepart.cli import compose_cli
 from deepart.core.errors import ConfigError, report_errors, require, require_choice
 from deepart.data import demo
-from deepart.data.images import to_rgb
+from deepart.data.images import ImageLoadError, load_rgb
 from deepart.inference import Predictor, load_model
 from deepart.pretrained import is_export_dir
 from deepart.vis.plots import overlay, upsample_map
@@ -146,31 +146,30 @@ def read_painting(path: str | Path, min_side: int, max_megapixels: float = 100) 
     name = path.name
     if not path.is_file() or path.stat().st_size == 0:
         raise BadImage(f"{name} is an empty file: {IMAGE_HINT}.")
-    try:
+    try:  # the header: what the file is, and whether the page decodes one that large
         with Image.open(path) as img:
             w, h, fmt = *img.size, img.format
-            limit = max_megapixels * 1e6 * (64 if fmt == "JPEG" else 1)
-            if w * h > limit:
-                raise BadImage(f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), more than this page "
-                               f"decodes ({limit / 1e6:.0f} megapixels for {fmt}): shrink it"
-                               + ("" if fmt == "JPEG" else " or save it as JPEG (JPEGs decode at reduced size)")
-                               + ".")
             frames = getattr(img, "n_frames", 1)
-            if fmt == "JPEG" and min(w, h) >= 2 * min_side:
-                scale = min(w, h) / min_side
-                img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
-            img.load()
-            rgb = to_rgb(ImageOps.exif_transpose(img) or img)
-    except BadImage:
-        raise
     except Image.UnidentifiedImageError:
         raise BadImage(f"{name} is not an image (or a format Pillow cannot read): {IMAGE_HINT}.") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadImage(f"{name} could not be decoded ({reason}); the file may be truncated or corrupt: "
-                       f"{IMAGE_HINT}.") from None
+        raise BadImage(_undecodable(name, exc)) from None
+    limit = max_megapixels * 1e6 * (64 if fmt == "JPEG" else 1)
+    if w * h > limit:
+        raise BadImage(f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), more than this page "
+                       f"decodes ({limit / 1e6:.0f} megapixels for {fmt}): shrink it"
+                       + ("" if fmt == "JPEG" else " or save it as JPEG (JPEGs decode at reduced size)") + ".")
+    try:  # decoded as the Predictor decodes files (JPEGs at reduced size, the first frame, EXIF, RGB)
+        rgb = load_rgb(path, min_side, max_pixels=limit)
+    except ImageLoadError as exc:
+        raise BadImage(_undecodable(name, exc.__cause__ or exc)) from None
     note = f"{fmt} {w}x{h}" + (f", {frames} frames: the first one is analysed" if frames > 1 else "")
     return rgb, note
+
+
+def _undecodable(name: str, exc: BaseException) -> str:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{name} could not be decoded ({reason}); the file may be truncated or corrupt: {IMAGE_HINT}."
 
 
 @dataclass

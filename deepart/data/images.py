@@ -47,15 +47,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
+def load_rgb(path: str | Path, min_side: int | None = None, max_pixels: float | None = None) -> Image.Image:
     """Decode an image file as RGB.
 
     `min_side`: the caller needs the shorter side to be at least this many pixels; JPEGs much larger
     than that are decoded at 1/2, 1/4 or 1/8 scale (never below `min_side`), which is fast and light.
     Other formats (PNG, TIFF, ...) are decoded in full, then reduced by an integer factor; above
-    MAX_DECODE_PIXELS they are refused (a full decode would need gigabytes).
+    `max_pixels` (default MAX_DECODE_PIXELS) they are refused (a full decode would need gigabytes).
     Raises ImageLoadError for missing, empty, truncated, oversized non-JPEG or undecodable files.
     """
+    max_pixels = MAX_DECODE_PIXELS if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -65,9 +66,9 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
                 if img.format == "JPEG":
                     if scale >= 2:
                         img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
-                elif w * h > MAX_DECODE_PIXELS:
+                elif w * h > max_pixels:
                     raise ImageLoadError(f"{path}: {w}x{h} {img.format} image is too large to decode "
-                                         f"(> {MAX_DECODE_PIXELS} pixels; only JPEGs decode at reduced size): "
+                                         f"(> {max_pixels:.0f} pixels; only JPEGs decode at reduced size): "
                                          f"convert it to JPEG or shrink it")
                 img.load()
                 fmt = img.format
