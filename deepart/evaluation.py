@@ -137,7 +137,7 @@ def compute_val_metrics(model, ckpt: Checkpoint, data_root: str | None = None, b
     if table.tasks != ckpt.tasks:
         raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
                         f"the checkpoint was trained on ({list(ckpt.tasks)}); pass data_root=<the run's data>")
-    rt = Runtime.from_config({**run_cfg.trainer, "device": device, "precision": "fp32"})
+    rt = Runtime.from_config({**run_cfg.trainer, "device": device, "precision": "fp32", "threads": None})
     loss_fn = build(run_cfg.loss, tasks=ckpt.tasks)
     if ckpt.loss is not None:
         loss_fn.load_state_dict(ckpt.loss)
@@ -160,7 +160,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if table.tasks != tasks:
         raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
                         f"the model was trained on ({list(tasks)}); pass data_root=<the run's data>")
-    rt = Runtime.from_config({**run_cfg.trainer, "device": cfg.device,
+    rt = Runtime.from_config({**run_cfg.trainer, "device": cfg.device, "threads": None,
                               "precision": cfg.get("precision") or run_cfg.trainer.get("precision", "auto")})
     model = rt.prepare(model)
     loss_fn = build(run_cfg.loss, tasks=tasks)

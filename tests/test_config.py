@@ -86,6 +86,7 @@ def test_phase_all_chains_the_phase_files():
     ("trainer.precision=fp8", "trainer.precision"),
     ("data.train_crop_scale=[0.9,0.1]", "data.train_crop_scale"),
     ("trainer.device=gpu", "trainer.device"),
+    ("trainer.threads=0", "trainer.threads"),
 ])
 def test_impossible_values_name_the_key(override, key):
     cfg = compose_config([*TINY, override])

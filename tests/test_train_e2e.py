@@ -108,6 +108,18 @@ def test_seed_makes_cpu_runs_repeatable(tiny_cfg, tmp_path):
     assert a["final"] == b["final"]
 
 
+def test_threads_sets_pytorch_cpu_threads_and_the_log_says_so(tiny_cfg, tmp_path, caplog):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with caplog.at_level("INFO", logger="deepart"):
+            train(tiny_cfg("trainer.threads=1"), run_dir=tmp_path)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "steps/epoch on cpu (1 thread)" in caplog.text
+
+
 def test_logger_none_makes_no_wandb_call(tiny_cfg, tmp_path, monkeypatch):
     class Trap(types.ModuleType):
         def __getattr__(self, name):

@@ -32,24 +32,31 @@ class Runtime:
     device: torch.device
     bf16: bool
     channels_last: bool
+    threads: int | None = None  # PyTorch's CPU threads (intra-op); None = its default, one per core
 
     @classmethod
     def resolve(cls, trainer_cfg: Mapping[str, Any]) -> Runtime:
-        """From `device`, `precision` and `channels_last` (keys of `trainer`; each defaults to auto), checked.
-        Auto means bf16 autocast and channels_last on CUDA, fp32 on the CPU."""
+        """From `device`, `precision`, `channels_last` (keys of `trainer`; each defaults to auto) and `threads`
+        (default null), checked. Auto means bf16 autocast and channels_last on CUDA, fp32 on the CPU."""
         precision = trainer_cfg.get("precision", "auto")
         channels_last = trainer_cfg.get("channels_last", "auto")
+        threads = trainer_cfg.get("threads")
         require_choice("trainer.precision", precision, PRECISIONS)
         require(channels_last in ("auto", True, False), "trainer.channels_last", channels_last, "auto | true | false")
+        require(threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1),
+                "trainer.threads", threads, "an integer >= 1 or null (PyTorch's default: one per core)")
         device = resolve_device(trainer_cfg.get("device", "auto"))
         cuda = device.type == "cuda"
         return cls(device, cuda if precision == "auto" else precision == "bf16",
-                   cuda if channels_last == "auto" else bool(channels_last))
+                   cuda if channels_last == "auto" else bool(channels_last), threads)
 
     @classmethod
     def from_config(cls, trainer_cfg: Mapping[str, Any]) -> Runtime:
-        """`resolve`, then on CUDA the fast math settings (cuDNN autotuning, TF32 matmuls)."""
+        """`resolve`, then PyTorch's thread count when `threads` is set, and on CUDA the fast math settings
+        (cuDNN autotuning, TF32 matmuls)."""
         rt = cls.resolve(trainer_cfg)
+        if rt.threads is not None:
+            torch.set_num_threads(rt.threads)
         if rt.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
