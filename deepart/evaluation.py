@@ -20,6 +20,7 @@ from deepart.core.config import build, compose_config, eval_batch_size, group_op
 from deepart.core.errors import ConfigError, DataError, require_choice
 from deepart.core.rundir import run_dir_of
 from deepart.core.runtime import Runtime
+from deepart.data import demo as demo_data
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table
 from deepart.inference import load_model, resolve_model_path
@@ -114,6 +115,8 @@ def run_config(cfg: DictConfig, model, ckpt: Checkpoint | None) -> DictConfig:
         OmegaConf.set_struct(run_cfg, False)
         for key in ("image_size", "resize_size", "square_pad"):
             run_cfg.data[key] = model.input_cfg[key]
+        if data == "demo" and cfg.get("data_root"):  # read the demo folder given as it is, never regenerate it
+            run_cfg.data.source.update(demo_data.recorded_params(cfg.data_root) or {})
     if cfg.get("data_root"):
         run_cfg.data.source.root = cfg.data_root
     return run_cfg

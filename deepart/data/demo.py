@@ -457,6 +457,18 @@ def is_complete(root: str | os.PathLike, **kwargs) -> bool:
         return False
 
 
+def recorded_params(root: str | os.PathLike) -> dict | None:
+    """The `generate_demo` parameters of the finished demo dataset at `root` (from its marker), or None when
+    `root` holds none. Passing them back (`load_demo(root, **params)`) reads that dataset as it is."""
+    try:
+        params = json.loads((Path(root) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(params, dict) or params.get("generator_version") != GENERATOR_VERSION:
+        return None
+    return {key: params[key] for key in _DEFAULTS if key in params}
+
+
 _DEFAULTS = {name: p.default for name, p in inspect.signature(generate_demo).parameters.items()
              if p.kind is inspect.Parameter.KEYWORD_ONLY}
 _OURS = {IMAGES_DIR, MARKER} | {f"{t}_{s}.csv" for t in TASKS for s in ("train", "val")} \
