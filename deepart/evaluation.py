@@ -19,7 +19,7 @@ from deepart.core import faults
 from deepart.core.config import build, compose_config, eval_batch_size, group_options
 from deepart.core.errors import ConfigError, DataError, require_choice
 from deepart.core.rundir import run_dir_of
-from deepart.core.runtime import Runtime
+from deepart.core.runtime import Runtime, check_threads
 from deepart.data import demo as demo_data
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table
@@ -155,6 +155,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on its run's validation split; write metrics.json, per-class CSV and
     confusion-matrix PNGs to `out_dir` (default <run dir>/eval). Returns the metrics."""
     require_choice("split", cfg.split, SPLITS)
+    check_threads("threads", cfg.get("threads"))
     model, ckpt = load_model(cfg.ckpt)
     source = ckpt.path if ckpt is not None else resolve_model_path(cfg.ckpt)[1]
     run_cfg = run_config(cfg, model, ckpt)
@@ -163,7 +164,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if table.tasks != tasks:
         raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
                         f"the model was trained on ({list(tasks)}); pass data_root=<the run's data>")
-    rt = Runtime.from_config({**run_cfg.trainer, "device": cfg.device, "threads": None,
+    rt = Runtime.from_config({**run_cfg.trainer, "device": cfg.device, "threads": cfg.get("threads"),
                               "precision": cfg.get("precision") or run_cfg.trainer.get("precision", "auto")})
     model = rt.prepare(model)
     loss_fn = build(run_cfg.loss, tasks=tasks)

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from deepart.cli import compose_cli
 from deepart.core.errors import DataError, report_errors, require, require_choice
 from deepart.core.rundir import run_dir_of
+from deepart.core.runtime import check_threads
 from deepart.data.dataset import SkipCounter
 from deepart.inference import BACKENDS, Predictor, decode_top_k
 from deepart.models import DeepArtNet
@@ -47,8 +48,7 @@ def parse_args(argv: list[str]) -> DictConfig:
         require(isinstance(cfg[key], int) and cfg[key] >= 1, key, cfg[key], "an integer >= 1")
     require_choice("format", cfg.format, FORMATS)
     require_choice("backend", cfg.backend, BACKENDS)
-    require(cfg.threads is None or (isinstance(cfg.threads, int) and cfg.threads >= 1), "threads", cfg.threads,
-            "null or an integer >= 1")
+    check_threads("threads", cfg.threads)
     return cfg
 
 

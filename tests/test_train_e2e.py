@@ -144,6 +144,7 @@ def test_wandb_failure_never_stops_training(tiny_cfg, tmp_path, monkeypatch):
 @pytest.mark.parametrize("args,message", [
     (["ckpt=/nonexistent/best.pt"], "/nonexistent/best.pt: not found; pass a checkpoint"),
     (["ckpt={corrupt}"], "is not a PyTorch checkpoint archive"),
+    (["ckpt={corrupt}", "threads=0"], "threads=0 is not allowed: expected an integer >= 1 or null"),
 ])
 def test_eval_bad_checkpoint_is_a_clear_error(tmp_path, args, message):
     corrupt = tmp_path / "corrupt.pt"

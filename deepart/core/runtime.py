@@ -25,6 +25,12 @@ def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
     return device
 
 
+def check_threads(key: str, value: Any) -> None:
+    """A thread count option: null (the library's default, one per core) or an integer >= 1."""
+    require(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1), key, value,
+            "an integer >= 1 or null (the default: one per core)")
+
+
 @dataclass
 class Runtime:
     """The device and the numeric settings every pass over data uses."""
@@ -43,8 +49,7 @@ class Runtime:
         threads = trainer_cfg.get("threads")
         require_choice("trainer.precision", precision, PRECISIONS)
         require(channels_last in ("auto", True, False), "trainer.channels_last", channels_last, "auto | true | false")
-        require(threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1),
-                "trainer.threads", threads, "an integer >= 1 or null (PyTorch's default: one per core)")
+        check_threads("trainer.threads", threads)
         device = resolve_device(trainer_cfg.get("device", "auto"))
         cuda = device.type == "cuda"
         return cls(device, cuda if precision == "auto" else precision == "bf16",
