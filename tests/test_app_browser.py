@@ -1,6 +1,7 @@
 """The web app in a real headless Chromium (Debian's `chromium`, driven by Playwright): open the page, upload
-a painting, wait for the labels, compare with the Predictor; a bad upload, then a good one; the latency
-from upload to labels (printed); a screenshot of the page.
+a painting, wait for the labels, compare with the Predictor; a bad upload, then a good one; an example
+clicked, a painting dropped on the page and one pasted from the clipboard; the latency from upload to labels
+(printed); a screenshot of the page.
 
     python -m pytest -s tests/test_app_browser.py                                   # the tiny test model
     DEEPART_APP_MODEL=<run dir or .pt> DEEPART_APP_SCREENSHOT=docs/img/app.png \\
@@ -10,6 +11,8 @@ Skipped when Chromium, Playwright or Gradio is missing (.ci/run installs them).
 """
 from __future__ import annotations
 
+import base64
+import io
 import os
 import shutil
 import time
@@ -65,6 +68,36 @@ def _upload(page, path: Path) -> None:
     """Clear the painting, then upload `path` through the page's file input."""
     _clear(page)
     page.set_input_files("#painting input[type=file]", str(path))
+
+
+def _drop(page, path: Path) -> None:
+    """Clear the painting, then drop `path` on the upload area as a file dragged from the desktop would be."""
+    _clear(page)
+    transfer = page.evaluate_handle(
+        """([data, name]) => { const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+             const transfer = new DataTransfer();
+             transfer.items.add(new File([bytes], name, {type: 'image/jpeg'}));
+             return transfer; }""", [base64.b64encode(path.read_bytes()).decode(), path.name])
+    for event in ("dragenter", "dragover", "drop"):
+        page.dispatch_event("#painting button[aria-label='Drop an image file here to upload']", event,
+                            {"dataTransfer": transfer})
+
+
+def _paste(page, path: Path) -> None:
+    """Clear the painting, put `path` on the clipboard as a PNG (as a screenshot tool would), click the page's
+    paste button."""
+    _clear(page)
+    png = io.BytesIO()
+    Image.open(path).convert("RGB").save(png, "PNG")
+    page.evaluate("""async (data) => { const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+                       const blob = new Blob([bytes], {type: 'image/png'});
+                       await navigator.clipboard.write([new ClipboardItem({'image/png': blob})]); }""",
+                  base64.b64encode(png.getvalue()).decode())
+    page.locator("#painting button[aria-label='Paste from clipboard']").click()
+
+
+def _shown(page, task: str) -> str:
+    return page.inner_text(f"#label-{task} [data-testid='label-output-value']").strip()
 
 
 def _wait_for_labels(page) -> float:
@@ -124,7 +157,21 @@ def test_page_upload_labels_bad_file_latency_screenshot(browser_page, model_path
         page.locator("#examples img").first.click()
         _wait_for_labels(page)
         first_example = example_paintings()[0]
-        assert page.inner_text("#label-genre [data-testid='label-output-value']").strip() == \
-            predictor.predict(Image.open(first_example))["genre"]["label"]
+        assert _shown(page, "genre") == predictor.predict(Image.open(first_example))["genre"]["label"]
+
+        dropped = example_paintings()[2]  # dragged from the desktop and dropped on the upload area
+        _drop(page, dropped)
+        _wait_for_labels(page)
+        assert "JPEG" in _status(page)
+        for task in ("style", "genre", "artist"):
+            assert _shown(page, task) == predictor.predict(Image.open(dropped))[task]["label"], task
+
+        pasted = example_paintings()[1]  # copied to the clipboard as a PNG, then the page's paste button
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url.rstrip("/"))
+        _paste(page, pasted)
+        _wait_for_labels(page)
+        assert "PNG" in _status(page)
+        for task in ("style", "genre", "artist"):
+            assert _shown(page, task) == predictor.predict(Image.open(pasted).convert("RGB"))[task]["label"], task
     finally:
         server.stop()
