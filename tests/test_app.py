@@ -277,3 +277,25 @@ def test_two_requests_at_once_are_both_answered(server, predictor_info, painting
     for t in threads:
         t.join(timeout=180)
     assert answers == {i: predictor.predict(Image.open(paintings[i]))["style"]["label"] for i in (1, 2)}
+
+
+def test_uploads_over_max_file_mb_are_refused_and_the_app_goes_on(app_run, paintings, tmp_path):
+    pytest.importorskip("gradio")
+    httpx = pytest.importorskip("httpx")
+    from gradio_client import Client, handle_file
+
+    big = tmp_path / "noise.png"  # 3 MB: random pixels do not compress
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), dtype=np.uint8)).save(big)
+    assert big.stat().st_size > 2 * 2**20
+    srv = Server(app_run, tmp_path / "app.log", "max_file_mb=1").wait()
+    try:
+        with big.open("rb") as handle:  # the server itself refuses it, whatever the client
+            refused = httpx.post(f"{srv.url}gradio_api/upload", files={"files": (big.name, handle)}, timeout=60)
+        assert refused.status_code == 413 and "1048576 bytes" in refused.text
+        client = Client(srv.url, verbose=False)
+        with pytest.raises(ValueError, match="exceeds the maximum file size of 1048576 bytes"):
+            client.predict(handle_file(str(big)), api_name="/predict")
+        *labels, _, status = client.predict(handle_file(str(paintings[0])), api_name="/predict")
+        assert status.startswith("Predicted in ") and all(label["label"] for label in labels)
+    finally:
+        srv.stop()
