@@ -117,7 +117,7 @@ def test_threads_sets_pytorch_cpu_threads_and_the_log_says_so(tiny_cfg, tmp_path
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    assert "steps/epoch on cpu (1 thread)" in caplog.text
+    assert "steps/epoch on cpu, 1 thread" in caplog.text
 
 
 def test_logger_none_makes_no_wandb_call(tiny_cfg, tmp_path, monkeypatch):

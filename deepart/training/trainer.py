@@ -228,10 +228,10 @@ class Trainer:
             ema.load_state_dict(resume.ema)
         net, loss_fn, compiled = self._parallel()
         n = torch.get_num_threads()
-        threads = f" ({n} thread{'s' if n > 1 else ''})" if rt.device.type == "cpu" else ""
+        threads = f", {n} thread{'s' if n > 1 else ''}" if rt.device.type == "cpu" else ""
         log.info("phase %s: %d epochs, lr %g, batch %d, %d steps/epoch on %s%s%s%s", phase.name, phase.epochs,
-                 phase.lr, phase.batch_size, len(train_dl), rt.device, threads, " (bf16)" if rt.bf16 else "",
-                 f" x {d.world_size} processes" if d.enabled else "")
+                 phase.lr, phase.batch_size, len(train_dl), rt.device, " (bf16)" if rt.bf16 else "",
+                 f" x {d.world_size} processes" if d.enabled else "", threads)
         return PhaseRun(train_dl, val_dl, optimizer, scheduler, net, loss_fn, ema.model if ema else compiled, ema)
 
     def _restore_counters(self, ckpt: Checkpoint) -> None:
