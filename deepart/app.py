@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from deepart.cli import compose_cli
-from deepart.core.errors import ConfigError, report_errors, require, require_choice
+from deepart.core.errors import ConfigError, first_line, report_errors, require, require_choice
 from deepart.data import demo
 from deepart.data.images import ImageLoadError, load_rgb
 from deepart.inference import Predictor, load_model
@@ -168,8 +168,7 @@ def read_painting(path: str | Path, min_side: int, max_megapixels: float = 100) 
 
 
 def _undecodable(name: str, exc: BaseException) -> str:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{name} could not be decoded ({reason}); the file may be truncated or corrupt: {IMAGE_HINT}."
+    return f"{name} could not be decoded ({first_line(exc)}); the file may be truncated or corrupt: {IMAGE_HINT}."
 
 
 @dataclass

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from deepart.core import faults
-from deepart.core.errors import CheckpointError
+from deepart.core.errors import CheckpointError, first_line
 from deepart.core.rundir import CHECKPOINTS, newest_last, phase_dir, run_dir_of
 
 __all__ = ["CHECKPOINTS", "Checkpoint", "atomic_copy", "atomic_save", "capture_rng", "newest_last", "phase_dir",
@@ -153,8 +153,8 @@ def _read(path: Path, map_location) -> dict[str, Any]:
                               f"because loading it could run code. deepart checkpoints never contain such "
                               f"objects.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first_line(exc)}") \
+            from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a deepart checkpoint (no '{FORMAT}' marker)")
     return raw

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from deepart.core.config import CONF_DIR, compose_config, config_groups, quote_numeric_choices
-from deepart.core.errors import ConfigError
+from deepart.core.errors import ConfigError, first_line
 from deepart.core.rundir import run_dir_of
 
 
@@ -55,12 +55,12 @@ def compose_cli(config_name: str, argv: list[str], required: tuple[str, ...] = (
     try:
         return compose_config(argv, config_name=config_name)
     except (HydraException, OmegaConfBaseException) as exc:
-        message = str(exc).strip().splitlines()
-        unknown = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] not in _top_keys(config_name)]
+        options = _top_keys(config_name)
+        unknown = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] not in options]
         if unknown:
             raise ConfigError(f"unknown option {unknown[0]!r}; the options are in conf/{config_name}.yaml: "
-                              f"{', '.join(_top_keys(config_name))}") from None
-        raise ConfigError(message[0] if message else type(exc).__name__) from None
+                              f"{', '.join(options)}") from None
+        raise ConfigError(first_line(exc)) from None
 
 
 def _quote_path(arg: str) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepart.core.errors import DeepArtError
+from deepart.core.errors import DeepArtError, first_line
 from deepart.models import DeepArtNet
 
 log = logging.getLogger("deepart")
@@ -88,7 +88,7 @@ def export_onnx(model: DeepArtNet, path: str | Path, exporter: str = "auto", bat
                 _export(flat, example, Path(path), names, dynamo=name == "dynamo")
             return name
         except Exception as exc:  # noqa: BLE001  an exporter's failure is reported, then the other one tried
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             errors.append(f"{name}: {first}")
             if name != order[-1]:
                 log.warning("ONNX: the %s exporter failed (%s); trying the %s exporter", name, first, order[-1])
@@ -122,8 +122,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001  onnxruntime raises its own (non-exported) exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DeepArtError(f"{path}: onnxruntime cannot load it: {first}") from None
+            raise DeepArtError(f"{path}: onnxruntime cannot load it: {first_line(exc)}") from None
         self.tasks = {t: list(c) for t, c in tasks.items()}
         self.input_cfg = input_cfg
         self.outputs = [o.name for o in self.session.get_outputs()]

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from deepart.core.errors import DeepArtError
+from deepart.core.errors import DeepArtError, first_line
 from deepart.models import DeepArtNet, build_model
 
 FORMAT = "deepart-pretrained"
@@ -91,7 +91,7 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except (ValueError, OSError) as exc:
-        raise ExportError(f"{path}: not readable JSON ({str(exc).splitlines()[0]})") from None
+        raise ExportError(f"{path}: not readable JSON ({first_line(exc)})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ExportError(f"{path}: not a deepart export config (no \"format\": \"{FORMAT}\")")
     version = config.get("format_version")
@@ -128,8 +128,8 @@ def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{path}: not a readable safetensors file (truncated or corrupt?): {reason}") from None
+        raise ExportError(f"{path}: not a readable safetensors file (truncated or corrupt?): {first_line(exc)}") \
+            from None
 
 
 def check_fit(state: dict[str, torch.Tensor], model: DeepArtNet, path: Path) -> None:
@@ -157,7 +157,7 @@ def load_pretrained(folder: str | Path) -> DeepArtNet:
     try:
         model = build_from_config(config)
     except Exception as exc:  # a hand-edited config.json: any failure to build is reported as one line
-        raise ExportError(f"{folder / CONFIG_FILE}: cannot rebuild the network: {str(exc).splitlines()[0]}") from None
+        raise ExportError(f"{folder / CONFIG_FILE}: cannot rebuild the network: {first_line(exc)}") from None
     state = read_weights(folder)
     check_fit(state, model, folder / WEIGHTS_FILE)
     model.load_state_dict(state)

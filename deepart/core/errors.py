@@ -41,6 +41,13 @@ def require_choice(key: str, value: Any, choices: tuple | list) -> None:
     require(value in choices, key, value, " | ".join(str(c) for c in choices))
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty: the reason
+    quoted in a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def report_errors(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call `fn`; a DeepArtError becomes one clear line on stderr (or the job's log) and exit status 2."""
     try:
