@@ -23,7 +23,7 @@ from deepart import pretrained
 from deepart.checkpoint import Checkpoint
 from deepart.cli import compose_cli
 from deepart.core.errors import ConfigError, report_errors, require_choice
-from deepart.core.rundir import run_dir_of
+from deepart.core.rundir import CHECKPOINTS, METRICS, read_overrides, run_dir_of
 from deepart.evaluation import compute_val_metrics
 from deepart.inference import load_model, resolve_model_path
 from deepart.models import DeepArtNet
@@ -142,8 +142,8 @@ def stored_metrics(ckpt: Checkpoint) -> list[tuple[str, dict[str, float]]]:
     evaluation = _read_json(run_dir / "eval" / "metrics.json")
     if evaluation.get("split") == "val" and _same_file(evaluation.get("checkpoint"), ckpt.path):
         found.append(("eval.py (eval/metrics.json)", evaluation.get("metrics", {})))
-    summary = _read_json(run_dir / "metrics.json")
-    if ckpt.path is not None and ckpt.path.name == "best.pt" and ckpt.path.parent.name == "checkpoints":
+    summary = _read_json(run_dir / METRICS)
+    if ckpt.path is not None and ckpt.path.name == "best.pt" and ckpt.path.parent.name == CHECKPOINTS:
         found.append(("the run's metrics.json (best epoch)", summary.get("best", {})))
     found.append(("the checkpoint's val metrics", ckpt.metrics))
     return found
@@ -169,13 +169,19 @@ def _same_file(a: str | None, b: Path | None) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- model card
-def training_command(run_dir: Path) -> str:
-    overrides = run_dir / ".hydra" / "overrides.yaml"
+def _overrides(run_dir: Path) -> list[str] | None:
+    """The run's command-line overrides (rundir.read_overrides), None when missing or unreadable."""
     try:
-        args = yaml.safe_load(overrides.read_text()) or []
+        return read_overrides(run_dir)
     except (OSError, yaml.YAMLError):
+        return None
+
+
+def training_command(run_dir: Path) -> str:
+    args = _overrides(run_dir)
+    if args is None:
         return "(not recorded: the run dir has no .hydra/overrides.yaml)"
-    return " ".join(["python train.py", *(str(a) for a in args)])
+    return " ".join(["python train.py", *args])
 
 
 def sweep_seeds(run_dir: Path) -> list[int] | None:
@@ -185,9 +191,8 @@ def sweep_seeds(run_dir: Path) -> list[int] | None:
         return None
 
     def key(folder: Path) -> tuple[tuple[str, ...], int | None] | None:
-        try:
-            args = [str(a) for a in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []]
-        except (OSError, yaml.YAMLError):
+        args = _overrides(folder)
+        if args is None:
             return None
         seeds = [a.split("=", 1)[1] for a in args if a.startswith("seed=")]
         rest = tuple(sorted(a for a in args if not a.startswith(("seed=", "hydra."))))
