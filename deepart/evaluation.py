@@ -136,19 +136,26 @@ def compute_val_metrics(model, ckpt: Checkpoint, data_root: str | None = None, b
                         workers: int = 2, device: str = "auto") -> dict[str, float]:
     """Val metrics (`val/<task>/{top1,top5,macro_f1,...}`) of `model` on the val split of `ckpt`'s run data."""
     run_cfg = run_config(OmegaConf.create({"ckpt": str(ckpt.path), "data_root": data_root}), model, ckpt)
-    table = load_table(run_cfg.data)
-    if table.tasks != ckpt.tasks:
-        raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
-                        f"the checkpoint was trained on ({list(ckpt.tasks)}); pass data_root=<the run's data>")
-    rt = Runtime.from_config({**run_cfg.trainer, "device": device, "precision": "fp32", "threads": None})
-    loss_fn = build(run_cfg.loss, tasks=ckpt.tasks)
-    if ckpt.loss is not None:
-        loss_fn.load_state_dict(ckpt.loss)
+    table, rt, model, loss_fn = _evaluation_setup(run_cfg, model, ckpt, device=device, precision="fp32", threads=None)
     loader = eval_loader(table, run_cfg.data, batch_size or eval_batch_size(run_cfg), str(rt.device), workers=workers)
     hflip = run_cfg.trainer.get("tta_hflip", False)
-    metrics, _ = evaluate_loader(rt.prepare(model), loss_fn.to(rt.device), loader, rt, ckpt.tasks,
+    metrics, _ = evaluate_loader(model, loss_fn, loader, rt, model.tasks,
                                  skips=SkipCounter(), progress=True, desc="val metrics", hflip=hflip)
     return metrics
+
+
+def _evaluation_setup(run_cfg: DictConfig, model, ckpt: Checkpoint | None, **trainer: Any):
+    """The data table (checked against the model's tasks), the runtime (the run's `trainer` settings with
+    `trainer` overriding them), the model on its device and the run's loss (with its learned weights)."""
+    table = load_table(run_cfg.data)
+    if table.tasks != model.tasks:
+        raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
+                        f"the model was trained on ({list(model.tasks)}); pass data_root=<the run's data>")
+    rt = Runtime.from_config({**run_cfg.trainer, **trainer})
+    loss_fn = build(run_cfg.loss, tasks=model.tasks)
+    if ckpt is not None and ckpt.loss is not None:
+        loss_fn.load_state_dict(ckpt.loss)
+    return table, rt, rt.prepare(model), loss_fn.to(rt.device)
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
@@ -160,17 +167,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     source = ckpt.path if ckpt is not None else resolve_model_path(cfg.ckpt)[1]
     run_cfg = run_config(cfg, model, ckpt)
     tasks = model.tasks
-    table = load_table(run_cfg.data)
-    if table.tasks != tasks:
-        raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
-                        f"the model was trained on ({list(tasks)}); pass data_root=<the run's data>")
-    rt = Runtime.from_config({**run_cfg.trainer, "device": cfg.device, "threads": cfg.get("threads"),
-                              "precision": cfg.get("precision") or run_cfg.trainer.get("precision", "auto")})
-    model = rt.prepare(model)
-    loss_fn = build(run_cfg.loss, tasks=tasks)
-    if ckpt is not None and ckpt.loss is not None:
-        loss_fn.load_state_dict(ckpt.loss)
-    loss_fn.to(rt.device)
+    table, rt, model, loss_fn = _evaluation_setup(
+        run_cfg, model, ckpt, device=cfg.device, threads=cfg.get("threads"),
+        precision=cfg.get("precision") or run_cfg.trainer.get("precision", "auto"))
 
     loader = eval_loader(table, run_cfg.data, cfg.batch_size or eval_batch_size(run_cfg), str(rt.device),
                          split=cfg.split, workers=cfg.num_workers)
