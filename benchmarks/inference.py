@@ -79,19 +79,25 @@ def reference_model(name: str) -> DeepArtNet:
     return build_model(cfg, TASKS, pretrained=False).eval()
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """PyTorch's intra-op thread count set to `threads` (None: left as it is) for the block, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def runners(model: DeepArtNet, skip: set[str], onnx_dir: Path) -> dict[str, Callable[[torch.Tensor], dict]]:
     """Path name -> callable(uint8 batch) -> the model's output dict."""
     out: dict[str, Callable] = {}
 
     def eager(threads: int | None = None):
         def run(x):
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads or before)
-            try:
-                with torch.no_grad():
-                    return model(x)
-            finally:
-                torch.set_num_threads(before)
+            with torch_threads(threads), torch.no_grad():
+                return model(x)
         return run
 
     out["eager fp32"] = eager()
@@ -100,13 +106,9 @@ def runners(model: DeepArtNet, skip: set[str], onnx_dir: Path) -> dict[str, Call
 
     def fast(m, bf16: bool, threads: int | None = None):
         def run(x):
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads or before)
-            try:
-                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    o = m(x.contiguous(memory_format=torch.channels_last))
-            finally:
-                torch.set_num_threads(before)
+            with torch_threads(threads), torch.inference_mode(), \
+                    torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                o = m(x.contiguous(memory_format=torch.channels_last))
             return {"logits": {t: z.float() for t, z in o["logits"].items()}, "attention": o["attention"]}
         return run
 
