@@ -5,10 +5,10 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from deepart.cli import prepare_argv, require_args
+from deepart.core.cli import prepare_argv, require_args
 from deepart.core.errors import report_errors
 from deepart.core.rundir import run_dir_of
-from deepart.evaluation import evaluate_checkpoint, require_checkpoint_arg
+from deepart.inference.evaluate import evaluate_checkpoint, require_checkpoint_arg
 
 OmegaConf.register_new_resolver("run_dir_of", lambda path: run_dir_of(path).as_posix(), replace=True)
 
@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = prepare_argv(sys.argv)
+    sys.argv = report_errors(prepare_argv, sys.argv)
     # before Hydra resolves its run dir from ckpt= and makes <run>/eval
     report_errors(require_args, sys.argv[1:], ["ckpt"], "python eval.py ckpt=<run>/checkpoints/best.pt "
                   "(or a run dir, or an export folder with dataset=<option> data_root=<labelled images>)")

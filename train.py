@@ -13,9 +13,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from deepart.cli import prepare_argv
 from deepart.core import distributed
-from deepart.sweep import run_job
+from deepart.core.cli import prepare_argv
+from deepart.core.errors import report_errors
+from deepart.training.sweep import run_job
 from deepart.training.trainer import train
 
 
@@ -25,5 +26,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    sys.argv = distributed.worker_argv(prepare_argv(sys.argv))
+    sys.argv = distributed.worker_argv(report_errors(prepare_argv, sys.argv))
     main()

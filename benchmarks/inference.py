@@ -8,7 +8,7 @@ Measures, in one run and on the same preprocessed images (uint8 batches of the e
     channels_last bf16         + bf16 autocast (only where the CPU has native bf16: avx512_bf16 or AMX)
     compile                    torch.compile of the channels_last model (fp32; compile time not counted)
     compile bf16               the same under bf16 autocast
-    onnxruntime                the model exported to ONNX (deepart.onnxrt), onnxruntime's CPU provider
+    onnxruntime                the model exported to ONNX (deepart.inference.onnxrt), onnxruntime's CPU provider
     onnxruntime 1 thread       the same with one intra-op thread
 for the reference model (EfficientNet-B4 + BiLSTM at its eval size, 224 px) and Lite0 (tf_efficientnet_lite0 +
 BiLSTM, experiment=paintings, 160 px), random weights, batch 1 and 32, and prints the ratios to eager fp32.
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepart.core.config import compose_config  # noqa: E402
 from deepart.data.dataset import SkipCounter  # noqa: E402
-from deepart.inference import Predictor, load_model  # noqa: E402
+from deepart.inference.loading import Predictor, load_model  # noqa: E402
 from deepart.models import DeepArtNet, build_model  # noqa: E402
 
 #: the WikiArt tasks and their class counts
@@ -123,7 +123,7 @@ def runners(model: DeepArtNet, skip: set[str], onnx_dir: Path) -> dict[str, Call
         if bf16:
             out["compile bf16"] = fast(torch.compile(copy.deepcopy(cl), dynamic=False), True)
     if "onnxruntime" not in skip:
-        from deepart.onnxrt import OnnxModel, export_onnx
+        from deepart.inference.onnxrt import OnnxModel, export_onnx
 
         path = onnx_dir / f"{id(model)}.onnx"
         exporter = export_onnx(model, path)

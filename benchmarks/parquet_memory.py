@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
         meta = pq.ParquetFile(shard).metadata
         parquet_mib = shard.stat().st_size / 2**20
         group_bytes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
-        cfg = compose_config(["data=hf_wikiart", f"data.parquet={folder}", "data.cache=off",
+        cfg = compose_config(["data=hf_wikiart", f"data.root={folder}", "data.cache=off",
                               f"data.num_workers={args.workers}", "sampler=random"])
         table = load_table(cfg.data)
         before = vm_hwm_mib()

@@ -2,27 +2,26 @@
 
 The package, top layer first (each imports only from the layers below it; pyproject.toml's import-linter
 contracts check it):
-    cli          argv fixes applied before Hydra parses train.py's and eval.py's command line
-    sweep        a sweep's jobs (failures recorded, resume_sweep=) and its end-of-sweep summary.csv
-    predict      `python -m deepart.predict`: a checkpoint's predictions for image files
-    report/      the sweep report, `python -m deepart.report`: runs, compare, stats, tables, figures, html_page
-    training/    train(): trainer, checks (start-up config check), phases, engine, epoch_log, freezing, optim,
-                 ema, lr_find
-    evaluation   one evaluation pass (training's validation too) and eval.py's work
-    inference    a checkpoint -> a ready model; Predictor
+    inference/   a trained model leaving the repo and being used: predict, export, app, evaluate (eval.py),
+                 loading (a checkpoint, run dir or export folder -> a ready model), pretrained, onnxrt
+    training/    train() and what runs it: trainer, sweep (a sweep's jobs and summary.csv), evaluation (one
+                 pass over a loader), checks (start-up config check), phases, engine, epoch_log, freezing,
+                 optim, ema, lr_find
+    report/      the sweep report, `python -m deepart report`: runs, compare, stats, tables, figures, html_page
     models/      DeepArtNet: backbone, encoders and pooling (the `sequencer` group), heads
     data/        datasets, tables of labels, transforms, samplers, loaders, the demo generator, downloads
-    losses       the loss criteria (classes picked by conf/loss/*.yaml) and the multi-task weighting
-    metrics      top-k, macro-F1, balanced accuracy, confusion matrices
-    checkpoint   the checkpoint schema, written and read there only
-    tracking     W&B (or nothing)
+    objectives/  losses (the criteria picked by conf/loss/*.yaml, multi-task weighting) and metrics
+    tracking/    the experiment loggers (conf/logger/*.yaml)
     vis/         pictures: plots (the one matplotlib set-up), gallery, saliency
-    core/        base: config, errors, runtime, distributed, faults, rundir (the files of a run dir)
+    core/        base: config, errors, runtime, distributed, faults, cli (argv before Hydra), rundir (the
+                 files of a run dir), checkpoint (the checkpoint schema, written and read there only)
+
+Commands: `python -m deepart <predict|export|app|report|download|prepare>` (deepart/__main__.py).
 
 Python API (imported on first use, so `import deepart` stays light):
-    Predictor     a trained model ready for images (deepart.inference)
-    load_model    the model of a checkpoint, a run dir or an export folder, and its checkpoint (deepart.inference)
-    load_pretrained  the model of an export folder (python -m deepart.export) alone (deepart.inference)
+    Predictor     a trained model ready for images (deepart.inference.loading)
+    load_model    the model of a checkpoint, a run dir or an export folder, and its checkpoint
+    load_pretrained  the model of an export folder (python -m deepart export) alone
     DeepArtNet    the model (deepart.models)
 """
 from __future__ import annotations
@@ -30,8 +29,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"Predictor": "deepart.inference", "load_model": "deepart.inference",
-            "load_pretrained": "deepart.inference", "DeepArtNet": "deepart.models"}
+_EXPORTS = {"Predictor": "deepart.inference.loading", "load_model": "deepart.inference.loading",
+            "load_pretrained": "deepart.inference.loading", "DeepArtNet": "deepart.models"}
 __all__ = sorted(_EXPORTS)
 
 

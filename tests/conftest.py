@@ -44,7 +44,7 @@ DEMO_N, DEMO_SIZE = 96, 64
 
 
 def demo_overrides(root: Path) -> list[str]:
-    return ["data=demo", f"data.source.root={root}", f"data.source.n_images={DEMO_N}",
+    return ["data=demo", f"data.root={root}", f"data.source.n_images={DEMO_N}",
             f"data.source.image_size={DEMO_SIZE}"]
 
 

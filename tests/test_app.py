@@ -1,4 +1,4 @@
-"""The web app (python -m deepart.app): the analysis of one upload, bad uploads, and the page served in a
+"""The web app (python -m deepart app): the analysis of one upload, bad uploads, and the page served in a
 subprocess on localhost, called with gradio_client (two requests at once included)."""
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepart.app import Analyser, BadImage, card_top1, load_predictor, parse_args
 from deepart.core.errors import CheckpointError, ConfigError
+from deepart.inference.app import Analyser, BadImage, card_top1, load_predictor, parse_args
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides
 
 
@@ -134,7 +134,7 @@ def test_val_top1_comes_from_the_model_card_when_there_is_one(app_run, tmp_path)
 
 
 def test_an_export_folder_loads_with_its_model_cards_top1(app_run, tmp_path):
-    from deepart.export import main as export_main
+    from deepart.inference.export import main as export_main
 
     folder = export_main([f"ckpt={app_run}", f"out={tmp_path / 'export'}"])
     predictor, info = load_predictor(folder)
@@ -174,7 +174,7 @@ def test_run_dir_without_a_checkpoint_and_bad_options_are_clear(tmp_path):
 
 
 def test_command_without_model_says_so_in_one_line():
-    res = subprocess.run([sys.executable, "-m", "deepart.app"], cwd=REPO, capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "deepart", "app"], cwd=REPO, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
@@ -189,14 +189,14 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m deepart.app` in a subprocess on a free localhost port, until stopped."""
+    """`python -m deepart app` in a subprocess on a free localhost port, until stopped."""
 
     def __init__(self, model: Path, log: Path, *extra: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = log
         env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "deepart.app", f"model={model}", f"port={self.port}",
+        self.proc = subprocess.Popen([sys.executable, "-m", "deepart", "app", f"model={model}", f"port={self.port}",
                                       *extra], cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
     def wait(self, timeout: float = 180) -> Server:

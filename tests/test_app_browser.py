@@ -108,7 +108,7 @@ def _wait_for_labels(page) -> float:
 
 def test_page_upload_labels_bad_file_latency_screenshot(browser_page, model_path, paintings, uploads,  # noqa: F811
                                                         tmp_path):
-    from deepart.app import example_paintings, load_predictor
+    from deepart.inference.app import example_paintings, load_predictor
 
     page = browser_page
     server = Server(model_path, tmp_path / "app.log").wait()

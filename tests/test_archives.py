@@ -169,7 +169,7 @@ def test_train_and_prepare_on_a_damaged_archive_without_missing_images_skip(tmp_
     root = labels_root(tmp_path / "wikiart")
     assert cli("--root", str(root), "--from", str(make_zip(tmp_path / "w.zip", bad_crc=BAD_CRC, cut_short=CUT))
                ).returncode == 0
-    data = ["data=wikiart", f"data.source.root={root}", f"data.cache_dir={tmp_path / 'cache'}"]
+    data = ["data=wikiart", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}"]
     note = (f"damaged in the archive (listed in {root / 'damaged_images.csv'}), left out: "
             f"style 2 train / 0 val; genre 1 train / 0 val; artist 2 train / 0 val")
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}

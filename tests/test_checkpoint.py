@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from deepart.checkpoint import Checkpoint, capture_rng, restore_rng, run_dir_of
+from deepart.core.checkpoint import Checkpoint, capture_rng, restore_rng, run_dir_of
 from deepart.core.errors import CheckpointError
 
 STATE = dict(model={"w": torch.ones(3)}, config={"a": 1, "b": [1, 2]}, tasks={"t": ["x", "y"]},

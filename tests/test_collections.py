@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepart.checkpoint import Checkpoint
+from deepart.core.checkpoint import Checkpoint
 from deepart.core.errors import ConfigError, DataError
 from deepart.data.folder import load_image_folder
 from deepart.data.loaders import load_table
@@ -105,7 +105,7 @@ def test_csv_split_column_task_selection_and_errors(tmp_path):
     assert table.tasks == {"period": ["A", "B"]}
     assert table.train["path"].tolist() == ["1000.jpg"]  # 1003 has no label at all
     assert table.val["path"].tolist() == ["1001.jpg"] and table.test["path"].tolist() == ["1002.jpg"]
-    cfg = compose_config(["data=csv", f"data.table={table_file}", f"data.image_dir={images}", "data.tasks=[artist]"])
+    cfg = compose_config(["data=csv", f"data.table={table_file}", f"data.root={images}", "data.tasks=[artist]"])
     assert load_table(cfg.data).tasks == {"artist": ["x", "y"]}
 
     with pytest.raises(ConfigError, match=r"\['style'\].*available: \['period', 'artist'\]"):
@@ -138,7 +138,7 @@ def test_paintings_sample_as_csv(tmp_path):
     rows = ["ID,period,artist"] + [f"{f[:-4]},{f.split('/')[0]},{'A' if i % 4 == 0 else ''}"
                                    for i, f in enumerate(files)]
     (tmp_path / "sample.csv").write_text("\n".join(rows) + "\n")
-    cfg = compose_config(["data=csv", f"data.table={tmp_path / 'sample.csv'}", f"data.image_dir={SAMPLE}",
+    cfg = compose_config(["data=csv", f"data.table={tmp_path / 'sample.csv'}", f"data.root={SAMPLE}",
                           "data.tasks=[period,artist]"])
     table = load_table(cfg.data)
     assert len(table.tasks["period"]) == 7 and table.tasks["artist"] == ["A"]

@@ -118,7 +118,7 @@ def test_impossible_freeze_stages_in_phase_3_of_a_chain_fails_at_start_up(tmp_pa
     """Checked against the chosen backbone for every phase before anything is built or read: the demo data is
     never generated, phase 1 never starts, and the one error line names the key."""
     data_root = tmp_path / "demo-never-generated"
-    res = run_script("train.py", "experiment=demo", "logger=none", f"data.source.root={data_root}", "phase=all",
+    res = run_script("train.py", "experiment=demo", "logger=none", f"data.root={data_root}", "phase=all",
                      "phase.epochs=1", "phase.chain.p3.freeze_stages=9", f"hydra.run.dir={tmp_path}/run")
     out = res.stdout + res.stderr
     assert res.returncode == 2, out

@@ -200,7 +200,7 @@ def test_bad_parameters_are_refused(tmp_path):
 def test_bad_demo_size_is_one_line_from_train_py(tmp_path):
     from tests.conftest import run_script
 
-    res = run_script("train.py", "experiment=demo", "logger=none", f"data.source.root={tmp_path / 'demo'}",
+    res = run_script("train.py", "experiment=demo", "logger=none", f"data.root={tmp_path / 'demo'}",
                      "data.source.n_images=10", f"hydra.run.dir={tmp_path / 'run'}")
     assert res.returncode == 2
     assert "data.source.n_images=10 is not allowed: expected an integer >= 30" in res.stdout + res.stderr

@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from deepart.checkpoint import Checkpoint
+from deepart.core.checkpoint import Checkpoint
 from deepart.data.samplers import ShardSampler
-from deepart.evaluation import evaluate_checkpoint
+from deepart.inference.evaluate import evaluate_checkpoint
 from deepart.training.trainer import train
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides
 

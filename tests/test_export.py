@@ -1,4 +1,4 @@
-"""The export folder (python -m deepart.export): round trip for every sequencer on real images, the model card,
+"""The export folder (python -m deepart export): round trip for every sequencer on real images, the model card,
 the loaders that take it (Predictor, predict, eval.py), and every bad input as one line with exit status 2."""
 import json
 import os
@@ -11,12 +11,12 @@ import torch
 import yaml
 from PIL import Image
 
-from deepart.checkpoint import Checkpoint
+from deepart.core.checkpoint import Checkpoint
 from deepart.core.config import to_plain
-from deepart.export import export, parse_args
-from deepart.inference import Predictor, load_model, load_pretrained
+from deepart.inference.export import export, parse_args
+from deepart.inference.loading import Predictor, load_model, load_pretrained
+from deepart.inference.pretrained import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, ExportError
 from deepart.models import build_model
-from deepart.pretrained import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, ExportError
 from tests.conftest import REPO, SHARED, TINY, TINY_SEQUENCER, compose_config, demo_overrides, tiny_sequencer
 
 SEQUENCERS = ("bilstm", "gru", "transformer", "pool")
@@ -36,7 +36,7 @@ def save_checkpoint(path: Path, sequencer: str, demo_root: Path, seed: int = 0) 
 
 def cli(module_or_script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
-    cmd = [sys.executable, *(["-m", module_or_script] if module_or_script.startswith("deepart.")
+    cmd = [sys.executable, *(["-m", *module_or_script.split()] if module_or_script.startswith("deepart")
                              else [str(REPO / module_or_script)]), *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -107,7 +107,7 @@ def trained_run(demo_root, tmp_path_factory):
 
 def test_cli_export_writes_a_model_card_with_the_runs_metrics(trained_run, tmp_path):
     out = tmp_path / "export"
-    res = cli("deepart.export", f"ckpt={trained_run / 'checkpoints' / 'best.pt'}", f"out={out}")
+    res = cli("deepart export", f"ckpt={trained_run / 'checkpoints' / 'best.pt'}", f"out={out}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "differ from the checkpoint's by at most" in res.stdout
     card = (out / "README.md").read_text()
@@ -125,9 +125,9 @@ def test_cli_export_writes_a_model_card_with_the_runs_metrics(trained_run, tmp_p
     assert "## Intended use" in card and "imbalanced" in card and "photographs" in card
     assert "Seed of this run: 42" in card
     # a run dir is accepted too, and a non-empty folder is refused unless overwrite=true
-    again = cli("deepart.export", f"ckpt={trained_run}", f"out={out}", "metrics=none")
+    again = cli("deepart export", f"ckpt={trained_run}", f"out={out}", "metrics=none")
     one_line_error(again, f"out={out}", "overwrite=true")
-    assert cli("deepart.export", f"ckpt={trained_run}", f"out={out}", "overwrite=true").returncode == 0
+    assert cli("deepart export", f"ckpt={trained_run}", f"out={out}", "overwrite=true").returncode == 0
 
 
 def test_metrics_are_computed_when_the_run_stored_none(trained_run, tmp_path):
@@ -148,7 +148,7 @@ def test_predict_and_eval_take_the_folder(trained_run, demo_root, tmp_path):
     folder.mkdir()
     for p in images:
         (folder / p.name).write_bytes(p.read_bytes())
-    res = cli("deepart.predict", f"ckpt={out}", f"images={folder}", "num_workers=0", f"out_dir={tmp_path / 'p'}",
+    res = cli("deepart predict", f"ckpt={out}", f"images={folder}", "num_workers=0", f"out_dir={tmp_path / 'p'}",
               "visualize=true")
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(json.loads((tmp_path / "p" / "predictions.json").read_text())["predictions"]) == 3
@@ -237,11 +237,11 @@ def test_a_damaged_folder_is_one_line_naming_the_file(damage, export_dir, demo_r
         with pytest.raises(ExportError, match=needles[0]):
             load_pretrained(folder)
     image = next(demo_root.rglob("*.jpg"))
-    res = cli("deepart.predict", f"ckpt={folder}", f"images={image}", "num_workers=0", f"out_dir={tmp_path / 'o'}")
+    res = cli("deepart predict", f"ckpt={folder}", f"images={image}", "num_workers=0", f"out_dir={tmp_path / 'o'}")
     one_line_error(res, str(folder), *needles)
 
 
-@pytest.mark.parametrize("command", ["eval.py", "deepart.export", "deepart.predict"])
+@pytest.mark.parametrize("command", ["eval.py", "deepart export", "deepart predict"])
 def test_a_missing_ckpt_argument_is_one_line(command, tmp_path):
     res = cli(command, f"out={tmp_path / 'x'}", f"images={tmp_path}")
     one_line_error(res, "ckpt=... is required")

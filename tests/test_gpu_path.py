@@ -15,9 +15,9 @@ from deepart.core.config import build
 from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table
-from deepart.evaluation import evaluate_loader
 from deepart.models import build_model
 from deepart.training.engine import train_step
+from deepart.training.evaluation import evaluate_loader
 from deepart.training.optim import build_optimizer
 from deepart.vis.saliency import grad_cam, guided_backprop
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides, run_script
@@ -95,7 +95,7 @@ def test_eval_metrics_in_bf16_equal_fp32_within_tolerance(demo_root, tmp_path):
 
     cfg = compose_config([*demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, "phase.epochs=2"])
     train(cfg, run_dir=tmp_path)
-    from deepart.inference import load_model
+    from deepart.inference.loading import load_model
 
     model, ckpt = load_model(tmp_path / "checkpoints" / "best.pt")
     table = load_table(cfg.data)
@@ -136,7 +136,7 @@ def test_bf16_run_checkpoint_evaluates_in_bf16_and_in_fp32(bf16_run):
 
 
 def test_saliency_on_a_bf16_model(bf16_run):
-    from deepart.inference import Predictor
+    from deepart.inference.loading import Predictor
 
     predictor = Predictor.from_checkpoint(bf16_run / "checkpoints" / "best.pt", device="cpu")
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)

@@ -97,7 +97,7 @@ def test_train_and_prepare_on_the_parquet(shards, tmp_path):
     """A real train.py run (2 DataLoader workers; the random sampler draws every train row, the corrupt one
     included), then the preprocessing cache and a run on it with the weighted sampler."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "0"}
-    data = ["data=hf_wikiart", f"data.parquet={shards}", f"data.cache_dir={tmp_path / 'cache'}"]
+    data = ["data=hf_wikiart", f"data.root={shards}", f"data.cache_dir={tmp_path / 'cache'}"]
     args = [*data, *TINY, *TINY_SEQUENCER, "data.num_workers=2"]
     run = subprocess.run([sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from deepart.core.config import CONF_DIR, build, group_options
-from deepart.losses import CrossEntropyLoss, FocalLoss, MultiTaskLoss, focal_loss
+from deepart.objectives.losses import CrossEntropyLoss, FocalLoss, MultiTaskLoss, focal_loss
 
 
 def test_focal_gamma0_equals_cross_entropy():
@@ -107,15 +107,25 @@ def test_cross_entropy_is_focal_with_gamma_0():
 
 
 def test_old_checkpoint_configs_name_todays_classes():
-    """Configs saved before criteria were classes (and before sequencers.py became encoders.py) still build."""
-    from deepart.checkpoint import upgrade_config
+    """Configs saved before criteria were classes (and before sequencers.py became encoders.py and losses.py
+    moved into objectives/) still build."""
+    from deepart.core.checkpoint import upgrade_config
 
     old = {"loss": {"_target_": "deepart.losses.MultiTaskLoss", "criterion": "ce", "gamma": 2.0,
                     "label_smoothing": 0.1, "weighting": "equal"},
            "sequencer": {"encoder": {"_target_": "deepart.models.sequencers.RNNEncoder", "cell": "gru"}}}
     new = upgrade_config(old)
-    assert new["loss"] == {"_target_": "deepart.losses.CrossEntropyLoss", "label_smoothing": 0.1,
+    assert new["loss"] == {"_target_": "deepart.objectives.losses.CrossEntropyLoss", "label_smoothing": 0.1,
                            "weighting": "equal"}
     assert new["sequencer"]["encoder"]["_target_"] == "deepart.models.encoders.RNNEncoder"
     assert isinstance(build(new["loss"], tasks=["a"]), CrossEntropyLoss)
     assert upgrade_config(new) == new
+
+
+def test_configs_saved_before_the_move_to_objectives_build():
+    from deepart.core.checkpoint import upgrade_config
+
+    new = upgrade_config({"loss": {"_target_": "deepart.losses.FocalLoss", "gamma": 1.0, "label_smoothing": 0.0,
+                                   "weighting": "uncertainty"}})
+    assert new["loss"]["_target_"] == "deepart.objectives.losses.FocalLoss"
+    assert build(new["loss"], tasks=["a"]).gamma == 1.0

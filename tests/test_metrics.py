@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score
 
-from deepart.metrics import MetricAccumulator, per_class_table
+from deepart.objectives.metrics import MetricAccumulator, per_class_table
 
 
 def test_metrics_match_sklearn_with_missing_labels_and_topk_cap():

@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 from deepart.core.config import group_options
-from deepart.losses import FocalLoss
 from deepart.models import DeepArtNet, build_model
+from deepart.objectives.losses import FocalLoss
 from tests.conftest import TINY, TINY_SEQUENCER, compose_config, tiny_sequencer
 
 TASKS = {"style": [f"s{i}" for i in range(5)], "genre": ["g0", "g1", "g2"], "artist": [f"a{i}" for i in range(7)]}
@@ -73,7 +73,7 @@ def test_unknown_backbone_is_a_clear_config_error():
 
 def test_predict_api(tmp_path):
     from deepart import Predictor
-    from deepart.checkpoint import Checkpoint
+    from deepart.core.checkpoint import Checkpoint
     from deepart.core.config import to_plain
 
     cfg = compose_config([*TINY, *TINY_SEQUENCER])

@@ -11,10 +11,10 @@ pytest.importorskip("onnxscript", reason="the onnx extra is not installed (pip i
 
 from deepart.data.dataset import SkipCounter  # noqa: E402
 from deepart.data.loaders import load_table  # noqa: E402
-from deepart.export import export, parse_args  # noqa: E402
-from deepart.inference import Predictor  # noqa: E402
-from deepart.onnxrt import OnnxModel  # noqa: E402
-from deepart.pretrained import ONNX_FILE  # noqa: E402
+from deepart.inference.export import export, parse_args  # noqa: E402
+from deepart.inference.loading import Predictor  # noqa: E402
+from deepart.inference.onnxrt import OnnxModel  # noqa: E402
+from deepart.inference.pretrained import ONNX_FILE  # noqa: E402
 from tests.conftest import compose_config, demo_overrides  # noqa: E402
 from tests.test_export import SEQUENCERS, cli, save_checkpoint  # noqa: E402
 
@@ -66,7 +66,7 @@ def test_predict_backend_onnx_matches_torch_over_a_folder(demo_root, tmp_path):
     (images / "broken.jpg").write_bytes(b"not a jpeg" * 10)
     results = {}
     for backend in ("torch", "onnx"):
-        res = cli("deepart.predict", f"ckpt={out}", f"images={images}", f"backend={backend}", "batch_size=2",
+        res = cli("deepart predict", f"ckpt={out}", f"images={images}", f"backend={backend}", "batch_size=2",
                   "num_workers=0", "threads=1", f"out_dir={tmp_path / backend}")
         assert res.returncode == 0, res.stderr[-3000:]
         assert "5 images predicted, 1 unreadable skipped" in res.stdout

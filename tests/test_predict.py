@@ -1,4 +1,4 @@
-"""The inference CLI (python -m deepart.predict) and eval's error gallery / W&B reporting."""
+"""The inference CLI (python -m deepart predict) and eval's error gallery / W&B reporting."""
 import json
 import os
 import shutil
@@ -11,8 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from deepart.core.errors import ConfigError, DataError
-from deepart.evaluation import evaluate_checkpoint
-from deepart.predict import parse_args, predict
+from deepart.inference.evaluate import evaluate_checkpoint
+from deepart.inference.predict import parse_args, predict
 from deepart.tracking import WandbLogger
 from deepart.training.trainer import train
 from tests.conftest import REPO
@@ -43,7 +43,7 @@ def folder(demo_root, tmp_path):
 def test_cli_on_a_folder_with_a_bad_file_reports_it_and_goes_on(trained, folder, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-m", "deepart.predict", f"ckpt={trained}", f"images={folder}",
+    res = subprocess.run([sys.executable, "-m", "deepart", "predict", f"ckpt={trained}", f"images={folder}",
                           "visualize=true", "top_k=3", "batch_size=2", "num_workers=0", f"out_dir={out}"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]

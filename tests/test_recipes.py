@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepart.checkpoint import Checkpoint
+from deepart.core.checkpoint import Checkpoint
 from deepart.core.config import build
 from deepart.models import build_model
 from deepart.training.optim import build_optimizer
@@ -47,7 +47,7 @@ def test_flip_tta_averages_the_two_views_and_eval_follows_the_run(tiny_cfg, tmp_
 def test_flip_tta_logits_are_the_mean_of_image_and_mirror():
     from deepart.core.runtime import Runtime
     from deepart.data.dataset import SkipCounter
-    from deepart.evaluation import evaluate_loader
+    from deepart.training.evaluation import evaluate_loader
 
     cfg = compose_config([*TINY, *TINY_SEQUENCER])
     model = build_model(cfg, TASKS).eval()

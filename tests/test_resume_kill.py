@@ -115,7 +115,7 @@ def test_a_failed_checkpoint_write_stops_the_run_and_keeps_the_previous_checkpoi
     epoch 1's last.pt / best.pt are intact, and resuming finishes the run as if nothing had happened."""
     import resource
 
-    from deepart.checkpoint import Checkpoint
+    from deepart.core.checkpoint import Checkpoint
     from tests.conftest import run_script
 
     args = [*demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, "phase.epochs=2"]

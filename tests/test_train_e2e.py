@@ -35,7 +35,7 @@ def test_train_writes_checkpoints_metrics_and_prints_a_table(trained_run):
     assert "epoch 1/1" in log and "x chance" in log and "mean top1" in log
     raw = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert set(raw["tasks"]) == {"style", "genre", "artist"}
-    assert raw["config"]["loss"]["_target_"] == "deepart.losses.FocalLoss"
+    assert raw["config"]["loss"]["_target_"] == "deepart.objectives.losses.FocalLoss"
 
 
 def test_eval_reproduces_the_training_numbers(trained_run):

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from deepart.core.errors import DeepArtError, require, require_choice
+from deepart.core.errors import ConfigError, DeepArtError, require, require_choice
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -18,6 +18,26 @@ OBJECTIVE = "val/mean_top1"
 FREEZABLE = ("backbone", "proj", "encoder", "pooling", "heads")
 
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+#: The argument of each `data.source` function that receives `data.root` (where the dataset is).
+SOURCE_ROOT_ARGS = ("root", "image_dir", "parquet")
+
+#: Keys that were renamed: an override of the old spelling is refused with the new key.
+RENAMED = {
+    "data.source.root": "data.root",
+    "data.image_dir": "data.root",
+    "data.parquet": "data.root",
+}
+
+
+def refuse_renamed(overrides: Iterable[str]) -> None:
+    """Raise a ConfigError naming the new key for an override that uses a renamed key (`data.source.root=`)."""
+    for arg in overrides:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if "=" in arg and key in RENAMED:
+            new = RENAMED[key]
+            raise ConfigError(f"{key} is now {new} (where the dataset is, one key for every data option): "
+                              f"pass {new}={arg.split('=', 1)[1]}")
 
 
 def quote_numeric_choices(argv: Sequence[str], groups: Iterable[str]) -> list[str]:
@@ -47,6 +67,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -
     """The project config composed in-process with command-line style `overrides` (for scripts and tests)."""
     from hydra import compose, initialize_config_dir
 
+    refuse_renamed(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=quote_numeric_choices(list(overrides), config_groups()))
 

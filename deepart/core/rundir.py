@@ -5,6 +5,9 @@
     <run>/val_predictions.csv     per val image of the best checkpoint: index, path, per task <task>, <task>_pred
     <run>/checkpoints/            {last,best}.pt; a chained run (phase=all) also phase-<name>/{last,best}.pt
     <run>/.hydra/overrides.yaml   the command-line overrides the run was launched with (Hydra)
+    <run>/.hydra/config.yaml      the run's composed config (Hydra)
+    <run>/lr_find.{json,png}      the LR range test (lr_find=true)
+    <run>/eval/                   eval.py's output: metrics.json, per_class.csv, <split>_predictions.csv, pictures
     <sweep>/summary.csv           one row per run (`SUMMARY_COLUMNS` and the swept keys), after a multirun
 
 The columns the sweep summary and the report take from metrics.json are listed once, here: every
@@ -24,6 +27,10 @@ PREDICTIONS = "val_predictions.csv"
 CHECKPOINTS = "checkpoints"
 SUMMARY = "summary.csv"
 HYDRA = ".hydra"
+BEST = "best.pt"
+LAST = "last.pt"
+EVAL = "eval"
+LR_FIND = "lr_find"
 
 #: Per-task metrics of metrics.json copied into summary.csv and report.csv (`val/<task>/<name>`).
 TASK_METRICS = ("top1", "top5", "macro_f1", "balanced_acc")
@@ -95,6 +102,11 @@ def read_overrides(run_dir: str | Path) -> list[str] | None:
     return [str(item) for item in yaml.safe_load(path.read_text()) or []]
 
 
+def hydra_config(run_dir: str | Path) -> Path:
+    """`<run>/.hydra/config.yaml`: the run's composed config as Hydra saved it."""
+    return Path(run_dir) / HYDRA / "config.yaml"
+
+
 def is_run_dir(path: Path) -> bool:
     """A job dir of a sweep: it holds Hydra's .hydra/ folder."""
     return (path / HYDRA).is_dir()
@@ -104,6 +116,21 @@ def is_run_dir(path: Path) -> bool:
 def phase_dir(run_dir: str | Path, phase_name: str, chained: bool) -> Path:
     """Folder of a phase's last.pt / best.pt."""
     return Path(run_dir) / CHECKPOINTS / (f"phase-{phase_name}" if chained else "")
+
+
+def best_checkpoint(run_dir: str | Path) -> Path:
+    """`<run>/checkpoints/best.pt`: the run's best checkpoint (of its selected phase for a chain)."""
+    return Path(run_dir) / CHECKPOINTS / BEST
+
+
+def predictions_file(folder: str | Path, split: str = "val") -> Path:
+    """`<folder>/<split>_predictions.csv`: per-image true and predicted classes (PREDICTIONS for val in a run dir)."""
+    return Path(folder) / f"{split}_predictions.csv"
+
+
+def eval_dir(target: str | Path) -> Path:
+    """Where eval.py writes by default: `<run>/eval` (`<export folder>/eval` for an export folder)."""
+    return run_dir_of(target) / EVAL
 
 
 def run_dir_of(target: str | Path) -> Path:
@@ -120,5 +147,5 @@ def run_dir_of(target: str | Path) -> Path:
 
 def newest_last(run_dir: str | Path) -> Path | None:
     """The most recently written last.pt of a run (any phase), or None."""
-    found = sorted((Path(run_dir) / CHECKPOINTS).glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
+    found = sorted((Path(run_dir) / CHECKPOINTS).glob(f"**/{LAST}"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None

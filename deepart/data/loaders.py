@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from deepart.core.config import build
+from deepart.core.config import SOURCE_ROOT_ARGS, build
 from deepart.core.errors import ConfigError
 from deepart.data.cache import use_cache
 from deepart.data.dataset import PaintingDataset, collate
@@ -17,6 +18,29 @@ from deepart.data.table import TaskTable
 from deepart.data.transforms import min_decode_side, transform_from_config
 
 log = logging.getLogger(__name__)
+
+
+def source_root_arg(source: Any) -> str | None:
+    """Which argument of a `data.source` node holds the dataset's location (None when it has none)."""
+    return next((key for key in SOURCE_ROOT_ARGS if key in source), None)
+
+
+def set_data_root(data_cfg: DictConfig, root: str) -> None:
+    """Point a data config (also a resolved one, as a checkpoint keeps it) at `root`: `data.root` and the
+    argument of `data.source` that receives it."""
+    data_cfg.root = root
+    key = source_root_arg(data_cfg.source)
+    if key is not None:
+        data_cfg.source[key] = root
+
+
+def data_root(data_cfg: Any) -> str | None:
+    """Where a data config's dataset is: `data.root`, or for a config saved before that key existed, the
+    argument of `data.source` that held it."""
+    if data_cfg.get("root") is not None:
+        return str(data_cfg["root"])
+    key = source_root_arg(data_cfg.get("source", {}))
+    return None if key is None or data_cfg["source"][key] is None else str(data_cfg["source"][key])
 
 
 def load_table(data_cfg: DictConfig, cached: bool = True) -> TaskTable:

@@ -195,7 +195,7 @@ def load_wikiart(root: str | Path, tasks: list[str] | None = None, missing_image
         raise DataError(f"data.tasks: unknown WikiArt task(s) {unknown}; choose from {list(TASKS)}")
     if not root.is_dir():
         raise DataError(f"WikiArt folder not found: {root}. Run `python -m deepart.data.download wikiart` "
-                        f"or set data.source.root=<folder with the ArtGAN CSVs>.")
+                        f"or set data.root=<folder with the ArtGAN CSVs>.")
     classes = {t: read_class_list(root / f"{t}_class.txt") for t in tasks}
     notes: list[str] = []
     splits = {}

@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 from deepart.core import faults
 from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
-from deepart.losses import MultiTaskLoss, mean_task_loss
-from deepart.metrics import MetricAccumulator
+from deepart.objectives.losses import MultiTaskLoss, mean_task_loss
+from deepart.objectives.metrics import MetricAccumulator
 
 
 def train_step(model, loss_fn: MultiTaskLoss, images: torch.Tensor, labels: torch.Tensor, optimizer, rt: Runtime,

@@ -11,7 +11,7 @@ import torch
 
 from deepart.core.config import OBJECTIVE
 from deepart.core.runtime import Runtime
-from deepart.metrics import MetricAccumulator, format_table
+from deepart.objectives.metrics import MetricAccumulator, format_table
 from deepart.training.phases import PhaseState
 from deepart.vis.plots import attention_overlay
 

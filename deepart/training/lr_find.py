@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from deepart.checkpoint import capture_rng, restore_rng
+from deepart.core.checkpoint import capture_rng, restore_rng
 from deepart.core.config import phase_plan
+from deepart.core.rundir import LR_FIND
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import train_loader
 from deepart.training.engine import train_step
@@ -99,8 +100,8 @@ def run_lr_finder(trainer) -> dict:
     phase = phase_plan(trainer.cfg)[0]
     result = range_test(trainer, phase, trainer.cfg)
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
-    (trainer.run_dir / "lr_find.json").write_text(json.dumps(result, indent=2))
-    plot_range_test(result, trainer.run_dir / "lr_find.png")
+    (trainer.run_dir / f"{LR_FIND}.json").write_text(json.dumps(result, indent=2))
+    plot_range_test(result, trainer.run_dir / f"{LR_FIND}.png")
     print(f"LR range test (phase {phase.name}): suggested lr {result['suggestion']:.2e} ({result['rule']}); "
           f"plot: {trainer.run_dir / 'lr_find.png'}", flush=True)
     return result

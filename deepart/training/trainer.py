@@ -18,8 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from deepart.checkpoint import Checkpoint, atomic_copy, capture_rng, remove_partial_writes, restore_rng
 from deepart.core import distributed, faults, rundir
+from deepart.core.checkpoint import Checkpoint, atomic_copy, capture_rng, remove_partial_writes, restore_rng
 from deepart.core.config import (
     OBJECTIVE,
     build,
@@ -33,14 +33,14 @@ from deepart.core.rundir import CHECKPOINTS, newest_last, phase_dir, run_dir_of
 from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table, train_loader
-from deepart.evaluation import PredictionRecorder, evaluate_loader
-from deepart.metrics import MetricAccumulator
 from deepart.models import build_model
+from deepart.objectives.metrics import MetricAccumulator
 from deepart.tracking import NullLogger
 from deepart.training.checks import check_config
 from deepart.training.ema import EMA
 from deepart.training.engine import Optimization, Progress, train_epoch
 from deepart.training.epoch_log import EpochLog
+from deepart.training.evaluation import PredictionRecorder, evaluate_loader
 from deepart.training.freezing import apply_freezing
 from deepart.training.lr_find import apply_lr, run_lr_finder
 from deepart.training.optim import build_optimizer, build_scheduler
@@ -103,8 +103,8 @@ def _resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
     last = newest_last(run_dir)
     if last is not None:
         saved = OmegaConf.create(Checkpoint.load(last).config)
-    elif (run_dir / ".hydra" / "config.yaml").is_file():
-        saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    elif rundir.hydra_config(run_dir).is_file():
+        saved = OmegaConf.load(rundir.hydra_config(run_dir))
         log.info("%s has no checkpoint yet: its run starts again from the beginning", run_dir)
     else:
         raise CheckpointError(f"resume={cfg.resume}: no {CHECKPOINTS}/last.pt (and no .hydra/config.yaml) under "
@@ -154,13 +154,13 @@ class Trainer:
         for index, phase in enumerate(plan):
             ckpt_dir = phase_dir(self.run_dir, phase.name, chained)
             phases[str(phase.name)] = self.run_phase(phase, index, ckpt_dir, init_from)
-            init_from = ckpt_dir / "best.pt"
+            init_from = ckpt_dir / rundir.BEST
             faults.point("phase_end")
         best_phase = self._best_phase(phases)
         if chained and self.dist.is_main:
             run_ckpts = self.run_dir / CHECKPOINTS
-            atomic_copy(phase_dir(self.run_dir, best_phase, chained) / "best.pt", run_ckpts / "best.pt")
-            atomic_copy(ckpt_dir / "last.pt", run_ckpts / "last.pt")
+            atomic_copy(phase_dir(self.run_dir, best_phase, chained) / rundir.BEST, run_ckpts / rundir.BEST)
+            atomic_copy(ckpt_dir / rundir.LAST, run_ckpts / rundir.LAST)
         return self._finish(phases, best_phase)
 
     def _best_phase(self, phases: dict[str, PhaseState]) -> str:
@@ -176,7 +176,7 @@ class Trainer:
 
     def run_phase(self, phase: DictConfig, index: int, ckpt_dir: Path, init_from) -> PhaseState:
         """Train one phase to its end (or its early stop); returns its progress."""
-        last = ckpt_dir / "last.pt"
+        last = ckpt_dir / rundir.LAST
         resume = Checkpoint.load(last) if self.cfg.resume and last.is_file() else None
         if resume is not None and resume.progress["completed"]:
             log.info("phase %s already completed in %s", phase.name, ckpt_dir)
@@ -298,8 +298,8 @@ class Trainer:
             rng=capture_rng(), global_step=self.step, skipped_images=self.skips.total, runtime_s=self.elapsed_s(),
             wandb_run_id=self.logger.run_id, ema=p.ema.state_dict() if p.ema is not None else None)
         if best:  # best.pt first: last.pt is the record that the epoch is done, so it is written last
-            ckpt.save(ckpt_dir / "best.pt")
-        ckpt.save(ckpt_dir / "last.pt")
+            ckpt.save(ckpt_dir / rundir.BEST)
+        ckpt.save(ckpt_dir / rundir.LAST)
         distributed.barrier()
 
     # ------------------------------------------------------------------ end of run
@@ -318,7 +318,7 @@ class Trainer:
     def _evaluate_best(self) -> MetricAccumulator:
         """The run's best checkpoint on the val split: its per-image predictions (val_predictions.csv) and
         confusion matrices."""
-        self.model.load_state_dict(Checkpoint.load(self.run_dir / CHECKPOINTS / "best.pt").weights)
+        self.model.load_state_dict(Checkpoint.load(rundir.best_checkpoint(self.run_dir)).weights)
         val_dl = eval_loader(self.table, self.cfg.data, eval_batch_size(self.cfg), str(self.rt.device))
         recorder = PredictionRecorder(self.tasks, self.table.frame("val")["path"].tolist())
         _, meter = evaluate_loader(self.model, self.loss_fn, val_dl, self.rt, self.tasks, skips=SkipCounter(),

@@ -52,7 +52,7 @@ def _task_overrides(items) -> list[str]:
 def _prepare_resumed_job(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> float | None:
     """For `resume_sweep=` (and a SLURM requeue): the objective of a finished run (to skip it), else point
     `resume` at an unfinished run's checkpoints. The job must have the overrides it was first run with."""
-    hydra_dir, fresh = run_dir / ".hydra", run_dir / ".hydra-resume"
+    hydra_dir, fresh = run_dir / rundir.HYDRA, run_dir / f"{rundir.HYDRA}-resume"
     if hydra_dir.is_dir() and overrides is not None:
         before = _task_overrides(rundir.read_overrides(run_dir) or [])
         if before != _task_overrides(overrides):

@@ -1,12 +1,12 @@
 """A web page for a trained model: drop a painting, see the top classes per task and where the model looked.
 
-    python -m deepart.app model=<run>/checkpoints/best.pt          # http://127.0.0.1:7860
+    python -m deepart app model=<run>/checkpoints/best.pt          # http://127.0.0.1:7860
 
 Options are `key=value` pairs composed with conf/app.yaml (the keys are documented there). The page runs on
 the CPU with Gradio (`pip install -e ".[app]"`), loads the model once and queues requests. The same page as an
 `app.py` of a Hugging Face Space, next to the model:
 
-    from deepart.app import build_app, load_predictor
+    from deepart.inference.app import build_app, load_predictor
     build_app(*load_predictor(".")).launch()
 """
 from __future__ import annotations
@@ -26,12 +26,13 @@ import yaml
 from omegaconf import DictConfig
 from PIL import Image
 
-from deepart.cli import compose_cli
+from deepart.core.cli import compose_cli
 from deepart.core.errors import ConfigError, first_line, report_errors, require, require_choice
+from deepart.core.rundir import BEST
 from deepart.data import demo
 from deepart.data.images import ImageLoadError, load_rgb
-from deepart.inference import Predictor, load_model
-from deepart.pretrained import is_export_dir
+from deepart.inference.loading import Predictor, load_model
+from deepart.inference.pretrained import is_export_dir
 from deepart.vis.plots import overlay, upsample_map
 from deepart.vis.saliency import CAM_LAYERS, grad_cam
 
@@ -69,7 +70,7 @@ class ModelInfo:
 
 
 def load_predictor(path: str | Path) -> tuple[Predictor, ModelInfo]:
-    """The one way the page loads its model, on the CPU: an export folder (python -m deepart.export), a run dir,
+    """The one way the page loads its model, on the CPU: an export folder (python -m deepart export), a run dir,
     a checkpoint file, or a folder holding best.pt (a Space's files).
 
     The val top-1 comes from the model card (README.md with YAML front matter next to the model) when there
@@ -90,8 +91,8 @@ def checkpoint_file(path: str | Path) -> Path:
     """A folder holding best.pt (and no config.json) -> that file; anything else as it is, for load_model
     (an export folder, a run dir, a checkpoint file), which names what it accepts when the path is none."""
     path = Path(path)
-    if path.is_dir() and (path / "best.pt").is_file() and not is_export_dir(path):
-        return path / "best.pt"
+    if path.is_dir() and (path / BEST).is_file() and not is_export_dir(path):
+        return path / BEST
     return path
 
 
@@ -308,7 +309,7 @@ def import_gradio():
 def parse_args(argv: list[str]) -> DictConfig:
     """conf/app.yaml composed with `key=value` overrides (Hydra); bad keys and a missing model= are one line."""
     cfg = compose_cli("app", argv, required=("model",), paths=("model", "examples"),
-                      usage="python -m deepart.app model=<export folder, run dir or checkpoint .pt> [host= port= ...]")
+                      usage="python -m deepart app model=<export folder, run dir or checkpoint .pt> [host= port= ...]")
     require(cfg.port is None or (isinstance(cfg.port, int) and 0 < cfg.port < 65536), "port", cfg.port,
             "a port number (1-65535) or null")
     for key in ("concurrency", "max_queue", "top_k"):

@@ -1,8 +1,8 @@
 """Inference CLI: top-k predictions per task for one image, a folder or a glob, from a checkpoint, a run dir
 or an export folder alone.
 
-    python -m deepart.predict ckpt=outputs/.../checkpoints/best.pt images=paintings/ visualize=true
-    python -m deepart.predict ckpt=exported-model/ images=scans/ backend=onnx batch_size=64
+    python -m deepart predict ckpt=outputs/.../checkpoints/best.pt images=paintings/ visualize=true
+    python -m deepart predict ckpt=exported-model/ images=scans/ backend=onnx batch_size=64
 
 Options are `key=value` pairs composed onto conf/predict.yaml (which lists them). Unreadable files are
 reported and skipped.
@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from deepart.cli import compose_cli
+from deepart.core.cli import compose_cli
 from deepart.core.errors import DataError, report_errors, require, require_choice
 from deepart.core.rundir import run_dir_of
 from deepart.core.runtime import check_threads
 from deepart.data.dataset import SkipCounter
-from deepart.inference import BACKENDS, Predictor, decode_top_k
+from deepart.inference.loading import BACKENDS, Predictor, decode_top_k
 from deepart.models import DeepArtNet
 from deepart.vis.plots import overlay, save_image_grid, upsample_map
 from deepart.vis.saliency import grad_cam, gradient_image, guided_backprop
@@ -37,7 +37,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 FORMATS = ("json", "csv", "both")
 
 
-USAGE = "python -m deepart.predict ckpt=<run>/checkpoints/best.pt (or a run dir or an export folder) " \
+USAGE = "python -m deepart predict ckpt=<run>/checkpoints/best.pt (or a run dir or an export folder) " \
         "images=<file, folder or glob>"
 
 

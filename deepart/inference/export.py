@@ -1,6 +1,6 @@
-"""Export a trained model to a folder that stands alone (see deepart.pretrained for the layout).
+"""Export a trained model to a folder that stands alone (see deepart.inference.pretrained for the layout).
 
-    python -m deepart.export ckpt=<run>/checkpoints/best.pt out=exported-model/ [onnx=true] [overwrite=true]
+    python -m deepart export ckpt=<run>/checkpoints/best.pt out=exported-model/ [onnx=true] [overwrite=true]
 
 Writes model.safetensors, config.json, README.md (a Hugging Face style model card with the run's val
 metrics) and, with onnx=true, model.onnx; then reloads the folder and checks that it gives the checkpoint's
@@ -19,19 +19,20 @@ import torch
 import yaml
 from omegaconf import DictConfig
 
-from deepart import pretrained
-from deepart.checkpoint import Checkpoint
-from deepart.cli import compose_cli
+from deepart.core.checkpoint import Checkpoint
+from deepart.core.cli import compose_cli
 from deepart.core.errors import ConfigError, report_errors, require_choice
-from deepart.core.rundir import CHECKPOINTS, METRICS, read_overrides, run_dir_of
-from deepart.evaluation import compute_val_metrics
-from deepart.inference import load_model, resolve_model_path
+from deepart.core.rundir import BEST, CHECKPOINTS, METRICS, eval_dir, read_overrides, run_dir_of
+from deepart.data.loaders import data_root, load_table
+from deepart.inference import pretrained
+from deepart.inference.evaluate import compute_val_metrics
+from deepart.inference.loading import load_model, resolve_model_path
+from deepart.inference.onnxrt import EXPORTERS, OPSET, OnnxModel, export_onnx, output_names
 from deepart.models import DeepArtNet
-from deepart.onnxrt import EXPORTERS, OPSET, OnnxModel, export_onnx, output_names
 
 log = logging.getLogger("deepart")
 
-USAGE = "python -m deepart.export ckpt=<run>/checkpoints/best.pt out=<folder> [onnx=true]"
+USAGE = "python -m deepart export ckpt=<run>/checkpoints/best.pt out=<folder> [onnx=true]"
 METRIC_SOURCES = ("auto", "compute", "none")
 CARD_METRICS = (("top1", "top-1"), ("top5", "top-5"), ("macro_f1", "macro-F1"))
 FILES = (pretrained.CONFIG_FILE, pretrained.WEIGHTS_FILE, pretrained.CARD_FILE, pretrained.ONNX_FILE)
@@ -139,11 +140,11 @@ def stored_metrics(ckpt: Checkpoint) -> list[tuple[str, dict[str, float]]]:
     """Val metrics the run stored for this checkpoint, best source first."""
     run_dir = run_dir_of(ckpt.path)
     found = []
-    evaluation = _read_json(run_dir / "eval" / "metrics.json")
+    evaluation = _read_json(eval_dir(run_dir) / METRICS)
     if evaluation.get("split") == "val" and _same_file(evaluation.get("checkpoint"), ckpt.path):
         found.append(("eval.py (eval/metrics.json)", evaluation.get("metrics", {})))
     summary = _read_json(run_dir / METRICS)
-    if ckpt.path is not None and ckpt.path.name == "best.pt" and ckpt.path.parent.name == CHECKPOINTS:
+    if ckpt.path is not None and ckpt.path.name == BEST and ckpt.path.parent.name == CHECKPOINTS:
         found.append(("the run's metrics.json (best epoch)", summary.get("best", {})))
     found.append(("the checkpoint's val metrics", ckpt.metrics))
     return found
@@ -209,9 +210,8 @@ def split_sizes(config: dict) -> dict[str, int]:
     """Images per split of the run's data where it is still there ({} otherwise)."""
     from omegaconf import OmegaConf
 
-    from deepart.data.loaders import load_table
 
-    root = config.get("data", {}).get("source", {}).get("root")
+    root = data_root(config.get("data", {}))
     if not root or not Path(root).exists():
         return {}
     try:
@@ -227,7 +227,7 @@ def _data_summary(config: dict) -> tuple[str, str]:
     data = config.get("data", {})
     target = str(data.get("source", {}).get("_target_", ""))
     name = target.rsplit(".", 1)[-1].removeprefix("load_") or "unknown"
-    root = data.get("source", {}).get("root", "?")
+    root = data_root(data) or "?"
     split = data.get("source", {}).get("split") or data.get("split")
     ids = {"wikiart": "wikiart", "demo": "deepart-demo-synthetic"}
     text = f"`{name}` data from `{root}`"
@@ -295,7 +295,7 @@ def model_card(model: DeepArtNet, ckpt: Checkpoint, config: dict, metrics: dict,
               "## Use", "", "```python", "from deepart import Predictor", "from PIL import Image", "",
               'predictor = Predictor.from_pretrained("path/to/this/folder")',
               'result = predictor.predict(Image.open("painting.jpg"))', "```", "",
-              "Command line: `python -m deepart.predict ckpt=<this folder> images=<folder> [backend=onnx]`.", "",
+              "Command line: `python -m deepart predict ckpt=<this folder> images=<folder> [backend=onnx]`.", "",
               "## Intended use", "",
               "Labelling and exploring digitised paintings (style, genre, artist) in collections and research, "
               "with a person checking the labels that matter. Not for attributing, authenticating or valuing works.",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from deepart.core.config import CONF_DIR, compose_config, config_groups, quote_numeric_choices
+from deepart.core.config import CONF_DIR, compose_config, config_groups, quote_numeric_choices, refuse_renamed
 from deepart.core.errors import ConfigError, first_line
 from deepart.core.rundir import run_dir_of
 
@@ -18,7 +18,9 @@ def _last_value(argv: list[str], key: str) -> str | None:
 
 def prepare_argv(argv: list[str]) -> list[str]:
     """Quote numeric group choices (`phase=2`), send `resume=<run>` back into that run's dir and
-    `resume_sweep=<sweep>` back into that sweep's dir (keeping the runs' original .hydra/ files)."""
+    `resume_sweep=<sweep>` back into that sweep's dir (keeping the runs' original .hydra/ files). A renamed key
+    (`data.source.root=`) is a ConfigError naming the new one."""
+    refuse_renamed(argv[1:])
     argv = [argv[0], *quote_numeric_choices(argv[1:], config_groups())]
     resume = _last_value(argv, "resume")
     if resume and not any(a.startswith("hydra.run.dir=") for a in argv):

@@ -4,8 +4,8 @@
                                  that shape it), the tasks with their class names in order, the input config
                                  (image size, resize, padding, mean, std) and the format version
     <folder>/model.safetensors   the weights (no pickle: reading them runs no code)
-    <folder>/README.md           the model card (written by `python -m deepart.export`)
-    <folder>/model.onnx          optional: the ONNX graph (deepart.onnxrt)
+    <folder>/README.md           the model card (written by `python -m deepart export`)
+    <folder>/model.onnx          optional: the ONNX graph (deepart.inference.onnxrt)
 
 Reading a folder needs neither Hydra, nor the training config, nor any weight download. Every problem with
 a folder (a file missing, truncated weights, a newer format, weights that do not fit the config) is an
@@ -84,10 +84,10 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     """config.json of an export folder, checked: format, version, the keys a rebuild needs."""
     path = Path(folder) / CONFIG_FILE
     if not Path(folder).is_dir():
-        raise ExportError(f"{folder}: no such folder. Pass an export folder written by `python -m deepart.export`.")
+        raise ExportError(f"{folder}: no such folder. Pass an export folder written by `python -m deepart export`.")
     if not path.is_file():
         raise ExportError(f"{path}: file missing; an export folder holds {CONFIG_FILE} and {WEIGHTS_FILE} "
-                          f"(export the model again with `python -m deepart.export`)")
+                          f"(export the model again with `python -m deepart export`)")
     try:
         config = json.loads(path.read_text())
     except (ValueError, OSError) as exc:

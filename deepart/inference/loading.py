@@ -1,11 +1,11 @@
 """From a checkpoint to a ready model, and from images to predictions: the one way eval.py,
-`python -m deepart.predict`, the saliency maps and the Python API load and run a trained model.
+`python -m deepart predict`, the saliency maps and the Python API load and run a trained model.
 
     from PIL import Image
     from deepart import Predictor
 
     predictor = Predictor.from_checkpoint("outputs/.../checkpoints/best.pt")   # device="auto"
-    predictor = Predictor.from_pretrained("exported-model/")                    # a `python -m deepart.export` folder
+    predictor = Predictor.from_pretrained("exported-model/")                    # a `python -m deepart export` folder
     result = predictor.predict(Image.open("painting.jpg"))
     result["style"]      # {"label": "Impressionism", "confidence": 0.81, "top_k": [("Impressionism", 0.81), ...]}
     result["attention"]  # (7, 7) numpy array: where the model looked (None for sequencer=pool)
@@ -25,18 +25,19 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from deepart.checkpoint import CHECKPOINTS, Checkpoint
+from deepart.core.checkpoint import CHECKPOINTS, Checkpoint
 from deepart.core.errors import CheckpointError, require_choice
+from deepart.core.rundir import best_checkpoint
 from deepart.core.runtime import resolve_device
 from deepart.data.dataset import ImageDataset, SkipCounter, collate
 from deepart.data.images import to_rgb
 from deepart.data.transforms import min_decode_side, transform_from_config
+from deepart.inference.pretrained import is_export_dir
+from deepart.inference.pretrained import load_pretrained as _load_folder
 from deepart.models import DeepArtNet, build_model
-from deepart.pretrained import is_export_dir
-from deepart.pretrained import load_pretrained as _load_folder
 
 BACKENDS = ("torch", "onnx")
-MODEL_ARG = "a checkpoint (<run>/checkpoints/best.pt), a run dir or an export folder (python -m deepart.export)"
+MODEL_ARG = "a checkpoint (<run>/checkpoints/best.pt), a run dir or an export folder (python -m deepart export)"
 
 
 def resolve_model_path(path: str | Path) -> tuple[str, Path]:
@@ -46,7 +47,7 @@ def resolve_model_path(path: str | Path) -> tuple[str, Path]:
     if path.is_dir():
         if is_export_dir(path):
             return "export", path
-        best = path / CHECKPOINTS / "best.pt"
+        best = best_checkpoint(path)
         if best.is_file():
             return "checkpoint", best
         raise CheckpointError(f"{path}: a folder that is neither an export folder (no config.json) nor a run dir "
@@ -161,8 +162,8 @@ def onnx_runner(model: DeepArtNet, path: str | Path, threads: int | None = None)
     else `model` exported to a temporary file."""
     import tempfile
 
-    from deepart.onnxrt import OnnxModel, export_onnx
-    from deepart.pretrained import ONNX_FILE
+    from deepart.inference.onnxrt import OnnxModel, export_onnx
+    from deepart.inference.pretrained import ONNX_FILE
 
     folder = Path(path)
     if folder.is_dir() and (folder / ONNX_FILE).is_file():

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from deepart.core import faults
+from deepart.core.config import SOURCE_ROOT_ARGS
 from deepart.core.errors import CheckpointError, first_line
 from deepart.core.rundir import CHECKPOINTS, newest_last, phase_dir, run_dir_of
 
@@ -187,14 +188,17 @@ def _v2_name(key: str) -> str:
 
 
 #: Classes of the config that moved: old `_target_` -> new one (configs saved in older checkpoints).
-_MOVED_TARGETS = {"deepart.models.sequencers.": "deepart.models.encoders."}
+_MOVED_TARGETS = {"deepart.models.sequencers.": "deepart.models.encoders.",
+                  "deepart.losses.": "deepart.objectives.losses.",
+                  "deepart.sweep.": "deepart.training.sweep."}
 #: The loss criteria that were strings (`loss.criterion`) before they were classes picked by `_target_`.
-_CRITERIA = {"focal": "deepart.losses.FocalLoss", "ce": "deepart.losses.CrossEntropyLoss"}
+_CRITERIA = {"focal": "deepart.objectives.losses.FocalLoss", "ce": "deepart.objectives.losses.CrossEntropyLoss"}
 
 
 def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A saved config in today's layout: moved `_target_` classes renamed, a string `loss.criterion` as the
-    loss class it names. Configs already in today's layout are returned as they are."""
+    """A saved config in today's layout: moved `_target_` classes renamed, `data.root` from the `data.source`
+    argument that held it before that key existed, a string `loss.criterion` as the loss class it names. Configs
+    already in today's layout are returned as they are."""
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             node = {k: walk(v) for k, v in node.items()}
@@ -206,6 +210,12 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
         return [walk(v) for v in node] if isinstance(node, list) else node
 
     config = walk(config)
+    data = config.get("data")
+    if isinstance(data, dict) and "root" not in data and isinstance(data.get("source"), dict):
+        for key in SOURCE_ROOT_ARGS:
+            if key in data["source"]:
+                data["root"] = data["source"][key]
+                break
     loss = config.get("loss")
     if isinstance(loss, dict) and isinstance(loss.get("criterion"), str) and loss["criterion"] in _CRITERIA:
         criterion = loss.pop("criterion")

@@ -1,96 +1,31 @@
-"""Evaluation: one pass of a model over a loader (`evaluate_loader`, also the validation of training),
-and everything eval.py does from a checkpoint, a run dir or an export folder alone (`evaluate_checkpoint`)."""
+"""What eval.py does from a checkpoint, a run dir or an export folder alone (`evaluate_checkpoint`)."""
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
-from deepart.checkpoint import Checkpoint
-from deepart.core import faults
+from deepart.core.checkpoint import Checkpoint
 from deepart.core.config import build, compose_config, eval_batch_size, group_options
 from deepart.core.errors import ConfigError, DataError, require_choice
-from deepart.core.rundir import run_dir_of
+from deepart.core.rundir import METRICS, eval_dir, predictions_file, run_dir_of, write_metrics
 from deepart.core.runtime import Runtime, check_threads
 from deepart.data import demo as demo_data
 from deepart.data.dataset import SkipCounter
-from deepart.data.loaders import eval_loader, load_table
-from deepart.inference import load_model, resolve_model_path
-from deepart.losses import MultiTaskLoss
-from deepart.metrics import MetricAccumulator, format_table, per_class_table
+from deepart.data.loaders import data_root, eval_loader, load_table, set_data_root
+from deepart.inference.loading import load_model, resolve_model_path
+from deepart.objectives.metrics import format_table, per_class_table
 from deepart.tracking import NullLogger, logger_kind
+from deepart.training.evaluation import PredictionRecorder, evaluate_loader
 from deepart.vis.gallery import MistakeGallery, read_png
 from deepart.vis.plots import plot_confusion
 
 log = logging.getLogger("deepart")
 
 SPLITS = ("val", "train", "test")
-
-
-@torch.no_grad()
-def evaluate_loader(model, loss_fn: MultiTaskLoss, loader, rt: Runtime, tasks: dict, *, skips: SkipCounter,
-                    desc: str = "val", progress: bool = False, collect: Callable[[dict, dict], None] | None = None,
-                    reduce: Callable[[list[torch.Tensor]], None] | None = None, hflip: bool = False
-                    ) -> tuple[dict[str, float], MetricAccumulator]:
-    """Metrics of the model on a loader (eval mode, deterministic). `collect(batch, out)` sees every batch;
-    `reduce(tensors)` sums the counts over processes when each evaluates a disjoint shard; `hflip`: the logits
-    are the mean of the image's and its mirror image's (test-time augmentation; attention of the image)."""
-    model.eval()
-    meter = MetricAccumulator(tasks, rt.device)
-    bar = tqdm(loader, total=len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
-               mininterval=1.0)
-    for batch in skips.readable(bar):
-        images, labels = rt.images(batch), rt.labels(batch)
-        with rt.autocast():
-            out = model(images)
-            if hflip:
-                mirrored = model(images.flip(-1))["logits"]
-                out["logits"] = {t: (z + mirrored[t]) / 2 for t, z in out["logits"].items()}
-        sums = torch.stack([loss_fn.per_sample(out["logits"][t], labels[:, i])[0].sum()
-                            for i, t in enumerate(loss_fn.task_names)])
-        meter.update(out["logits"], labels, sums)
-        if collect is not None:
-            collect(batch, out)
-        faults.point("eval")
-    bar.close()
-    if reduce is not None:
-        reduce(meter.tensors())
-    return meter.compute("val"), meter
-
-
-class PredictionRecorder:
-    """`collect(batch, out)` callback of `evaluate_loader`: every image's true and predicted class per task,
-    saved as `<split>_predictions.csv` (index, path as listed in the dataset, <task>, <task>_pred; -1 = no
-    label). The report's paired tests compare runs image by image with it."""
-
-    def __init__(self, tasks: dict[str, list[str]], paths: list[str]):
-        self.tasks, self.paths = list(tasks), paths
-        self.parts: list[torch.Tensor] = []
-
-    def __call__(self, batch: dict, out: dict) -> None:
-        preds = torch.stack([out["logits"][t].argmax(-1).cpu() for t in self.tasks], 1)   # (B, T)
-        self.parts.append(torch.cat([batch["index"][:, None], batch["labels"], preds], 1))
-
-    def frame(self) -> pd.DataFrame:
-        rows = torch.cat(self.parts).numpy() if self.parts else np.zeros((0, 1 + 2 * len(self.tasks)), dtype=int)
-        rows = rows[np.argsort(rows[:, 0], kind="stable")]
-        n = len(self.tasks)
-        columns = {"index": rows[:, 0], "path": [self.paths[i] for i in rows[:, 0]]}
-        for t, task in enumerate(self.tasks):
-            columns[task], columns[f"{task}_pred"] = rows[:, 1 + t], rows[:, 1 + n + t]
-        return pd.DataFrame(columns)
-
-    def save(self, path: Path) -> Path:
-        self.frame().to_csv(path, index=False)
-        return path
 
 
 def require_checkpoint_arg(argv: list[str]) -> None:
@@ -118,7 +53,7 @@ def run_config(cfg: DictConfig, model, ckpt: Checkpoint | None) -> DictConfig:
         if data == "demo" and cfg.get("data_root"):  # read the demo folder given as it is, never regenerate it
             run_cfg.data.source.update(demo_data.recorded_params(cfg.data_root) or {})
     if cfg.get("data_root"):
-        run_cfg.data.source.root = cfg.data_root
+        set_data_root(run_cfg.data, cfg.data_root)
     return run_cfg
 
 
@@ -149,7 +84,7 @@ def _evaluation_setup(run_cfg: DictConfig, model, ckpt: Checkpoint | None, **tra
     `trainer` overriding them), the model on its device and the run's loss (with its learned weights)."""
     table = load_table(run_cfg.data)
     if table.tasks != model.tasks:
-        raise DataError(f"the data ({run_cfg.data.source.root}) defines tasks/classes that differ from those "
+        raise DataError(f"the data ({data_root(run_cfg.data)}) defines tasks/classes that differ from those "
                         f"the model was trained on ({list(model.tasks)}); pass data_root=<the run's data>")
     rt = Runtime.from_config({**run_cfg.trainer, **trainer})
     loss_fn = build(run_cfg.loss, tasks=model.tasks)
@@ -182,7 +117,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split != "val":
         metrics = {k.replace("val/", f"{cfg.split}/", 1): v for k, v in metrics.items()}
 
-    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir_of(source) / "eval"
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else eval_dir(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_class = []
     for task, names in tasks.items():
@@ -193,11 +128,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     per_class_df = pd.concat(per_class, ignore_index=True)[["task", "class", "support", "predicted", "precision",
                                                              "recall", "f1"]]
     per_class_df.to_csv(out_dir / "per_class.csv", index=False)
-    recorder.save(out_dir / f"{cfg.split}_predictions.csv")
+    recorder.save(predictions_file(out_dir, cfg.split))
     epoch = ckpt.epoch if ckpt is not None else None
     result = {"checkpoint": str(source), "epoch": epoch, "split": cfg.split,
               "skipped_images": skips.total, "metrics": metrics}
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_metrics(out_dir, result)
 
     print(f"\n{source}" + (f" (epoch {epoch})" if epoch is not None else "") + f", {cfg.split} split:\n"
           f"{format_table(metrics, tasks, prefix=cfg.split)}\n")
@@ -210,7 +145,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         log.info("largest difference to the val metrics recorded in the checkpoint: %.2e", diff)
     if ckpt is not None:
         _log_to_wandb(cfg, ckpt, run_cfg, metrics, {t: meter.confusion_matrix(t) for t in tasks}, galleries)
-    print(f"\nwrote {out_dir}/metrics.json, per_class.csv, {cfg.split}_predictions.csv, confusion_<task>.png"
+    predictions = predictions_file(out_dir, cfg.split).name
+    print(f"\nwrote {out_dir}/{METRICS}, per_class.csv, {predictions}, confusion_<task>.png"
           + (", mistakes_<task>.png" if galleries else ""))
     return metrics
 

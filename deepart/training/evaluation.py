@@ -1,0 +1,75 @@
+"""One evaluation pass of a model over a loader (`evaluate_loader`: the validation of training and the work of
+eval.py) and the per-image predictions it can record (`PredictionRecorder`)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from deepart.core import faults
+from deepart.core.runtime import Runtime
+from deepart.data.dataset import SkipCounter
+from deepart.objectives.losses import MultiTaskLoss
+from deepart.objectives.metrics import MetricAccumulator
+
+
+@torch.no_grad()
+def evaluate_loader(model, loss_fn: MultiTaskLoss, loader, rt: Runtime, tasks: dict, *, skips: SkipCounter,
+                    desc: str = "val", progress: bool = False, collect: Callable[[dict, dict], None] | None = None,
+                    reduce: Callable[[list[torch.Tensor]], None] | None = None, hflip: bool = False
+                    ) -> tuple[dict[str, float], MetricAccumulator]:
+    """Metrics of the model on a loader (eval mode, deterministic). `collect(batch, out)` sees every batch;
+    `reduce(tensors)` sums the counts over processes when each evaluates a disjoint shard; `hflip`: the logits
+    are the mean of the image's and its mirror image's (test-time augmentation; attention of the image)."""
+    model.eval()
+    meter = MetricAccumulator(tasks, rt.device)
+    bar = tqdm(loader, total=len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
+               mininterval=1.0)
+    for batch in skips.readable(bar):
+        images, labels = rt.images(batch), rt.labels(batch)
+        with rt.autocast():
+            out = model(images)
+            if hflip:
+                mirrored = model(images.flip(-1))["logits"]
+                out["logits"] = {t: (z + mirrored[t]) / 2 for t, z in out["logits"].items()}
+        sums = torch.stack([loss_fn.per_sample(out["logits"][t], labels[:, i])[0].sum()
+                            for i, t in enumerate(loss_fn.task_names)])
+        meter.update(out["logits"], labels, sums)
+        if collect is not None:
+            collect(batch, out)
+        faults.point("eval")
+    bar.close()
+    if reduce is not None:
+        reduce(meter.tensors())
+    return meter.compute("val"), meter
+
+
+class PredictionRecorder:
+    """`collect(batch, out)` callback of `evaluate_loader`: every image's true and predicted class per task,
+    saved as `<split>_predictions.csv` (index, path as listed in the dataset, <task>, <task>_pred; -1 = no
+    label). The report's paired tests compare runs image by image with it."""
+
+    def __init__(self, tasks: dict[str, list[str]], paths: list[str]):
+        self.tasks, self.paths = list(tasks), paths
+        self.parts: list[torch.Tensor] = []
+
+    def __call__(self, batch: dict, out: dict) -> None:
+        preds = torch.stack([out["logits"][t].argmax(-1).cpu() for t in self.tasks], 1)   # (B, T)
+        self.parts.append(torch.cat([batch["index"][:, None], batch["labels"], preds], 1))
+
+    def frame(self) -> pd.DataFrame:
+        rows = torch.cat(self.parts).numpy() if self.parts else np.zeros((0, 1 + 2 * len(self.tasks)), dtype=int)
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        n = len(self.tasks)
+        columns = {"index": rows[:, 0], "path": [self.paths[i] for i in rows[:, 0]]}
+        for t, task in enumerate(self.tasks):
+            columns[task], columns[f"{task}_pred"] = rows[:, 1 + t], rows[:, 1 + n + t]
+        return pd.DataFrame(columns)
+
+    def save(self, path: Path) -> Path:
+        self.frame().to_csv(path, index=False)
+        return path
