@@ -7,6 +7,7 @@ from deepart.core.config import build, config_groups, group_options, phase_plan,
 from deepart.core.errors import ConfigError
 from deepart.data.loaders import load_table, train_loader
 from deepart.models import build_model
+from deepart.training.checks import check_config
 from deepart.training.freezing import apply_freezing
 from deepart.training.optim import build_optimizer
 from tests.conftest import TINY, compose_config, demo_overrides, run_script
@@ -127,6 +128,29 @@ def test_impossible_freeze_stages_in_phase_3_of_a_chain_fails_at_start_up(tmp_pa
         "phase.chain.p3.freeze_stages=9 is not allowed: expected 0..5 (backbone 'small_cnn' has 5 stages)."), out
     assert "Traceback" not in out and "phase 1" not in out and "epoch" not in out
     assert not data_root.exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("sequencer.encoder.cell=rnn", "sequencer.encoder.cell"),
+    ("backbone=resnet18 backbone.name=nonet", "backbone.name"),
+    ("backbone.weights=/no/such/weights.pth", "backbone.weights"), ("data.cache=sometimes", "data.cache"),
+    ("data.source.missing_images=drop", "data.source.missing_images"), ("sampler.tasks=[medium]", "sampler.tasks"),
+    ("sampler.tasks=[]", "sampler.tasks")])
+def test_every_group_is_checked_before_any_data_is_read(tmp_path, override, key):
+    """The start-up check builds nothing that needs data or weights: the demo folder is never generated."""
+    data_root = tmp_path / "demo-never-generated"
+    cfg = compose_config(["experiment=demo", "logger=none", f"data.root={data_root}", *override.split()])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check_config(cfg)
+    assert not data_root.exists()
+
+
+def test_the_start_up_check_returns_the_run_plan():
+    plan = check_config(compose_config(["experiment=demo", "phase=all", "phase.epochs=2"]))
+    assert [p.name for p in plan.phases] == ["1", "2", "3"] and all(p.epochs == 2 for p in plan.phases)
+    assert plan.keys == ("phase.chain.p1", "phase.chain.p2", "phase.chain.p3")
+    assert (plan.backbone, plan.stages) == ("small_cnn", 5)
+    assert plan.eval_batch_size(compose_config(["experiment=demo", "phase=all"])) == 2 * plan.phases[-1].batch_size
 
 
 @pytest.mark.parametrize("override,key", [("lr_finder.num_steps=2", "lr_finder.num_steps"),

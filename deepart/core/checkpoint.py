@@ -191,12 +191,20 @@ def _v2_name(key: str) -> str:
 _MOVED_TARGETS = {"deepart.models.sequencers.": "deepart.models.encoders.",
                   "deepart.losses.": "deepart.objectives.losses.",
                   "deepart.sweep.": "deepart.training.sweep."}
+#: Keys added to the config after checkpoints were first saved, with the value that behaves as before they existed.
+ADDED_KEYS = {
+    "trainer.device": "auto", "trainer.precision": "auto", "trainer.channels_last": "auto", "trainer.threads": None,
+    "trainer.ema_decay": None, "trainer.tta_hflip": False, "data.square_pad": False,
+    "data.train_crop_scale": [0.35, 1.0], "data.hflip": True, "data.cache": "auto", "sampler.power": 1.0,
+    "optimizer.backbone_lr_scale": 1.0,
+}
 #: The loss criteria that were strings (`loss.criterion`) before they were classes picked by `_target_`.
 _CRITERIA = {"focal": "deepart.objectives.losses.FocalLoss", "ce": "deepart.objectives.losses.CrossEntropyLoss"}
 
 
 def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A saved config in today's layout: moved `_target_` classes renamed, `data.root` from the `data.source`
+    """A saved config in today's layout: moved `_target_` classes renamed, keys added since (`ADDED_KEYS`) at the
+    value that reproduces the old behaviour, `data.root` from the `data.source`
     argument that held it before that key existed, a string `loss.criterion` as the loss class it names. Configs
     already in today's layout are returned as they are."""
     def walk(node: Any) -> Any:
@@ -210,6 +218,12 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
         return [walk(v) for v in node] if isinstance(node, list) else node
 
     config = walk(config)
+    for dotted, value in ADDED_KEYS.items():
+        section, key = dotted.split(".")
+        if isinstance(config.get(section), dict):
+            config[section].setdefault(key, value)
+    if isinstance(config.get("phase"), dict) and config["phase"].get("name") == "all":
+        config["phase"].setdefault("best_of", "last_phase")
     data = config.get("data")
     if isinstance(data, dict) and "root" not in data and isinstance(data.get("source"), dict):
         for key in SOURCE_ROOT_ARGS:

@@ -104,7 +104,7 @@ def validate(cfg: DictConfig) -> None:
     Runtime.resolve(cfg.trainer)
     if cfg.phase.name == "all":
         _check_phase(cfg.phase, "phase")
-        require_choice("phase.best_of", cfg.phase.get("best_of", "last_phase"), ("last_phase", "any_phase"))
+        require_choice("phase.best_of", cfg.phase.best_of, ("last_phase", "any_phase"))
         for key, sub in cfg.phase.chain.items():
             _check_phase(sub, f"phase.chain.{key}")
     else:
@@ -112,7 +112,7 @@ def validate(cfg: DictConfig) -> None:
 
     t = cfg.trainer
     require(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", t.grad_clip, "a number > 0 or null")
-    ema = t.get("ema_decay")
+    ema = t.ema_decay
     require(ema is None or (isinstance(ema, float) and 0 < ema < 1), "trainer.ema_decay", ema,
             "null or a number in (0, 1), e.g. 0.99")
     patience = t.early_stopping.patience
@@ -133,11 +133,11 @@ def validate(cfg: DictConfig) -> None:
     sched = cfg.scheduler
     require(sched.warmup_epochs >= 0, "scheduler.warmup_epochs", sched.warmup_epochs, "a number >= 0")
     require(0 <= sched.min_lr_ratio <= 1, "scheduler.min_lr_ratio", sched.min_lr_ratio, "a number in [0, 1]")
-    power = cfg.sampler.get("power", 1.0)
+    power = cfg.sampler.get("power", 1.0)  # only the weighted sampler has it
     require(power >= 0, "sampler.power", power, "a number >= 0")
-    lr_scale = cfg.optimizer.get("backbone_lr_scale", 1.0)
+    lr_scale = cfg.optimizer.backbone_lr_scale
     require(lr_scale > 0, "optimizer.backbone_lr_scale", lr_scale, "a number > 0")
-    if cfg.get("lr_find"):
+    if cfg.lr_find:
         _check_lr_finder(cfg.lr_finder)
 
 

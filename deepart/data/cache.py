@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from deepart.core.errors import ConfigError, require_choice
+from deepart.core.errors import ConfigError
 from deepart.data.images import ImageLoadError, load_image, source_file
 from deepart.data.table import TaskTable
 from deepart.data.transforms import SquarePad, resize_size
@@ -35,7 +35,7 @@ CACHE_MODES = ("auto", "off", "require")
 def settings(data_cfg) -> dict:
     """The parameters a cache is made for (a cache made differently is not used)."""
     return {"resize": resize_size(data_cfg["image_size"], data_cfg.get("resize_size")),
-            "square_pad": bool(data_cfg.get("square_pad", False)), "quality": JPEG_QUALITY}
+            "square_pad": bool(data_cfg.square_pad), "quality": JPEG_QUALITY}
 
 
 def cache_dir(table: TaskTable, data_cfg) -> Path:
@@ -165,8 +165,7 @@ def cache_status(table: TaskTable, data_cfg) -> tuple[Path, dict | None, str]:
 
 def use_cache(table: TaskTable, data_cfg) -> TaskTable:
     """The table reading the cached copies when `data.cache` allows and the cache is up to date."""
-    mode = data_cfg.get("cache", "auto")
-    require_choice("data.cache", mode, CACHE_MODES)
+    mode = data_cfg.cache
     if mode == "off":
         return table
     out, manifest, reason = cache_status(table, data_cfg)

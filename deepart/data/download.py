@@ -115,11 +115,8 @@ def fetch(url: str, dest: Path, *, retries: int = 3, progress: bool = True) -> P
             response = _open(url, offset)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and offset:  # nothing left to send: complete if the sizes agree
-                announced = (exc.headers.get("Content-Range") or "").rpartition("/")[2]
-                if announced.isdigit() and int(announced) == offset:
-                    part.rename(dest)
+                if _complete_part(exc, part, dest, offset):
                     return dest
-                part.unlink()
                 if attempt < retries:
                     continue
             raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
@@ -132,12 +129,7 @@ def fetch(url: str, dest: Path, *, retries: int = 3, progress: bool = True) -> P
                 offset = 0
             total = _total_size(response, offset)
             try:
-                with open(part, "ab" if offset else "wb") as out, tqdm(
-                        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                        desc=dest.name, disable=not progress, leave=False) as bar:
-                    while chunk := response.read(CHUNK):
-                        out.write(chunk)
-                        bar.update(len(chunk))
+                _append(response, part, offset, total, dest.name, progress)
             except (TimeoutError, http.client.IncompleteRead, ConnectionError, OSError) as exc:
                 if attempt < retries:
                     continue
@@ -156,6 +148,27 @@ def fetch(url: str, dest: Path, *, retries: int = 3, progress: bool = True) -> P
         part.rename(dest)
         return dest
     raise AssertionError("unreachable")
+
+
+def _complete_part(exc: urllib.error.HTTPError, part: Path, dest: Path, offset: int) -> bool:
+    """After HTTP 416 on a resumed download: rename `part` to `dest` when it already holds every byte the server
+    announces (True); otherwise delete it, to start again (False)."""
+    announced = (exc.headers.get("Content-Range") or "").rpartition("/")[2]
+    if announced.isdigit() and int(announced) == offset:
+        part.rename(dest)
+        return True
+    part.unlink()
+    return False
+
+
+def _append(response, part: Path, offset: int, total: int | None, desc: str, progress: bool) -> None:
+    """Write the response's body to `part` (appended after `offset` bytes, else from the start), with a bar."""
+    with open(part, "ab" if offset else "wb") as out, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=desc, disable=not progress, leave=False) as bar:
+        while chunk := response.read(CHUNK):
+            out.write(chunk)
+            bar.update(len(chunk))
 
 
 def sha256sum(path: Path) -> str:
@@ -307,8 +320,8 @@ def images_from(source: Path, root: Path, progress: bool = True) -> Path:
     return Path(root) / "images"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepart.data.download",
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deepart download",
                                      description="Get WikiArt (ArtGAN splits): the label files and the images, "
                                                  "downloaded or from a copy you have (see docs/data.md).")
     parser.add_argument("dataset", choices=["wikiart"])
@@ -331,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="URL of wikiart.zip")
     parser.add_argument("--retries", type=int, default=3, help="automatic resumes after a dropped connection")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     root = Path(args.root)
     progress = not args.no_progress
     complete = True

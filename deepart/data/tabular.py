@@ -64,7 +64,7 @@ def load_csv(table: str | Path, image_dir: str | Path, tasks: list[str] | None =
     `tasks`: the task columns (None = every column except the image and split columns).
     """
     if table in (None, "", "???") or image_dir in (None, "", "???"):
-        raise ConfigError("data=csv needs data.table=<csv file> and data.image_dir=<folder with the images>")
+        raise ConfigError("data=csv needs data.table=<csv file> and data.root=<folder with the images>")
     table, image_dir = Path(table), Path(image_dir)
     frame = read_table(table)
     image_column = image_column or frame.columns[0]
@@ -75,8 +75,30 @@ def load_csv(table: str | Path, image_dir: str | Path, tasks: list[str] | None =
     unknown = [t for t in tasks if t not in frame.columns or t in reserved]
     require(bool(tasks) and not unknown, "data.tasks", tasks,
             f"task columns of {table} (available: {[c for c in frame.columns if c not in reserved]})")
+    _check_image_ids(frame[image_column], table, image_column)
 
-    ids = frame[image_column]
+    out, classes = _encode_labels(frame, tasks, table, pd.DataFrame({"path": _image_paths(frame[image_column],
+                                                                                           image_dir)}))
+    unlabelled = (out[tasks] == MISSING).all(axis=1)
+    notes = []
+    if unlabelled.any():
+        notes.append(f"{int(unlabelled.sum())} row(s) of {table.name} have no label for any task and are not used")
+    if has_split:
+        split = _split_column(frame, split_column, table)
+        notes.append(f"splits from column {split_column!r} of {table.name}")
+    else:
+        fractions = check_fractions(fractions, "data.source.fractions")
+        split = stratified_split(out[tasks[0]], fractions, seed)
+        notes.append(f"stratified {'/'.join(f'{f:g}' for f in fractions)} split on {tasks[0]!r} by seed {seed}")
+    split = np.where(unlabelled.to_numpy(), -1, split)
+    parts = [out[split == i].reset_index(drop=True) for i in range(3)]
+    parts = check_images(parts, image_dir, missing_images, f"check data.root={image_dir}")
+    test = parts[2] if len(parts[2]) else None
+    return TaskTable(parts[0], parts[1], classes, image_dir, notes, test)
+
+
+def _check_image_ids(ids: pd.Series, table: Path, image_column: str) -> None:
+    """No empty and no repeated image cell (line numbers as an editor shows them: the header is line 1)."""
     empty = ids == ""
     if empty.any():
         raise DataError(f"{table}: row {int(np.flatnonzero(empty)[0]) + 2} has an empty {image_column!r} cell")
@@ -86,7 +108,10 @@ def load_csv(table: str | Path, image_dir: str | Path, tasks: list[str] | None =
         rows = [int(i) + 2 for i in np.flatnonzero(ids == first)]
         raise DataError(f"{table}: {len(repeated)} image(s) listed more than once, e.g. {first!r} on lines {rows}")
 
-    out = pd.DataFrame({"path": _image_paths(ids, image_dir)})
+
+def _encode_labels(frame: pd.DataFrame, tasks: list[str], table: Path,
+                   out: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """`out` with one integer column per task (class index in sorted class names; MISSING for an empty cell)."""
     classes = {}
     for task in tasks:
         values = frame[task]
@@ -95,26 +120,15 @@ def load_csv(table: str | Path, image_dir: str | Path, tasks: list[str] | None =
             raise DataError(f"{table}: column {task!r} has no labels")
         index = {name: i for i, name in enumerate(classes[task])}
         out[task] = values.map(lambda v, index=index: index.get(v, MISSING)).astype(np.int64)
-    unlabelled = (out[tasks] == MISSING).all(axis=1)
-    notes = []
-    if unlabelled.any():
-        notes.append(f"{int(unlabelled.sum())} row(s) of {table.name} have no label for any task and are not used")
+    return out, classes
 
-    if has_split:
-        split = frame[split_column].str.lower()
-        bad = ~split.isin(SPLITS)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{table}:{row + 2}: column {split_column!r} is {frame[split_column].iloc[row]!r}; "
-                            f"expected one of {', '.join(SPLITS)}")
-        split = split.map(SPLITS.index).to_numpy()
-        notes.append(f"splits from column {split_column!r} of {table.name}")
-    else:
-        fractions = check_fractions(fractions, "data.source.fractions")
-        split = stratified_split(out[tasks[0]], fractions, seed)
-        notes.append(f"stratified {'/'.join(f'{f:g}' for f in fractions)} split on {tasks[0]!r} by seed {seed}")
-    split = np.where(unlabelled.to_numpy(), -1, split)
-    parts = [out[split == i].reset_index(drop=True) for i in range(3)]
-    parts = check_images(parts, image_dir, missing_images, f"check data.image_dir={image_dir}")
-    test = parts[2] if len(parts[2]) else None
-    return TaskTable(parts[0], parts[1], classes, image_dir, notes, test)
+
+def _split_column(frame: pd.DataFrame, split_column: str, table: Path) -> np.ndarray:
+    """The split index (0 train, 1 val, 2 test) of every row from the table's split column."""
+    split = frame[split_column].str.lower()
+    bad = ~split.isin(SPLITS)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{table}:{row + 2}: column {split_column!r} is {frame[split_column].iloc[row]!r}; "
+                        f"expected one of {', '.join(SPLITS)}")
+    return split.map(SPLITS.index).to_numpy()

@@ -73,7 +73,7 @@ def compute_val_metrics(model, ckpt: Checkpoint, data_root: str | None = None, b
     run_cfg = run_config(OmegaConf.create({"ckpt": str(ckpt.path), "data_root": data_root}), model, ckpt)
     table, rt, model, loss_fn = _evaluation_setup(run_cfg, model, ckpt, device=device, precision="fp32", threads=None)
     loader = eval_loader(table, run_cfg.data, batch_size or eval_batch_size(run_cfg), str(rt.device), workers=workers)
-    hflip = run_cfg.trainer.get("tta_hflip", False)
+    hflip = run_cfg.trainer.tta_hflip
     metrics, _ = evaluate_loader(model, loss_fn, loader, rt, model.tasks,
                                  skips=SkipCounter(), progress=True, desc="val metrics", hflip=hflip)
     return metrics
@@ -104,14 +104,14 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     tasks = model.tasks
     table, rt, model, loss_fn = _evaluation_setup(
         run_cfg, model, ckpt, device=cfg.device, threads=cfg.get("threads"),
-        precision=cfg.get("precision") or run_cfg.trainer.get("precision", "auto"))
+        precision=cfg.get("precision") or run_cfg.trainer.precision)
 
     loader = eval_loader(table, run_cfg.data, cfg.batch_size or eval_batch_size(run_cfg), str(rt.device),
                          split=cfg.split, workers=cfg.num_workers)
     skips = SkipCounter()
     gallery = MistakeGallery(tasks, cfg.get("gallery", 16))
     recorder = PredictionRecorder(tasks, table.frame(cfg.split)["path"].tolist())
-    hflip = cfg.tta_hflip if cfg.get("tta_hflip") is not None else run_cfg.trainer.get("tta_hflip", False)
+    hflip = cfg.tta_hflip if cfg.get("tta_hflip") is not None else run_cfg.trainer.tta_hflip
     metrics, meter = evaluate_loader(model, loss_fn, loader, rt, tasks, skips=skips, progress=True, hflip=hflip,
                                      desc=f"eval {cfg.split}", collect=lambda b, o: (gallery(b, o), recorder(b, o)))
     if cfg.split != "val":

@@ -4,14 +4,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Any
 
 import timm
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
-from deepart.core.config import build
 from deepart.core.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
@@ -196,11 +193,3 @@ class SmallCNN(Backbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)  # (B, widths[-1], H/reduction, W/reduction)
-
-
-def stage_count(node: Any) -> tuple[str, int]:
-    """(name, number of feature stages) of the backbone a config node describes, without weights, downloads or
-    memory: the backbone is built on the meta device."""
-    with torch.device("meta"):
-        backbone = build(OmegaConf.merge(node, {"pretrained": False, "weights": None}))
-    return backbone.name, backbone.num_stages

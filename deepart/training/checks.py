@@ -1,19 +1,64 @@
-"""The start-up check of a training run: every config value, before anything is built or any data is read."""
+"""The start-up check of a training run: every config value, before anything is built or any data is read, and
+what the config amounts to (`RunPlan`), worked out once there."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 from omegaconf import DictConfig
 
-from deepart.core.config import phase_keys, phase_plan, validate
-from deepart.core.errors import require
-from deepart.models.backbone import stage_count
+from deepart.core.config import eval_batch_size, phase_keys, phase_plan, validate
+from deepart.core.errors import require, require_choice
+from deepart.data.cache import CACHE_MODES
+from deepart.data.table import MISSING_IMAGES
+from deepart.models import build_model
+from deepart.models.backbone import weights_path
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise a ConfigError naming the key of the first value that cannot work: the values of every group
-    (core.config.validate), then `freeze_stages` of every phase of the plan (each phase of a chain) against the
-    number of stages of the chosen backbone (counted on a weightless copy, deepart.models.backbone.stage_count)."""
+@dataclass(frozen=True)
+class RunPlan:
+    """A checked config's derived values, computed once at start-up and handed to what trains: the phases in
+    order (a chain's `phase.epochs` / `lr` / `batch_size` applied to each), each phase's config key, and the
+    backbone's name and number of stages."""
+
+    phases: tuple[DictConfig, ...]
+    keys: tuple[str, ...]
+    backbone: str
+    stages: int
+
+    def eval_batch_size(self, cfg: DictConfig, phase: DictConfig | None = None) -> int:
+        """Batch size of validation in `phase` (default: the last phase)."""
+        return eval_batch_size(cfg, phase if phase is not None else self.phases[-1])
+
+
+def check_config(cfg: DictConfig) -> RunPlan:
+    """Raise a ConfigError naming the key of the first value that cannot work, then return the run's plan: the
+    values of every group (core.config.validate); the model's parts (backbone, sequencer, heads) built weightless
+    on the meta device and `backbone.weights` found, so a bad `backbone.*` or `sequencer.*` fails here and not after
+    the data is read; the
+    data keys the loaders would refuse later (`data.cache`, `data.source.missing_images`, `sampler.tasks`
+    against `data.tasks`); `freeze_stages` of every phase against the backbone's number of stages."""
     validate(cfg)
-    name, stages = stage_count(cfg.backbone)
-    for key, phase in zip(phase_keys(cfg), phase_plan(cfg)):
-        require(phase.freeze_stages <= stages, f"{key}.freeze_stages", phase.freeze_stages,
-                f"0..{stages} (backbone '{name}' has {stages} stages)")
+    _check_data(cfg)
+    if cfg.backbone.get("weights"):
+        weights_path(cfg.backbone.weights)   # the file (or package) is there; it is read when the model is built
+    with torch.device("meta"):
+        backbone = build_model(cfg, {"task": ["a", "b"]}, pretrained=False).backbone
+    plan = RunPlan(tuple(phase_plan(cfg)), tuple(phase_keys(cfg)), backbone.name, backbone.num_stages)
+    for key, phase in zip(plan.keys, plan.phases):
+        require(phase.freeze_stages <= plan.stages, f"{key}.freeze_stages", phase.freeze_stages,
+                f"0..{plan.stages} (backbone '{plan.backbone}' has {plan.stages} stages)")
+    return plan
+
+
+def _check_data(cfg: DictConfig) -> None:
+    require_choice("data.cache", cfg.data.cache, CACHE_MODES)
+    if "missing_images" in cfg.data.source:
+        require_choice("data.source.missing_images", cfg.data.source.missing_images, MISSING_IMAGES)
+    balanced = cfg.sampler.get("tasks")
+    if balanced is not None:
+        require(len(balanced) > 0 and all(isinstance(t, str) for t in balanced), "sampler.tasks", balanced,
+                "null (every task) or a non-empty list of task names")
+        if cfg.data.tasks:
+            require(set(balanced) <= set(cfg.data.tasks), "sampler.tasks", list(balanced),
+                    f"null or a subset of data.tasks {list(cfg.data.tasks)}")

@@ -17,7 +17,6 @@ import numpy as np
 from omegaconf import DictConfig
 
 from deepart.core.checkpoint import capture_rng, restore_rng
-from deepart.core.config import phase_plan
 from deepart.core.rundir import LR_FIND
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import train_loader
@@ -97,7 +96,7 @@ def plot_range_test(result: dict, path: Path) -> Path:
 def run_lr_finder(trainer) -> dict:
     """lr_find=true: test the first phase of the plan, save <run>/lr_find.png + lr_find.json, print the
     suggestion. The trainer's model, loss weights and RNG states are as before."""
-    phase = phase_plan(trainer.cfg)[0]
+    phase = trainer.plan.phases[0]
     result = range_test(trainer, phase, trainer.cfg)
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
     (trainer.run_dir / f"{LR_FIND}.json").write_text(json.dumps(result, indent=2))
@@ -121,5 +120,4 @@ def apply_lr(cfg: DictConfig, lr: float) -> DictConfig:
             cfg.phase.lr = None
         chain[next(iter(chain))].lr = lr
     cfg.lr_find = False
-    log.info("lr_finder.apply=true: training phase %s with lr %.2e", phase_plan(cfg)[0].name, lr)
     return cfg

@@ -20,14 +20,7 @@ from torch.utils.data import DataLoader
 
 from deepart.core import distributed, faults, rundir
 from deepart.core.checkpoint import Checkpoint, atomic_copy, capture_rng, remove_partial_writes, restore_rng
-from deepart.core.config import (
-    OBJECTIVE,
-    build,
-    eval_batch_size,
-    phase_plan,
-    sweep_group,
-    to_plain,
-)
+from deepart.core.config import OBJECTIVE, build, eval_batch_size, sweep_group, to_plain
 from deepart.core.errors import CheckpointError
 from deepart.core.rundir import CHECKPOINTS, newest_last, phase_dir, run_dir_of
 from deepart.core.runtime import Runtime
@@ -36,7 +29,7 @@ from deepart.data.loaders import eval_loader, load_table, train_loader
 from deepart.models import build_model
 from deepart.objectives.metrics import MetricAccumulator
 from deepart.tracking import NullLogger
-from deepart.training.checks import check_config
+from deepart.training.checks import RunPlan, check_config
 from deepart.training.ema import EMA
 from deepart.training.engine import Optimization, Progress, train_epoch
 from deepart.training.epoch_log import EpochLog
@@ -117,10 +110,10 @@ def _resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
 
 
 class Trainer:
-    """Holds what lives across phases: config, data table, model, loss, epoch log, run dir."""
+    """Holds what lives across phases: config and its plan, data table, model, loss, epoch log, run dir."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, info: RunInfo):
-        self.cfg, self.run_dir, self.info = cfg, run_dir, info
+    def __init__(self, cfg: DictConfig, plan: RunPlan, run_dir: Path, info: RunInfo):
+        self.cfg, self.plan, self.run_dir, self.info = cfg, plan, run_dir, info
         self.dist = distributed.setup()  # rank 0 alone logs, checkpoints and talks to W&B
         distributed.quiet_workers(self.dist)
         self.rt = Runtime.from_config(cfg.trainer)
@@ -138,14 +131,14 @@ class Trainer:
 
     def use_config(self, cfg: DictConfig) -> None:
         """Train with `cfg` (e.g. with the LR finder's lr applied); it is what the checkpoints record."""
-        self.cfg, self.plain_cfg = cfg, to_plain(cfg)
+        self.cfg, self.plan, self.plain_cfg = cfg, check_config(cfg), to_plain(cfg)
 
     def elapsed_s(self) -> float:
         return self.prior_runtime + time.time() - self.started
 
     # ------------------------------------------------------------------ phases
     def run(self) -> dict[str, Any]:
-        plan = phase_plan(self.cfg)
+        plan = self.plan.phases
         chained = len(plan) > 1
         self.logger.start(config=self.plain_cfg, run_dir=str(self.run_dir), name=self.info.name,
                           group=self.info.group, run_id=self._saved_wandb_id())
@@ -166,7 +159,7 @@ class Trainer:
     def _best_phase(self, phases: dict[str, PhaseState]) -> str:
         """The phase whose best checkpoint is the run's best.pt: the last one, or with phase.best_of=any_phase
         the one with the best val metric (the earliest of equals)."""
-        if self.cfg.phase.get("best_of", "last_phase") == "any_phase":
+        if len(phases) > 1 and self.cfg.phase.best_of == "any_phase":
             return max(phases, key=lambda name: (phases[name].best_metric, -list(phases).index(name)))
         return list(phases)[-1]
 
@@ -223,7 +216,7 @@ class Trainer:
             self._restore_counters(resume)
         elif init_from:
             self._load_weights(init_from)
-        ema = EMA(self.model, cfg.trainer.ema_decay) if cfg.trainer.get("ema_decay") else None
+        ema = EMA(self.model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
         if ema is not None and resume is not None:
             ema.load_state_dict(resume.ema)
         net, loss_fn, compiled = self._parallel()
@@ -274,7 +267,7 @@ class Trainer:
     def _validate(self, p: PhaseRun) -> dict[str, float]:
         distributed.broadcast_buffers_(p.evaluated)  # every rank evaluates rank 0's model
         metrics, _ = evaluate_loader(p.evaluated, self.loss_fn, p.val_dl, self.rt, self.tasks,
-                                     skips=self.skips, hflip=self.cfg.trainer.get("tta_hflip", False),
+                                     skips=self.skips, hflip=self.cfg.trainer.tta_hflip,
                                      reduce=distributed.all_reduce_sum_ if self.dist.enabled else None)
         return metrics
 
@@ -319,10 +312,10 @@ class Trainer:
         """The run's best checkpoint on the val split: its per-image predictions (val_predictions.csv) and
         confusion matrices."""
         self.model.load_state_dict(Checkpoint.load(rundir.best_checkpoint(self.run_dir)).weights)
-        val_dl = eval_loader(self.table, self.cfg.data, eval_batch_size(self.cfg), str(self.rt.device))
+        val_dl = eval_loader(self.table, self.cfg.data, self.plan.eval_batch_size(self.cfg), str(self.rt.device))
         recorder = PredictionRecorder(self.tasks, self.table.frame("val")["path"].tolist())
         _, meter = evaluate_loader(self.model, self.loss_fn, val_dl, self.rt, self.tasks, skips=SkipCounter(),
-                                   collect=recorder, hflip=self.cfg.trainer.get("tta_hflip", False))
+                                   collect=recorder, hflip=self.cfg.trainer.tta_hflip)
         recorder.save(self.run_dir / rundir.PREDICTIONS)
         return meter
 
@@ -339,14 +332,16 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, info: RunInfo | No
 
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
-    check_config(cfg)
+    plan = check_config(cfg)
     seed_everything(cfg.seed)
-    trainer = Trainer(cfg, run_dir, info or RunInfo.from_hydra())
-    if cfg.get("lr_find"):
+    trainer = Trainer(cfg, plan, run_dir, info or RunInfo.from_hydra())
+    if cfg.lr_find:
         result = run_lr_finder(trainer)
         if not cfg.lr_finder.apply:
             return {"lr_find": result, "best": {}, "final": {}}
         trainer.use_config(apply_lr(cfg, result["suggestion"]))
+        log.info("lr_finder.apply=true: training phase %s with lr %.2e", trainer.plan.phases[0].name,
+                 result["suggestion"])
     summary = trainer.run()
     if trainer.dist.is_main:
         rundir.write_metrics(run_dir, summary)
