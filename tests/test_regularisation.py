@@ -1,6 +1,7 @@
 """Regularisers for small collections: mixup / CutMix with per-task soft targets that respect missing labels,
 RandAugment / TrivialAugment and random erasing in the training transform, layer-wise lr decay of the backbone;
-each off by default, checked at start-up, and a run with all of them on is repeatable."""
+each off by default, checked at start-up, and a run with all of them on is repeatable. And how a run that peaked
+early says so: its best epoch and how far the last epoch fell from it."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,9 @@ from deepart.data.loaders import load_table, train_loader
 from deepart.data.mixing import BatchMixer, mixer_from_config
 from deepart.data.transforms import transform_from_config
 from deepart.models import build_model
+from deepart.training.epoch_log import EpochLog, peak_line
 from deepart.training.optim import build_optimizer
+from deepart.training.phases import PhaseState
 from tests.conftest import TINY, TINY_SEQUENCER, compose_config, demo_overrides, run_script
 
 TASKS = {"style": ["a", "b", "c"], "genre": ["x", "y"]}
@@ -189,5 +192,34 @@ def test_a_tiny_run_with_every_option_on_completes_and_repeats(demo_root, tmp_pa
         runs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
     a, b = runs
     assert a["history"][0]["train/loss"] > 0
+    best = 100 * a["best"]["val/mean_top1"]
+    assert f"best val/mean_top1 {best:.1f} at epoch 1 of 1; last {best:.1f}, +0.0 points" in res.stdout + res.stderr
     for key in ("train/loss", "train/objective", "val/loss", "val/mean_top1"):
         assert a["history"][0][key] == b["history"][0][key], key
+
+
+def _phase(curve: list[float]) -> PhaseState:
+    state = PhaseState()
+    for value in curve:
+        state.end_epoch({"val/mean_top1": value}, {}, epochs=len(curve), min_delta=0.0, patience=None)
+    return state
+
+
+def test_the_end_of_run_line_says_where_the_run_peaked_and_how_far_it_fell():
+    curve = [0.40, 0.55, 0.58, 0.60, 0.612, 0.60, 0.59, 0.58, 0.571]
+    assert peak_line({"full": _phase(curve)}, "full") == \
+        "best val/mean_top1 61.2 at epoch 5 of 9; last 57.1, -4.1 points"
+    chain = {"1": _phase([0.3, 0.5]), "2": _phase([0.62, 0.6]), "3": _phase([0.58, 0.55, 0.56])}
+    assert peak_line(chain, "2") == \
+        "best val/mean_top1 62.0 at epoch 1 of 2 of phase 2; last (epoch 3 of phase 3) 56.0, -6.0 points"
+
+
+def test_the_epoch_line_shows_the_fall_below_the_best_epoch():
+    log = EpochLog(None, TASKS, None)
+    record = {"train/loss": 1.0, "val/loss": 1.2, "lr": 1e-4, "epoch_time_s": 3.0, "train/images_per_s": 50.0,
+              "skipped_images": 0, **{f"val/{t}/{k}": 0.5 for t in TASKS for k in ("top1", "top5")}}
+    state = _phase([0.40, 0.612, 0.571])
+    line = log.epoch_line("full", 15, state, {**record, "val/mean_top1": 0.571})
+    assert "mean top1 57.1 (best 61.2 @2, -4.1)" in line
+    line = log.epoch_line("full", 15, _phase([0.4, 0.6]), {**record, "val/mean_top1": 0.6})
+    assert "mean top1 60.0 (best 60.0 @2)  lr" in line
