@@ -198,6 +198,29 @@ def test_a_tiny_run_with_every_option_on_completes_and_repeats(demo_root, tmp_pa
         assert a["history"][0][key] == b["history"][0][key], key
 
 
+def test_a_resumed_run_with_every_option_on_is_the_same_run(tiny_cfg, tmp_path, monkeypatch):
+    """Killed after its first epoch's checkpoint and resumed: the same augmentations and the same mixing as
+    the uninterrupted run, so the same numbers."""
+    from deepart.training import trainer as trainer_module
+
+    options = [*ALL_ON, "augment.mix_mode=elem", "phase.epochs=2"]
+    straight = trainer_module.train(tiny_cfg(*options), run_dir=tmp_path / "straight")
+    real_save = trainer_module.Trainer._save
+
+    def save_then_die(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_module.train(tiny_cfg(*options), run_dir=tmp_path / "killed")
+    monkeypatch.setattr(trainer_module.Trainer, "_save", real_save)
+    resumed = trainer_module.train(tiny_cfg(f"resume={tmp_path / 'killed'}"))
+    assert resumed["epochs"] == 2
+    for key in ("train/loss", "val/loss", "val/mean_top1"):
+        assert resumed["history"][1][key] == pytest.approx(straight["history"][1][key], abs=1e-6), key
+
+
 def _phase(curve: list[float]) -> PhaseState:
     state = PhaseState()
     for value in curve:
