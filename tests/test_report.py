@@ -347,6 +347,37 @@ def test_last_epoch_and_each_phase_best_are_compared(sweeps):
 
 
 
+def test_runs_that_peaked_early_show_their_best_epoch_and_last_minus_best(tmp_path):
+    """A run whose last epoch fell below its best shows it in report.csv, report.md, the comparison and
+    summary.csv: last - best in points (the last epoch's mean top-1 minus the best epoch's), best epoch."""
+    from deepart.training.sweep import format_summary, summarize
+
+    data, drops = make_data(np.random.default_rng(0)), {}
+    for job, (lr, seed, drop, best_epoch) in enumerate([("0.001", 1, 0.041, 5), ("0.001", 2, 0.02, 7),
+                                                         ("0.01", 1, 0.0, 15), ("0.01", 2, 0.0, 15)]):
+        run_dir = tmp_path / str(job)
+        metrics = write_run(run_dir, [f"phase.lr={lr}", f"seed={seed}"], data, np.random.default_rng(job))
+        metrics["final"] = {**metrics["best"], "val/mean_top1": metrics["best"]["val/mean_top1"] - drop}
+        metrics.update(best_epoch=best_epoch, epochs=15)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        drops[str(job)] = -drop
+    paths = write_report(tmp_path)
+    table = pd.read_csv(paths["csv"]).set_index("run")
+    for run, drop in drops.items():
+        assert table.loc[int(run), "last_minus_best/val/mean_top1"] == pytest.approx(drop)
+    assert table.loc[0, "best_epoch"] == 5
+    compare = pd.read_csv(paths["compare"]).set_index("config")
+    assert compare.loc["phase.lr=0.001", "last_minus_best mean"] == pytest.approx(-0.0305)
+    assert compare.loc["phase.lr=0.001", "best_epoch mean"] == pytest.approx(6)
+    md = (tmp_path / "report.md").read_text()
+    assert "| best epoch | mean top-1, last epoch | last - best (points) |" in md
+    assert re.search(r"\| 6\.0 \| [\d.]+ ± [\d.]+ \| -3\.[01] ± 1\.5 \|", md), md
+    assert "| -4.1 |" in md and "the run peaked early" in md
+    assert "last - best (points)" in (tmp_path / "report.html").read_text()
+    summary = format_summary(summarize(tmp_path))
+    assert "last - best" in summary.splitlines()[0] and "-4.1" in summary and "best_epoch" in summary
+
+
 def test_prediction_files_pair_up_whether_paths_are_absolute_or_relative():
     from deepart.report.compare import _same_image
 

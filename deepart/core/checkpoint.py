@@ -196,7 +196,12 @@ ADDED_KEYS = {
     "trainer.device": "auto", "trainer.precision": "auto", "trainer.channels_last": "auto", "trainer.threads": None,
     "trainer.ema_decay": None, "trainer.tta_hflip": False, "data.square_pad": False,
     "data.train_crop_scale": [0.35, 1.0], "data.hflip": True, "data.cache": "auto", "sampler.power": 1.0,
-    "optimizer.backbone_lr_scale": 1.0,
+    "optimizer.backbone_lr_scale": 1.0, "optimizer.layer_decay": None,
+}
+#: Config sections added after checkpoints were first saved, at the values that behave as before (all off).
+ADDED_SECTIONS = {
+    "augment": {"policy": "none", "magnitude": 9, "num_ops": 2, "erasing": 0.0, "mixup_alpha": 0.0,
+                "cutmix_alpha": 0.0, "mix_prob": 1.0, "switch_prob": 0.5, "mix_mode": "batch"},
 }
 #: The loss criteria that were strings (`loss.criterion`) before they were classes picked by `_target_`.
 _CRITERIA = {"focal": "deepart.objectives.losses.FocalLoss", "ce": "deepart.objectives.losses.CrossEntropyLoss"}
@@ -218,6 +223,9 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
         return [walk(v) for v in node] if isinstance(node, list) else node
 
     config = walk(config)
+    for section, values in ADDED_SECTIONS.items():
+        if "model" in config:   # a whole run config (not a fragment)
+            config.setdefault(section, dict(values))
     for dotted, value in ADDED_KEYS.items():
         section, key = dotted.split(".")
         if isinstance(config.get(section), dict):

@@ -17,6 +17,12 @@ OBJECTIVE = "val/mean_top1"
 #: Model parts that `phase.freeze` may name (attributes of DeepArtNet).
 FREEZABLE = ("backbone", "proj", "encoder", "pooling", "heads")
 
+#: `augment.policy` options (deepart.data.transforms) and `augment.mix_mode` options (deepart.data.mixing).
+AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
+MIX_MODES = ("batch", "pair", "elem")
+#: Largest `augment.magnitude` (torchvision's 31 magnitude bins).
+MAX_MAGNITUDE = 30
+
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 #: The argument of each `data.source` function that receives `data.root` (where the dataset is).
@@ -137,8 +143,28 @@ def validate(cfg: DictConfig) -> None:
     require(power >= 0, "sampler.power", power, "a number >= 0")
     lr_scale = cfg.optimizer.backbone_lr_scale
     require(lr_scale > 0, "optimizer.backbone_lr_scale", lr_scale, "a number > 0")
+    decay = cfg.optimizer.layer_decay
+    require(decay is None or (_is_number(decay) and 0 < decay <= 1), "optimizer.layer_decay", decay,
+            "null or a number in (0, 1], e.g. 0.75")
+    _check_augment(cfg.augment)
     if cfg.lr_find:
         _check_lr_finder(cfg.lr_finder)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_augment(aug: DictConfig) -> None:
+    require_choice("augment.policy", aug.policy, AUGMENT_POLICIES)
+    require_choice("augment.mix_mode", aug.mix_mode, MIX_MODES)
+    require(isinstance(aug.magnitude, int) and 0 <= aug.magnitude <= MAX_MAGNITUDE, "augment.magnitude",
+            aug.magnitude, f"an integer in 0..{MAX_MAGNITUDE}")
+    require(isinstance(aug.num_ops, int) and aug.num_ops >= 1, "augment.num_ops", aug.num_ops, "an integer >= 1")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        require(_is_number(aug[key]) and aug[key] >= 0, f"augment.{key}", aug[key], "a number >= 0 (0 = off)")
+    for key in ("erasing", "mix_prob", "switch_prob"):
+        require(_is_number(aug[key]) and 0 <= aug[key] <= 1, f"augment.{key}", aug[key], "a probability in [0, 1]")
 
 
 def _check_lr_finder(lf: DictConfig) -> None:

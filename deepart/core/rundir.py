@@ -38,6 +38,9 @@ TASK_METRICS = ("top1", "top5", "macro_f1", "balanced_acc")
 REPORT_TASK_METRICS = ("top1", "top5")
 #: Run-level numbers of metrics.json copied into summary.csv and report.csv, in this order.
 RUN_FIELDS = ("best_epoch", "epochs", "runtime_s")
+#: Prefix of the column of summary.csv / report.csv with the last epoch's objective minus the best epoch's (<= 0;
+#: below 0 when the run peaked early): `last_minus_best/val/mean_top1`.
+LAST_MINUS_BEST = "last_minus_best/"
 #: Columns of summary.csv / report.csv that describe a run rather than a config or a metric.
 SUMMARY_COLUMNS = ("run", "run_dir", "status", "error", *RUN_FIELDS)
 
@@ -60,12 +63,15 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
 
 def summary_row(metrics: dict[str, Any], objective: str) -> dict[str, Any]:
     """The columns a finished run gives summary.csv / report.csv: final val metrics as `val/...`, those of the
-    best epoch as `best/val/...` (the names in TASK_METRICS and `objective`), then RUN_FIELDS."""
+    best epoch as `best/val/...` (the names in TASK_METRICS and `objective`), the last minus the best epoch's
+    `objective` (LAST_MINUS_BEST), then RUN_FIELDS."""
     row: dict[str, Any] = {}
     for section, prefix in (("final", ""), ("best", "best/")):
         for key, value in metrics.get(section, {}).items():
             if key.split("/")[-1] in TASK_METRICS or key == objective:
                 row[prefix + key] = value
+    if objective in row and f"best/{objective}" in row:
+        row[LAST_MINUS_BEST + objective] = row[objective] - row[f"best/{objective}"]
     row.update({name: metrics.get(name) for name in RUN_FIELDS})
     return row
 

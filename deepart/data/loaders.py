@@ -77,8 +77,11 @@ def _loader(dataset, batch_size, sampler, workers, device, drop_last=False) -> D
 
 
 def train_loader(table: TaskTable, data_cfg: DictConfig, sampler_cfg: DictConfig, batch_size: int,
-                 seed: int, device: str, rank: int = 0, world_size: int = 1) -> DataLoader:
-    dataset = PaintingDataset(table, "train", transform_from_config(data_cfg, train=True),
+                 seed: int, device: str, rank: int = 0, world_size: int = 1,
+                 augment: DictConfig | None = None) -> DataLoader:
+    """The training split in the sampler's seeded order, through the training transform (with the image-level
+    options of the `augment` config: policy, erasing)."""
+    dataset = PaintingDataset(table, "train", transform_from_config(data_cfg, train=True, augment=augment),
                               min_decode_side(data_cfg))
     sampler = build(sampler_cfg, labels=table.labels("train"), **_sampler_kwargs(sampler_cfg, table),
                     seed=seed, rank=rank, world_size=world_size)

@@ -15,12 +15,13 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
                label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
     """Focal loss (Lin et al. 2017) with optional label smoothing.
 
-    loss = -sum_c q_c (1 - p_c)^gamma log p_c, q = one-hot target smoothed as in
-    `F.cross_entropy(label_smoothing=...)`. gamma = 0 is exactly cross-entropy.
+    loss = -sum_c q_c (1 - p_c)^gamma log p_c, q = the target (class indices (B,) as one-hot, or class
+    probabilities (B, C), e.g. mixup's soft targets) smoothed as in `F.cross_entropy(label_smoothing=...)`.
+    gamma = 0 is exactly cross-entropy.
     """
     logp = F.log_softmax(logits.float(), dim=-1)
     num_classes = logits.shape[-1]
-    q = F.one_hot(target, num_classes).to(logp.dtype)
+    q = target.to(logp.dtype) if target.is_floating_point() else F.one_hot(target, num_classes).to(logp.dtype)
     if label_smoothing:
         q = q * (1 - label_smoothing) + label_smoothing / num_classes
     modulator = (1 - logp.exp()).clamp_min(0).pow(gamma) if gamma else 1.0
@@ -37,6 +38,22 @@ def mean_task_loss(task_losses: torch.Tensor, counts: torch.Tensor) -> torch.Ten
     `val/loss` report (the weighted objective can be negative with uncertainty weighting)."""
     present = (counts > 0).to(task_losses.dtype)
     return (task_losses * present).sum() / present.sum().clamp_min(1)
+
+
+def soft_targets(labels: torch.Tensor, mix: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One task's soft targets (B, C) for mixed images and each image's weight (B,), from its labels (B,) (-1 =
+    missing) and the mixing matrix `mix` (B, B) (mix[i, k]: the share of sample k in image i; deepart.data.mixing).
+
+    The rule for missing labels: each side of a mixed image counts with its share, and only if it is labelled for
+    the task. Image i's weight is the labelled share, sum_k mix[i, k] [y_k labelled]; its target is the labelled
+    sides' one-hot labels in proportion to their shares. Both sides labelled: weight 1, target lam y_i +
+    (1 - lam) y_k; one side: weight = its share, target its own label; none: weight 0 (no loss). As the losses
+    are linear in the target, the image's loss is sum over its labelled sides of share x the loss of that label.
+    """
+    share = mix * (labels != MISSING).to(mix.dtype)[None, :]
+    weight = share.sum(1)
+    onehot = F.one_hot(labels.clamp_min(0), num_classes).to(mix.dtype)
+    return share @ onehot / weight.clamp_min(1e-12)[:, None], weight
 
 
 class MultiTaskLoss(nn.Module):
@@ -56,21 +73,27 @@ class MultiTaskLoss(nn.Module):
         self.log_vars = nn.Parameter(torch.zeros(len(self.task_names)), requires_grad=weighting == "uncertainty")
 
     def criterion(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-sample loss (B,) of one task's logits (B, C) against class indices (B,)."""
+        """Per-sample loss (B,) of one task's logits (B, C) against class indices (B,) or class probabilities
+        (B, C)."""
         raise NotImplementedError(f"{type(self).__name__} must define criterion(logits, target)")
 
-    def per_sample(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample loss of one task (0 where the label is missing) and the label mask."""
-        mask = labels != MISSING
-        loss = self.criterion(logits, labels.clamp_min(0))
-        return loss * mask, mask
+    def per_sample(self, logits: torch.Tensor, labels: torch.Tensor,
+                   mix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample loss of one task (0 where the label is missing) and each sample's weight: the label mask,
+        or for mixed images (`mix`, the batch's mixing matrix) the labelled share of each (`soft_targets`)."""
+        if mix is None:
+            mask = labels != MISSING
+            return self.criterion(logits, labels.clamp_min(0)) * mask, mask
+        target, weight = soft_targets(labels, mix, logits.shape[-1])
+        return self.criterion(logits, target) * weight, weight
 
-    def forward(self, logits: dict[str, torch.Tensor], labels: torch.Tensor):
-        """Returns (total loss, per-task mean losses (T,) detached, per-task label counts (T,))."""
+    def forward(self, logits: dict[str, torch.Tensor], labels: torch.Tensor, mix: torch.Tensor | None = None):
+        """Returns (total loss, per-task mean losses (T,) detached, per-task label counts (T,)). With `mix` (mixup /
+        CutMix) a task's mean loss is over its labelled shares and its count is their sum."""
         total = logits[self.task_names[0]].new_zeros((), dtype=torch.float32)
         task_losses, counts = [], []
         for t, name in enumerate(self.task_names):
-            loss, mask = self.per_sample(logits[name], labels[:, t])
+            loss, mask = self.per_sample(logits[name], labels[:, t], mix)
             n = mask.sum()
             mean = loss.sum() / n.clamp_min(1)
             present = (n > 0).float()

@@ -202,7 +202,8 @@ def comparison_table(configs: list[Config], tasks: list[str], baseline: Config) 
     """One row per config: its swept values, whether it is the baseline, finished seeds and runs; per task and
     for the mean top-1: seed mean, std (ddof=1), 95 % interval of the mean (t over seeds; one run: Wilson over
     its val images); per task macro-F1 mean and std; best epoch mean; the mean top-1 of the last epoch (no
-    selection) and, for runs of several phases, of each phase's best epoch. Metrics as fractions."""
+    selection), its difference from the best epoch's (`last_minus_best`: below 0 when runs peaked early) and, for
+    runs of several phases, of each phase's best epoch. Metrics as fractions."""
     keys = [metric_key(t) for t in tasks] + [OBJECTIVE]
     phase_names = list(dict.fromkeys(name for c in configs for r in c.runs for name in r.phase_best))
     rows = []
@@ -221,7 +222,9 @@ def comparison_table(configs: list[Config], tasks: list[str], baseline: Config) 
             f1 = pd.Series([r.best.get(f"val/{task}/macro_f1", math.nan) for r in runs], dtype=float)
             row.update({f"val/{task}/macro_f1 mean": f1.mean(), f"val/{task}/macro_f1 std": f1.std(ddof=1)})
         row["best_epoch mean"] = pd.Series([r.best_epoch for r in runs], dtype=float).mean()
-        columns = {"final": [r.final.get(OBJECTIVE, math.nan) for r in runs]}
+        final = [r.final.get(OBJECTIVE, math.nan) for r in runs]
+        columns = {"final": final,
+                   "last_minus_best": [last - r.best.get(OBJECTIVE, math.nan) for last, r in zip(final, runs)]}
         columns.update({f"phase {name} best": [r.phase_best.get(name, math.nan) for r in runs]
                         for name in phase_names})
         for column, values in columns.items():

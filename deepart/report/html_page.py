@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepart.core.config import OBJECTIVE
 from deepart.report.compare import DOWN, UP
-from deepart.report.tables import HOW_TO_READ, display, failure_lines
+from deepart.report.tables import EVERY_RUN_NOTE, HOW_TO_READ, display, failure_lines
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1360px;
@@ -79,13 +78,14 @@ def report_page(title: str, intro: str, note: str, compare_text: pd.DataFrame, p
         if "curves" in paths else [paragraph("No run has a per-epoch history: no learning curves.", "note")]
     sections = [
         ("Comparison of configs", [paragraph(f"{UP} / {DOWN}: significantly better / worse than the "
-                                             "baseline (paired bootstrap); metrics in % at the best epoch.", "note"),
+                                             "baseline (paired bootstrap); metrics in % at the best epoch; last - "
+                                             "best: the last epoch's mean top-1 minus the best epoch's.", "note"),
                                    html_table(compare_text, rows)]),
         ("Paired tests against the baseline", paired_blocks),
         ("Top-1 per config", bars),
         ("Learning curves", curves),
         ("Objective against the swept values", [image(paths["png"], "objective against swept values")]),
-        ("Every run", [paragraph(f"Sorted by best {OBJECTIVE}; metrics in % at the best epoch.", "note"),
+        ("Every run", [paragraph(EVERY_RUN_NOTE, "note"),
                        html_table(display(table))]),
     ]
     failures = failure_lines(table)

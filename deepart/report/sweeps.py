@@ -6,11 +6,13 @@ val_predictions.csv when present); the runs of several sweeps are pooled (a run 
 A config is the set of a run's override values other than `seed`; its runs with other seeds are replicates.
 Writes into --out (default: the first sweep dir)
   report.csv               every run: swept values, status, the best epoch's val metrics per task (the names in
-                           deepart.core.rundir.REPORT_TASK_METRICS), the run fields (rundir.RUN_FIELDS), error;
+                           deepart.core.rundir.REPORT_TASK_METRICS), the last minus the best epoch's objective,
+                           the run fields (rundir.RUN_FIELDS: best_epoch, epochs, runtime_s), error;
                            sorted by the objective (failed runs last, listed)
   report_seeds.csv         (sweeps over `seed`) mean and std per metric over runs differing only in seed
   report_compare.csv       per config: seeds done; per task and for mean top-1 the seed mean, std and 95 %
-                           interval of the mean; macro-F1 mean and std; mean best epoch
+                           interval of the mean; macro-F1 mean and std; mean best epoch; the last epoch's mean
+                           top-1 and its difference from the best epoch's (last - best: < 0 when runs peaked early)
   report_paired.csv        per config and task (and the mean over tasks) against the baseline config, on the
                            same val images: difference in top-1 (points), paired bootstrap interval and p-value,
                            McNemar test of seed-matched runs, verdict (significant / within noise)
@@ -51,6 +53,7 @@ from deepart.report.figures import bar_figure, curve_figure, objective_figure
 from deepart.report.html_page import report_page
 from deepart.report.runs import collect_sweeps, override_keys, swept_keys
 from deepart.report.tables import (
+    EVERY_RUN_NOTE,
     HOW_TO_READ,
     baseline_note,
     compare_display,
@@ -133,7 +136,7 @@ def report_markdown(t: Tables) -> str:
              text_markdown(t.compare_text), "", "## Paired tests against the baseline", "", t.note, ""]
     lines += [text_markdown(t.paired_text), "", *(f"- {s}" for s in t.sentences)] if len(t.paired) else \
         ["There is no other config to compare with."]
-    lines += ["", "## Every run", "", f"Sorted by best {OBJECTIVE}; metrics in % at the best epoch.", "",
+    lines += ["", "## Every run", "", EVERY_RUN_NOTE, "",
               markdown(t.table)]
     if t.seeds is not None:
         lines += ["", "## Over seeds (mean ± std of the runs that finished)", "", seed_markdown(t.seeds)]

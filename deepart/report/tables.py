@@ -21,19 +21,25 @@ HOW_TO_READ = (
     f"({UP} better, {DOWN} worse) when that interval excludes 0, otherwise it is within noise. "
     "McNemar's exact test on the images where seed-matched runs disagree is a second opinion.")
 
+#: The note over the table of every run (report.md and report.html).
+EVERY_RUN_NOTE = (f"Sorted by best {OBJECTIVE}; metrics in % at the best epoch; {rundir.LAST_MINUS_BEST}{OBJECTIVE}: "
+                  "the last epoch's minus the best epoch's, in points (below 0: the run peaked early).")
+
 
 def report_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Swept values, status, best val/mean_top1 and per task the metrics of rundir.REPORT_TASK_METRICS, the
-    run-level fields (rundir.RUN_FIELDS), error; sorted by the objective, best first, runs without metrics last."""
+    """Swept values, status, best val/mean_top1, the last epoch's minus the best epoch's, per task the metrics of
+    rundir.REPORT_TASK_METRICS, the run-level fields (rundir.RUN_FIELDS, best_epoch first), error; sorted by the
+    objective, best first, runs without metrics last."""
     swept = swept_keys(frame, override_keys(frame))
     metrics = [c for c in frame.columns
                if c.startswith("best/val/") and c.split("/")[-1] in rundir.REPORT_TASK_METRICS]
-    for col in (f"best/{OBJECTIVE}", *rundir.RUN_FIELDS):
+    drop = rundir.LAST_MINUS_BEST + OBJECTIVE
+    for col in (f"best/{OBJECTIVE}", drop, *rundir.RUN_FIELDS):
         if col not in frame.columns:
             frame[col] = float("nan")
-    cols = ["run", *swept, "status", f"best/{OBJECTIVE}", *metrics, *rundir.RUN_FIELDS, "error"]
+    cols = ["run", *swept, "status", f"best/{OBJECTIVE}", drop, *metrics, *rundir.RUN_FIELDS, "error"]
     table = frame[cols].sort_values(f"best/{OBJECTIVE}", ascending=False, na_position="last", kind="stable")
-    return table.rename(columns=lambda c: c.replace("best/", "", 1)).reset_index(drop=True)
+    return table.rename(columns=lambda c: c.removeprefix("best/")).reset_index(drop=True)
 
 
 def seed_table(table: pd.DataFrame) -> pd.DataFrame | None:
@@ -123,7 +129,7 @@ def significance_marks(paired: pd.DataFrame) -> dict[tuple[str, str], str]:
 
 def compare_display(compare: pd.DataFrame, tasks: list[str], marks: dict[tuple[str, str], str]) -> pd.DataFrame:
     """The comparison table as text (metrics in %): mean ± std (with the significance mark), 95 % CI per metric,
-    macro-F1 per task, mean best epoch."""
+    macro-F1 per task, mean best epoch, the last epoch's mean top-1 and its difference from the best epoch's."""
     shown = pd.DataFrame({
         "config": [c + (" (baseline)" if b else "") for c, b in zip(compare["config"], compare["baseline"])],
         "seeds": [str(s) if s == r else f"{s} of {r} runs" for s, r in zip(compare["seeds"], compare["runs"])]})
@@ -138,6 +144,8 @@ def compare_display(compare: pd.DataFrame, tasks: list[str], marks: dict[tuple[s
         shown[f"{task} macro-F1"] = [_mean_std(m, s) for m, s in zip(compare[f"{key} mean"], compare[f"{key} std"])]
     shown["best epoch"] = ["" if pd.isna(e) else f"{e:.1f}" for e in compare["best_epoch mean"]]
     shown["mean top-1, last epoch"] = [_mean_std(m, s) for m, s in zip(compare["final mean"], compare["final std"])]
+    shown["last - best (points)"] = [_mean_std(m, s) for m, s in zip(compare["last_minus_best mean"],
+                                                                     compare["last_minus_best std"])]
     for column in (c[: -len(" mean")] for c in compare.columns if c.startswith("phase ") and c.endswith(" mean")):
         shown[f"mean top-1, {column}"] = [_mean_std(m, s) for m, s in zip(compare[f"{column} mean"],
                                                                            compare[f"{column} std"])]

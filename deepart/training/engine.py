@@ -11,17 +11,20 @@ from tqdm.auto import tqdm
 from deepart.core import faults
 from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
+from deepart.data.mixing import BatchMixer
 from deepart.objectives.losses import MultiTaskLoss, mean_task_loss
 from deepart.objectives.metrics import MetricAccumulator
 
 
 def train_step(model, loss_fn: MultiTaskLoss, images: torch.Tensor, labels: torch.Tensor, optimizer, rt: Runtime,
-               *, grad_clip: float | None, params: list[torch.Tensor]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+               *, grad_clip: float | None, params: list[torch.Tensor],
+               mix: torch.Tensor | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Forward, loss, backward, clipping and one optimizer step; no host sync. Returns (outputs, the objective
-    that was minimised (task-weighted), the mean task loss (detached))."""
+    that was minimised (task-weighted), the mean task loss (detached)). `mix`: the mixing matrix of mixed images
+    (deepart.data.mixing), which turns the labels into per-task soft targets."""
     with rt.autocast():
         out = model(images)
-        objective, task_losses, counts = loss_fn(out["logits"], labels)
+        objective, task_losses, counts = loss_fn(out["logits"], labels, mix)
     optimizer.zero_grad(set_to_none=True)
     objective.backward()
     if grad_clip:
@@ -34,7 +37,8 @@ def train_step(model, loss_fn: MultiTaskLoss, images: torch.Tensor, labels: torc
 @dataclass
 class Optimization:
     """What a training step updates and how: the model and loss as trained (compiled / DDP-wrapped as the phase
-    runs them), the optimizer, its per-step schedule, the runtime and the gradient clipping norm (None: off)."""
+    runs them), the optimizer, its per-step schedule, the runtime, the gradient clipping norm (None: off) and the
+    batch mixer (mixup / CutMix; None: off), which mixes training batches only."""
 
     model: torch.nn.Module
     loss_fn: MultiTaskLoss
@@ -42,6 +46,7 @@ class Optimization:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     rt: Runtime
     grad_clip: float | None = None
+    mixer: BatchMixer | None = None
 
 
 @dataclass
@@ -75,8 +80,9 @@ def train_epoch(opt: Optimization, loader, tasks: dict, skips: SkipCounter, prog
                mininterval=1.0)
     for batch in skips.readable(bar):
         images, labels = rt.images(batch), rt.labels(batch)
+        images, mix = opt.mixer(images, step) if opt.mixer is not None else (images, None)
         out, objective, loss = train_step(model, loss_fn, images, labels, optimizer, rt, grad_clip=grad_clip,
-                                          params=params)
+                                          params=params, mix=mix)
         scheduler.step()
         if after_step is not None:
             after_step()

@@ -11,27 +11,44 @@ from torch import nn
 from deepart.core.config import build
 
 
+def backbone_lr_scales(backbone: nn.Module | None, lr_scale: float = 1.0,
+                       layer_decay: float | None = None) -> dict[int, float]:
+    """id(parameter) -> lr multiplier for the backbone's parameters: `lr_scale` (optimizer.backbone_lr_scale),
+    times, with `layer_decay` (optimizer.layer_decay), layer_decay ** (last stage - its stage): the last stage
+    trains at lr x lr_scale, each earlier stage (the stem is in stage 0) layer_decay times slower."""
+    if backbone is None or (lr_scale == 1 and layer_decay is None):
+        return {}
+    if layer_decay is None:
+        return {id(p): lr_scale for p in backbone.parameters()}
+    stages, last = backbone.stage_of(), backbone.num_stages - 1
+    return {id(p): lr_scale * layer_decay ** (last - stages.get(name, last)) for name, p in backbone.named_parameters()}
+
+
 def param_groups(modules: list[nn.Module], weight_decay: float, lr: float,
-                 scaled: nn.Module | None = None, lr_scale: float = 1.0) -> list[dict]:
-    """Trainable parameters split into decayed (weights, ndim >= 2) and not decayed (the rest); with
-    lr_scale != 1, the parameters of `scaled` (the backbone) in groups of their own at lr * lr_scale."""
-    slow = {id(p) for p in scaled.parameters()} if scaled is not None and lr_scale != 1 else set()
-    groups = {(is_slow, decayed): [] for is_slow in (False, True) for decayed in (True, False)}
+                 scales: dict[int, float] | None = None) -> list[dict]:
+    """Trainable parameters split into decayed (weights, ndim >= 2) and not decayed (the rest), and by lr
+    multiplier (`scales`: id(parameter) -> multiplier, 1 when absent; `backbone_lr_scales`): the groups at lr
+    first (param_groups[0]["lr"] is the lr a run reports), then slower ones."""
+    scales = scales or {}
+    groups: dict[tuple[float, bool], list[torch.Tensor]] = {}
     for module in modules:
         for p in module.parameters():
             if p.requires_grad:
-                groups[(id(p) in slow, p.ndim >= 2)].append(p)
-    return [{"params": params, "weight_decay": weight_decay if decayed else 0.0,
-             "lr": lr * (lr_scale if is_slow else 1)} for (is_slow, decayed), params in groups.items() if params]
+                groups.setdefault((scales.get(id(p), 1.0), p.ndim >= 2), []).append(p)
+    order = sorted(groups, key=lambda key: (key[0] != 1, -key[0], not key[1]))
+    return [{"params": groups[key], "weight_decay": weight_decay if key[1] else 0.0, "lr": lr * key[0]}
+            for key in order]
 
 
 def build_optimizer(cfg: DictConfig, modules: list[nn.Module], lr: float, device: torch.device):
     """The optimizer of `cfg` over the trainable parameters of `modules` (the model, the loss with its task
-    weights); a model's backbone trains at lr * optimizer.backbone_lr_scale."""
+    weights); a model's backbone trains at lr * optimizer.backbone_lr_scale, per stage times
+    optimizer.layer_decay ** (stages after it) when that is set."""
     opt_cfg = dict(cfg)
     fused = opt_cfg.pop("fused", None)
     weight_decay = opt_cfg.pop("weight_decay", 0.0)
     lr_scale = opt_cfg.pop("backbone_lr_scale", 1.0)
+    layer_decay = opt_cfg.pop("layer_decay", None)
     kwargs = {}
     if fused is None and device.type == "cuda":
         kwargs["fused"] = True
@@ -39,7 +56,7 @@ def build_optimizer(cfg: DictConfig, modules: list[nn.Module], lr: float, device
         kwargs["fused"] = True
     factory = build(DictConfig(opt_cfg))
     backbone = next((m.backbone for m in modules if isinstance(getattr(m, "backbone", None), nn.Module)), None)
-    groups = param_groups(modules, weight_decay, lr, backbone, lr_scale)
+    groups = param_groups(modules, weight_decay, lr, backbone_lr_scales(backbone, lr_scale, layer_decay))
     return factory(groups, lr=lr, **kwargs)
 
 

@@ -131,14 +131,17 @@ def summarize(sweep_dir: str | Path) -> pd.DataFrame | None:
 
 
 def format_summary(frame: pd.DataFrame) -> str:
-    """The summary as text: swept values, status, final top-1 per task, final and best mean top-1."""
-    keep = [c for c in frame.columns if c != "error" and (
-        "/" not in c or (c.startswith("val/") and c.endswith(("/top1", "mean_top1"))) or c == f"best/{OBJECTIVE}")]
+    """The summary as text: swept values, status, final top-1 per task, final and best mean top-1, last minus
+    best, best epoch."""
+    drop = rundir.LAST_MINUS_BEST + OBJECTIVE
+    keep = [c for c in frame.columns if c != "error" and ("/" not in c or c in (f"best/{OBJECTIVE}", drop)
+                                                          or (c.startswith("val/") and c.endswith("top1")))]
     shown = frame[keep].copy()
     for col in shown.columns:
         if "/" in col:
             shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{100 * v:.1f}")
-    shown.columns = [c.replace("val/", "").replace("/top1", " top1") for c in shown.columns]
+    shown.columns = ["last - best" if c == drop else c.replace("val/", "").replace("/top1", " top1")
+                     for c in shown.columns]
     return shown.to_string(index=False)
 
 

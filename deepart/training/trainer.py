@@ -26,6 +26,7 @@ from deepart.core.rundir import CHECKPOINTS, newest_last, phase_dir, run_dir_of
 from deepart.core.runtime import Runtime
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import eval_loader, load_table, train_loader
+from deepart.data.mixing import mixer_from_config
 from deepart.models import build_model
 from deepart.objectives.metrics import MetricAccumulator
 from deepart.tracking import NullLogger
@@ -203,7 +204,7 @@ class Trainer:
         cfg, rt, d = self.cfg, self.rt, self.dist
         apply_freezing(self.model, list(phase.freeze), phase.freeze_stages)
         train_dl = train_loader(self.table, cfg.data, cfg.sampler, phase.batch_size, cfg.seed, str(rt.device),
-                                rank=d.rank, world_size=d.world_size)
+                                rank=d.rank, world_size=d.world_size, augment=cfg.augment)
         val_dl = eval_loader(self.table, cfg.data, eval_batch_size(cfg, phase), str(rt.device), rank=d.rank,
                              world_size=d.world_size)
         optimizer = build_optimizer(cfg.optimizer, [self.model, self.loss_fn], phase.lr, rt.device)
@@ -257,7 +258,8 @@ class Trainer:
         p.train_dl.sampler.set_epoch(epoch)
         trainer = self.cfg.trainer
         metrics, self.step = train_epoch(
-            Optimization(p.net, p.loss_fn, p.optimizer, p.scheduler, self.rt, trainer.grad_clip), p.train_dl,
+            Optimization(p.net, p.loss_fn, p.optimizer, p.scheduler, self.rt, trainer.grad_clip,
+                         mixer_from_config(self.cfg.augment, self.cfg.seed, self.dist.rank)), p.train_dl,
             self.tasks, self.skips, Progress(f"phase {phase.name} epoch {epoch + 1}/{phase.epochs}",
                                              trainer.progress_bar, trainer.log_every_n_steps, self.logger.log_metrics),
             self.step, reduce=distributed.all_reduce_sum_ if self.dist.enabled else None,
