@@ -118,6 +118,20 @@ def is_run_dir(path: Path) -> bool:
     return (path / HYDRA).is_dir()
 
 
+def newest_run(folder: str | Path = "outputs") -> Path | None:
+    """The run dir under `folder` (at any depth) whose metrics.json was written last: the newest finished run
+    (`python train.py` writes to outputs/<date>/<time>/), or None when there is none."""
+    found = [p for p in Path(folder).glob(f"**/{METRICS}") if is_run_dir(p.parent)]
+    return max(found, key=lambda p: p.stat().st_mtime).parent if found else None
+
+
+def newest_sweep(folder: str | Path = "multirun") -> Path | None:
+    """The sweep dir under `folder` (at any depth) whose summary.csv was written last: the newest finished sweep
+    (`python train.py -m` writes to multirun/<date>/<time>/), or None when there is none."""
+    found = list(Path(folder).glob(f"**/{SUMMARY}"))
+    return max(found, key=lambda p: p.stat().st_mtime).parent if found else None
+
+
 # ------------------------------------------------------------------------------------------ checkpoints
 def phase_dir(run_dir: str | Path, phase_name: str, chained: bool) -> Path:
     """Folder of a phase's last.pt / best.pt."""
