@@ -29,6 +29,7 @@ from deepart.inference.evaluate import compute_val_metrics
 from deepart.inference.loading import load_model, resolve_model_path
 from deepart.inference.onnxrt import EXPORTERS, OPSET, OnnxModel, export_onnx, output_names
 from deepart.models import DeepArtNet
+from deepart.objectives.calibration import Calibration
 
 log = logging.getLogger("deepart")
 
@@ -253,6 +254,18 @@ def _card_result(task: str, dataset: str, metrics: dict) -> dict:
                         for (kind, name), value in found]}
 
 
+def calibration_text(calibration: dict | None) -> str:
+    """The card's sentence on the probabilities: calibrated (temperatures, ECE before / cross-fitted after) or not."""
+    if not calibration:
+        return ("Probabilities: the model's softmax, not calibrated (`python eval.py ckpt=<run> calibrate=true` "
+                "fits a temperature per task).")
+    c = Calibration.from_dict(calibration)
+    per_task = "; ".join(f"{t}: T = {c.of(t):.2f}, ECE {100 * c.ece_before.get(t, float('nan')):.1f} % -> "
+                         f"{100 * (c.honest_ece(t) or float('nan')):.1f} %" for t in c.temperature)
+    return (f"Probabilities: calibrated by temperature scaling on the {c.split} split (config.json `calibration`: "
+            f"divide each task's logits by its T before the softmax; {per_task}, the ECE after cross-fitted).")
+
+
 def model_card(model: DeepArtNet, ckpt: Checkpoint, config: dict, metrics: dict, source: str) -> str:
     """README.md of the export folder: YAML front matter, then the card in Markdown."""
     run_cfg, run_dir = ckpt.config, run_dir_of(ckpt.path)
@@ -285,6 +298,7 @@ def model_card(model: DeepArtNet, ckpt: Checkpoint, config: dict, metrics: dict,
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
     else:
         lines.append("No metrics included (exported with metrics=none).")
+    lines += ["", calibration_text(config.get("calibration"))]
     seeds = sweep_seeds(run_dir)
     lines += ["", f"Seed of this run: {run_cfg.get('seed')}."]
     if seeds:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepart.core.errors import ConfigError
+from deepart.core.errors import ConfigError, require
 from deepart.data.table import MISSING
 
 DEFAULT_BINS = 15
@@ -159,9 +159,8 @@ def min_confidence_per_task(value: Any, tasks: Mapping[str, Any] | None = None,
 
 
 def _threshold(key: str, value: Any, allowed: str, suffix: str) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
-    if not ok:
-        raise ConfigError(f"{key}{suffix}={value}: expected {allowed}")
+    require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1, key + suffix, value,
+            allowed)
     return float(value)
 
 
