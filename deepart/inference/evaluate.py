@@ -137,9 +137,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     calibration = Calibration.from_dict(model.calibration)
     if cfg.get("calibrate"):
         fit_on = logits if cfg.split == "val" else _val_logits(cfg, run_cfg, table, rt, (model, loss_fn), hflip)
-        calibration = fit_calibration({t: fit_on.logits(t) for t in tasks}, {t: fit_on.labels(t) for t in tasks},
-                                      "val", cfg.ece_bins)
-        keep_calibration(calibration, ckpt, source)
+        calibration = keep_calibration(fit_on, cfg.ece_bins, ckpt, source)
     coverage = calibration_and_coverage(cfg, logits, calibration, metrics, out_dir)
     per_class = []
     for task, names in tasks.items():
@@ -198,9 +196,11 @@ def _val_logits(cfg: DictConfig, run_cfg: DictConfig, table, rt: Runtime, model_
     return recorder
 
 
-def keep_calibration(calibration: Calibration, ckpt: Checkpoint | None, source: Path) -> None:
-    """Store the fitted temperatures in the checkpoint (rewritten atomically) or the export folder's config.json,
-    where the Predictor, the app, predict and export read them."""
+def keep_calibration(val: LogitRecorder, bins: int, ckpt: Checkpoint | None, source: Path) -> Calibration:
+    """Fit the temperatures on the val logits and store them in the checkpoint (rewritten atomically) or the
+    export folder's config.json, where the Predictor, the app, predict and export read them."""
+    calibration = fit_calibration({t: val.logits(t) for t in val.tasks}, {t: val.labels(t) for t in val.tasks},
+                                  "val", bins)
     if ckpt is not None:
         ckpt.calibration = calibration.to_dict()
         ckpt.save(ckpt.path)
@@ -212,6 +212,7 @@ def keep_calibration(calibration: Calibration, ckpt: Checkpoint | None, source: 
         where = Path(source) / pretrained.CONFIG_FILE
     temps = ", ".join(f"{t} {v:.3f}" for t, v in calibration.temperature.items())
     print(f"calibration: temperatures ({temps}) fitted on the val split, kept in {where}")
+    return calibration
 
 
 def calibration_and_coverage(cfg: DictConfig, logits: LogitRecorder, calibration: Calibration,
