@@ -54,6 +54,8 @@ class Checkpoint:
     runtime_s: float = 0.0                  # seconds of training so far, over every process of the run
     wandb_run_id: str | None = None
     ema: dict[str, torch.Tensor] | None = None  # the moving average of the weights (trainer.ema_decay), if any
+    calibration: dict[str, Any] | None = None   # per-task temperatures fitted by `eval.py calibrate=true`
+                                                # (objectives.calibration.Calibration as a dict); None: T = 1
     path: Path | None = field(default=None, compare=False)  # where it was read from (not stored)
 
     @property

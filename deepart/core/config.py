@@ -125,17 +125,7 @@ def validate(cfg: DictConfig) -> None:
     require(patience is None or (isinstance(patience, int) and patience >= 1),
             "trainer.early_stopping.patience", patience, "an integer >= 1 or null")
 
-    d = cfg.data
-    require(isinstance(d.image_size, int) and d.image_size >= 32, "data.image_size", d.image_size,
-            "an integer >= 32")
-    require(d.resize_size is None or d.resize_size >= d.image_size, "data.resize_size", d.resize_size,
-            f"null or an integer >= data.image_size ({d.image_size})")
-    lo, hi = d.train_crop_scale
-    require(0 < lo <= hi <= 1, "data.train_crop_scale", list(d.train_crop_scale),
-            "[low, high] with 0 < low <= high <= 1")
-    require(d.tasks is None or (len(d.tasks) > 0 and len(set(d.tasks)) == len(d.tasks)), "data.tasks",
-            d.tasks, "a non-empty list of distinct task names")
-
+    _check_data(cfg.data)
     sched = cfg.scheduler
     require(sched.warmup_epochs >= 0, "scheduler.warmup_epochs", sched.warmup_epochs, "a number >= 0")
     require(0 <= sched.min_lr_ratio <= 1, "scheduler.min_lr_ratio", sched.min_lr_ratio, "a number in [0, 1]")
@@ -149,6 +139,18 @@ def validate(cfg: DictConfig) -> None:
     _check_augment(cfg.augment)
     if cfg.lr_find:
         _check_lr_finder(cfg.lr_finder)
+
+
+def _check_data(d: DictConfig) -> None:
+    require(isinstance(d.image_size, int) and d.image_size >= 32, "data.image_size", d.image_size,
+            "an integer >= 32")
+    require(d.resize_size is None or d.resize_size >= d.image_size, "data.resize_size", d.resize_size,
+            f"null or an integer >= data.image_size ({d.image_size})")
+    lo, hi = d.train_crop_scale
+    require(0 < lo <= hi <= 1, "data.train_crop_scale", list(d.train_crop_scale),
+            "[low, high] with 0 < low <= high <= 1")
+    require(d.tasks is None or (len(d.tasks) > 0 and len(set(d.tasks)) == len(d.tasks)), "data.tasks",
+            d.tasks, "a non-empty list of distinct task names")
 
 
 def _is_number(value: Any) -> bool:

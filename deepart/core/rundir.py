@@ -33,9 +33,9 @@ EVAL = "eval"
 LR_FIND = "lr_find"
 
 #: Per-task metrics of metrics.json copied into summary.csv and report.csv (`val/<task>/<name>`).
-TASK_METRICS = ("top1", "top5", "macro_f1", "balanced_acc")
-#: Of those, the ones report.csv / report.md show per task.
-REPORT_TASK_METRICS = ("top1", "top5")
+TASK_METRICS = ("top1", "top5", "macro_f1", "balanced_acc", "ece")
+#: Of those, the ones report.csv / report.md show per task (ece: expected calibration error, lower is better).
+REPORT_TASK_METRICS = ("top1", "top5", "ece")
 #: Run-level numbers of metrics.json copied into summary.csv and report.csv, in this order.
 RUN_FIELDS = ("best_epoch", "epochs", "runtime_s")
 #: Prefix of the column of summary.csv / report.csv with the last epoch's objective minus the best epoch's (<= 0;

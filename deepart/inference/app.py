@@ -33,6 +33,7 @@ from deepart.data import demo
 from deepart.data.images import ImageLoadError, load_rgb
 from deepart.inference.loading import Predictor, load_model
 from deepart.inference.pretrained import is_export_dir
+from deepart.objectives.calibration import Calibration, min_confidence_per_task
 from deepart.vis.plots import overlay, upsample_map
 from deepart.vis.saliency import CAM_LAYERS, grad_cam
 
@@ -58,6 +59,7 @@ class ModelInfo:
     tasks: dict[str, list[str]]
     val_top1: dict[str, float] = field(default_factory=dict)  # task -> val top-1 in %, when known
     top1_source: str = ""                                        # "model card" | "checkpoint"
+    calibration: Calibration = field(default_factory=Calibration)  # the temperatures the probabilities use
 
     def markdown(self) -> str:
         tasks = ", ".join(f"{t} ({len(c)} classes)" for t, c in self.tasks.items())
@@ -66,7 +68,19 @@ class ModelInfo:
         if self.val_top1:
             scores = ", ".join(f"{t} {v:.1f} %" for t, v in self.val_top1.items())
             lines.append(f"**Val top-1** ({self.top1_source}) {scores}")
+        lines.append(calibration_note(self.calibration))
         return "  \n".join(lines)
+
+
+def calibration_note(calibration: Calibration) -> str:
+    """Whether the page's probabilities are calibrated, and how well (ECE on images the temperature was not
+    fitted on where measured)."""
+    if not calibration.calibrated:
+        return "**Probabilities** the model's softmax, not calibrated"
+    eces = ", ".join(f"{t} {100 * e:.1f} %" for t in calibration.temperature
+                     if (e := calibration.honest_ece(t)) is not None)
+    return (f"**Probabilities** calibrated by temperature scaling on the {calibration.split} split"
+            + (f" (ECE {eces})" if eces else ""))
 
 
 def load_predictor(path: str | Path) -> tuple[Predictor, ModelInfo]:
@@ -83,7 +97,8 @@ def load_predictor(path: str | Path) -> tuple[Predictor, ModelInfo]:
         top1, source = checkpoint_top1(ckpt.metrics, model.tasks), "checkpoint"
     encoder = "pool" if model.encoder is None else type(model.encoder).__name__
     info = ModelInfo(str(path), model.backbone.name, f"{encoder} + {type(model.pooling).__name__}",
-                     int(model.input_cfg["image_size"]), model.tasks, top1, source if top1 else "")
+                     int(model.input_cfg["image_size"]), model.tasks, top1, source if top1 else "",
+                     predictor.calibration)
     return predictor, info
 
 
@@ -181,6 +196,7 @@ class Analysis:
     panels: list[tuple[np.ndarray, str]]           # (H, W, 3) uint8 pictures with captions
     seconds: float
     note: str = ""
+    uncertain: list[str] = field(default_factory=list)  # tasks whose top class is below min_confidence
 
 
 class Analyser:
@@ -188,9 +204,10 @@ class Analyser:
     overlays. Thread-safe: decoding runs in parallel, the model one request at a time (Grad-CAM hooks it)."""
 
     def __init__(self, predictor: Predictor, top_k: int = 5, saliency_layer: str = "backbone",
-                 max_megapixels: float = 100):
+                 max_megapixels: float = 100, min_confidence=None):
         require_choice("saliency_layer", saliency_layer, CAM_LAYERS)
         self.predictor, self.top_k, self.layer, self.max_megapixels = predictor, top_k, saliency_layer, max_megapixels
+        self.min_confidence = min_confidence_per_task(min_confidence, predictor.tasks)
         self._lock = threading.Lock()
 
     def __call__(self, path: str | Path) -> Analysis:
@@ -198,7 +215,7 @@ class Analyser:
         image, note = read_painting(path, self.predictor.min_side, self.max_megapixels)
         p = self.predictor
         with self._lock:
-            result = p.predict(image, top_k=max(len(c) for c in p.tasks.values()))
+            result = p.predict(image, top_k=max(len(c) for c in p.tasks.values()), min_confidence=self.min_confidence)
             x = p.preprocess([image])
             cams = {t: grad_cam(p.model, x, t, classes=[p.tasks[t].index(result[t]["label"])], layer=self.layer)[0]
                     for t in p.tasks}
@@ -210,7 +227,9 @@ class Analyser:
             panels.append((overlay(picture, cam), f"Grad-CAM {t}: {result[t]['label']}"))
         probabilities = {t: dict(result[t]["top_k"]) for t in p.tasks}
         top = {t: result[t]["top_k"][:self.top_k] for t in p.tasks}
-        return Analysis(probabilities, top, panels, time.perf_counter() - start, note)
+        uncertain = [f"{t} ({result[t]['label']} {result[t]['confidence']:.2f} < {self.min_confidence[t]:g})"
+                     for t in p.tasks if result[t]["uncertain"]]
+        return Analysis(probabilities, top, panels, time.perf_counter() - start, note, uncertain)
 
 
 # ------------------------------------------------------------------------------------------------ the page
@@ -241,10 +260,11 @@ def example_paintings(folder: str | Path | None = None) -> list[Path]:
 
 def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency_layer: str = "backbone",
               max_megapixels: float = 100, examples: str | Path | None = None, title: str = "deepart",
-              concurrency: int = 2, max_queue: int = 16) -> Any:
-    """The page (a queued gr.Blocks): upload / paste / example -> labels per task, overlays, timing."""
+              concurrency: int = 2, max_queue: int = 16, min_confidence=None) -> Any:
+    """The page (a queued gr.Blocks): upload / paste / example -> labels per task, overlays, timing; answers
+    below `min_confidence` (a number or {task: number}) are called uncertain in the status line."""
     gr = import_gradio()
-    analyse = Analyser(predictor, top_k, saliency_layer, max_megapixels)
+    analyse = Analyser(predictor, top_k, saliency_layer, max_megapixels, min_confidence)
     tasks = list(predictor.tasks)
 
     def on_image(path: str | None):
@@ -260,6 +280,8 @@ def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency
             log.exception("analysing %s failed", path)
             return [*empty, f"**Not analysed:** {Path(path).name}: {type(exc).__name__}: {exc}"]
         status = f"Predicted in {result.seconds:.2f} s on the CPU ({result.note})"
+        if result.uncertain:
+            status += f"  \n**Uncertain** (below the confidence threshold): {', '.join(result.uncertain)}"
         return [result.probabilities[t] for t in tasks] + [result.panels, status]
 
     with gr.Blocks(title=title, analytics_enabled=False) as page:
@@ -315,6 +337,7 @@ def parse_args(argv: list[str]) -> DictConfig:
     for key in ("concurrency", "max_queue", "top_k"):
         require(isinstance(cfg[key], int) and cfg[key] >= 1, key, cfg[key], "an integer >= 1")
     require(isinstance(cfg.share, bool), "share", cfg.share, "true | false")
+    min_confidence_per_task(cfg.min_confidence)
     return cfg
 
 
@@ -325,7 +348,7 @@ def serve(cfg: DictConfig) -> None:
     log.info("%s", info.markdown().replace("**", "").replace("  \n", "; "))
     page = build_app(predictor, info, top_k=cfg.top_k, saliency_layer=cfg.saliency_layer,
                      max_megapixels=cfg.max_megapixels, examples=cfg.examples, title=cfg.title,
-                     concurrency=cfg.concurrency, max_queue=cfg.max_queue)
+                     concurrency=cfg.concurrency, max_queue=cfg.max_queue, min_confidence=cfg.min_confidence)
     page.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share,
                 max_file_size=f"{cfg.max_file_mb}mb", show_error=True)
 

@@ -1,4 +1,7 @@
-"""What eval.py does from a checkpoint, a run dir or an export folder alone (`evaluate_checkpoint`)."""
+"""What eval.py does from a checkpoint, a run dir or an export folder alone (`evaluate_checkpoint`): the metrics,
+the expected calibration error and reliability diagram per task, coverage vs accuracy when answers below a
+confidence threshold are withheld, and with calibrate=true per-task temperatures fitted on the val split and
+kept in the checkpoint (or the export folder's config.json)."""
 from __future__ import annotations
 
 import logging
@@ -10,18 +13,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepart.core.checkpoint import Checkpoint
 from deepart.core.config import build, compose_config, eval_batch_size, group_options
-from deepart.core.errors import ConfigError, DataError, require_choice
+from deepart.core.errors import ConfigError, DataError, require, require_choice
 from deepart.core.rundir import METRICS, eval_dir, predictions_file, run_dir_of, write_metrics
 from deepart.core.runtime import Runtime, check_threads
 from deepart.data import demo as demo_data
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import data_root, eval_loader, load_table, set_data_root
+from deepart.inference import pretrained
 from deepart.inference.loading import load_model, resolve_model_path
+from deepart.objectives.calibration import (
+    Calibration,
+    bins_of,
+    coverage_curve,
+    coverage_table,
+    ece,
+    fit_calibration,
+    scaled_probs,
+)
 from deepart.objectives.metrics import format_table, per_class_table
 from deepart.tracking import NullLogger, logger_kind
-from deepart.training.evaluation import PredictionRecorder, evaluate_loader
+from deepart.training.evaluation import LogitRecorder, PredictionRecorder, evaluate_loader
 from deepart.vis.gallery import MistakeGallery, read_png
-from deepart.vis.plots import plot_confusion
+from deepart.vis.plots import plot_confusion, plot_coverage, plot_reliability
 
 log = logging.getLogger("deepart")
 
@@ -96,8 +109,7 @@ def _evaluation_setup(run_cfg: DictConfig, model, ckpt: Checkpoint | None, **tra
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on its run's validation split; write metrics.json, per-class CSV and
     confusion-matrix PNGs to `out_dir` (default <run dir>/eval). Returns the metrics."""
-    require_choice("split", cfg.split, SPLITS)
-    check_threads("threads", cfg.get("threads"))
+    check_eval_keys(cfg)
     model, ckpt = load_model(cfg.ckpt)
     source = ckpt.path if ckpt is not None else resolve_model_path(cfg.ckpt)[1]
     run_cfg = run_config(cfg, model, ckpt)
@@ -110,45 +122,177 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
                          split=cfg.split, workers=cfg.num_workers)
     skips = SkipCounter()
     gallery = MistakeGallery(tasks, cfg.get("gallery", 16))
-    recorder = PredictionRecorder(tasks, table.frame(cfg.split)["path"].tolist())
+    recorder, logits = PredictionRecorder(tasks, table.frame(cfg.split)["path"].tolist()), LogitRecorder(tasks)
     hflip = cfg.tta_hflip if cfg.get("tta_hflip") is not None else run_cfg.trainer.tta_hflip
     metrics, meter = evaluate_loader(model, loss_fn, loader, rt, tasks, skips=skips, progress=True, hflip=hflip,
-                                     desc=f"eval {cfg.split}", collect=lambda b, o: (gallery(b, o), recorder(b, o)))
+                                     desc=f"eval {cfg.split}",
+                                     collect=lambda b, o: (gallery(b, o), recorder(b, o), logits(b, o)))
     if cfg.split != "val":
         metrics = {k.replace("val/", f"{cfg.split}/", 1): v for k, v in metrics.items()}
 
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else eval_dir(source)
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_class = []
-    for task, names in tasks.items():
-        cm = meter.confusion_matrix(task)
-        plot_confusion(cm, names, out_dir / f"confusion_{task}.png", title=f"{task} ({cfg.split}, row-normalised)")
-        per_class.append(per_class_table(cm, names).assign(task=task))
+    calibration = Calibration.from_dict(model.calibration)
+    if cfg.get("calibrate"):
+        fit_on = logits if cfg.split == "val" else _val_logits(cfg, run_cfg, table, rt, (model, loss_fn), hflip)
+        calibration = keep_calibration(fit_on, cfg.ece_bins, ckpt, source)
+    coverage = calibration_and_coverage(cfg, logits, calibration, metrics, out_dir)
+    per_class = _per_class(meter, tasks, cfg.split, out_dir)
     galleries = gallery.save(out_dir, cfg.split, loader.dataset.paths)
-    per_class_df = pd.concat(per_class, ignore_index=True)[["task", "class", "support", "predicted", "precision",
-                                                             "recall", "f1"]]
-    per_class_df.to_csv(out_dir / "per_class.csv", index=False)
     recorder.save(predictions_file(out_dir, cfg.split))
     epoch = ckpt.epoch if ckpt is not None else None
-    result = {"checkpoint": str(source), "epoch": epoch, "split": cfg.split,
-              "skipped_images": skips.total, "metrics": metrics}
-    write_metrics(out_dir, result)
-
-    print(f"\n{source}" + (f" (epoch {epoch})" if epoch is not None else "") + f", {cfg.split} split:\n"
-          f"{format_table(metrics, tasks, prefix=cfg.split)}\n")
-    for task in tasks:
-        print(f"{cfg.split}/{task}: loss {metrics[f'{cfg.split}/{task}/loss']:.4f}")
-    with pd.option_context("display.max_rows", 200, "display.width", 120):
-        print("\nper-class precision / recall:\n" + per_class_df.to_string(index=False, float_format="%.3f"))
-    if cfg.split == "val" and ckpt is not None and ckpt.metrics:
-        diff = max((abs(metrics[k] - v) for k, v in ckpt.metrics.items() if k in metrics), default=0.0)
-        log.info("largest difference to the val metrics recorded in the checkpoint: %.2e", diff)
+    write_metrics(out_dir, {"checkpoint": str(source), "epoch": epoch, "split": cfg.split,
+                            "skipped_images": skips.total, "metrics": metrics, "coverage": coverage,
+                            "calibration": calibration.to_dict() if calibration.calibrated else None})
+    print(f"\n{source}" + (f" (epoch {epoch})" if epoch is not None else "") + f", {cfg.split} split:")
+    _print_results(metrics, tasks, cfg.split, format_calibration(calibration, metrics, cfg.split) + "\n"
+                   + format_coverage(coverage, calibration), per_class)
+    if cfg.split == "val" and ckpt is not None:
+        _log_difference(metrics, ckpt)
     if ckpt is not None:
         _log_to_wandb(cfg, ckpt, run_cfg, metrics, {t: meter.confusion_matrix(t) for t in tasks}, galleries)
     predictions = predictions_file(out_dir, cfg.split).name
-    print(f"\nwrote {out_dir}/{METRICS}, per_class.csv, {predictions}, confusion_<task>.png"
+    print(f"\nwrote {out_dir}/{METRICS}, per_class.csv, {predictions}, confusion_<task>.png, "
+          f"reliability_<task>.png, coverage_<task>.png"
           + (", mistakes_<task>.png" if galleries else ""))
     return metrics
+
+
+def _log_difference(metrics: dict[str, Any], ckpt: Checkpoint) -> None:
+    """How far the val metrics are from those training recorded in the checkpoint (0 for the same data)."""
+    if ckpt.metrics:
+        diff = max((abs(metrics[k] - v) for k, v in ckpt.metrics.items() if k in metrics), default=0.0)
+        log.info("largest difference to the val metrics recorded in the checkpoint: %.2e", diff)
+
+
+def _per_class(meter, tasks: dict[str, list[str]], split: str, out_dir: Path) -> pd.DataFrame:
+    """Per-class precision / recall / F1 of every task (written to per_class.csv) and confusion_<task>.png."""
+    per_class = []
+    for task, names in tasks.items():
+        cm = meter.confusion_matrix(task)
+        plot_confusion(cm, names, out_dir / f"confusion_{task}.png", title=f"{task} ({split}, row-normalised)")
+        per_class.append(per_class_table(cm, names).assign(task=task))
+    frame = pd.concat(per_class, ignore_index=True)[["task", "class", "support", "predicted", "precision", "recall",
+                                                      "f1"]]
+    frame.to_csv(out_dir / "per_class.csv", index=False)
+    return frame
+
+
+def _print_results(metrics: dict[str, Any], tasks: dict[str, list[str]], split: str, calibration_text: str,
+                   per_class: pd.DataFrame) -> None:
+    """The console report: the metrics table, each task's loss, calibration and coverage, per-class figures."""
+    print(f"{format_table(metrics, tasks, prefix=split)}\n")
+    for task in tasks:
+        print(f"{split}/{task}: loss {metrics[f'{split}/{task}/loss']:.4f}")
+    print(calibration_text)
+    with pd.option_context("display.max_rows", 200, "display.width", 120):
+        print("\nper-class precision / recall:\n" + per_class.to_string(index=False, float_format="%.3f"))
+
+
+def check_eval_keys(cfg: DictConfig) -> None:
+    """split, threads, calibrate, ece_bins and coverage_thresholds: one line naming the key when a value is not
+    usable."""
+    require_choice("split", cfg.split, SPLITS)
+    check_threads("threads", cfg.get("threads"))
+    require(isinstance(cfg.get("calibrate", False), bool), "calibrate", cfg.get("calibrate"), "true | false")
+    bins = cfg.get("ece_bins")
+    require(isinstance(bins, int) and not isinstance(bins, bool) and bins >= 1, "ece_bins", bins, "an integer >= 1")
+    thresholds = cfg.get("coverage_thresholds")
+    ok = OmegaConf.is_list(thresholds) and all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1
+                                               for t in thresholds)
+    require(ok, "coverage_thresholds", thresholds, "a list of numbers in (0, 1), e.g. [0.5,0.7,0.9]")
+
+
+def _val_logits(cfg: DictConfig, run_cfg: DictConfig, table, rt: Runtime, model_and_loss, hflip: bool):
+    """The logits of a pass over the val split (to fit the temperatures on when another split is evaluated)."""
+    model, loss_fn = model_and_loss
+    loader = eval_loader(table, run_cfg.data, cfg.batch_size or eval_batch_size(run_cfg), str(rt.device),
+                         split="val", workers=cfg.num_workers)
+    recorder = LogitRecorder(table.tasks)
+    evaluate_loader(model, loss_fn, loader, rt, table.tasks, skips=SkipCounter(), progress=True, hflip=hflip,
+                    desc="calibrate on val", collect=recorder)
+    return recorder
+
+
+def keep_calibration(val: LogitRecorder, bins: int, ckpt: Checkpoint | None, source: Path) -> Calibration:
+    """Fit the temperatures on the val logits and store them in the checkpoint (rewritten atomically) or the
+    export folder's config.json, where the Predictor, the app, predict and export read them."""
+    calibration = fit_calibration({t: val.logits(t) for t in val.tasks}, {t: val.labels(t) for t in val.tasks},
+                                  "val", bins)
+    if ckpt is not None:
+        ckpt.calibration = calibration.to_dict()
+        ckpt.save(ckpt.path)
+        where = ckpt.path
+    else:
+        config = pretrained.read_config(source)
+        config["calibration"] = calibration.to_dict()
+        pretrained.write_config(config, Path(source))
+        where = Path(source) / pretrained.CONFIG_FILE
+    temps = ", ".join(f"{t} {v:.3f}" for t, v in calibration.temperature.items())
+    print(f"calibration: temperatures ({temps}) fitted on the val split, kept in {where}")
+    return calibration
+
+
+def calibration_and_coverage(cfg: DictConfig, logits: LogitRecorder, calibration: Calibration,
+                             metrics: dict[str, Any], out_dir: Path) -> dict[str, list[dict]]:
+    """Per task: ECE of the softmax (`<split>/<task>/ece`) and, for a calibrated model, of softmax(logits / T)
+    (`.../ece_calibrated`, `.../top1_calibrated`), drawn as reliability_<task>.png; coverage and accuracy at
+    `coverage_thresholds` of the probabilities predict uses, drawn as coverage_<task>.png. Returns the coverage."""
+    coverage = {}
+    for task in logits.tasks:
+        z, y, key = logits.logits(task), logits.labels(task), f"{cfg.split}/{task}"
+        probs = scaled_probs(z)
+        metrics[f"{key}/ece"] = ece(probs, y, cfg.ece_bins)
+        curves = {f"softmax (ECE {100 * metrics[f'{key}/ece']:.1f} %)": bins_of(probs, y, cfg.ece_bins)}
+        if calibration.calibrated:
+            t = calibration.of(task)
+            probs = scaled_probs(z, t)
+            metrics[f"{key}/ece_calibrated"] = ece(probs, y, cfg.ece_bins)
+            labelled = y != -1
+            metrics[f"{key}/top1_calibrated"] = float((probs.argmax(-1) == y)[labelled].double().mean()) \
+                if labelled.any() else 0.0
+            if task in calibration.ece_after_crossfit and cfg.split == calibration.split:
+                metrics[f"{key}/ece_calibrated_crossfit"] = calibration.ece_after_crossfit[task]
+            curves[f"softmax(logits / {t:.2f}) (ECE {100 * metrics[f'{key}/ece_calibrated']:.1f} %)"] = \
+                bins_of(probs, y, cfg.ece_bins)
+        plot_reliability(curves, out_dir / f"reliability_{task}.png", title=f"{task} ({cfg.split}): reliability")
+        coverage[task] = coverage_table(probs, y, list(cfg.coverage_thresholds))
+        plot_coverage(*coverage_curve(probs, y)[:2], coverage[task], out_dir / f"coverage_{task}.png",
+                      title=f"{task} ({cfg.split}): abstaining below a confidence")
+    return coverage
+
+
+def format_calibration(calibration: Calibration, metrics: dict[str, Any], split: str) -> str:
+    """The ECE per task (in %) before and after temperature scaling, and top-1 with and without it."""
+    lines = [f"\nexpected calibration error ({split}, %):",
+             f"{'task':<12}{'T':>7}{'before':>9}{'after':>9}{'cross-fit':>11}{'top1':>8}{'top1 (T)':>10}"]
+    tasks = [k.split("/")[1] for k in metrics if k.startswith(f"{split}/") and k.endswith("/ece")]
+    for task in tasks:
+        key = f"{split}/{task}"
+        cells = [_percent(metrics, f"{key}/{name}", width) for name, width in
+                 (("ece", 9), ("ece_calibrated", 9), ("ece_calibrated_crossfit", 11), ("top1", 8),
+                  ("top1_calibrated", 10))]
+        lines.append(f"{task:<12}{calibration.of(task):>7.3f}" + "".join(cells))
+    if calibration.calibrated:
+        lines.append(f"(T fitted on the {calibration.split} split, {calibration.images} images; cross-fit: each half "
+                     f"of it scaled by the T fitted on the other half)")
+    return "\n".join(lines)
+
+
+def _percent(metrics: dict[str, Any], key: str, width: int) -> str:
+    return f"{100 * metrics[key]:>{width}.1f}" if key in metrics else " " * width
+
+
+def format_coverage(coverage: dict[str, list[dict]], calibration: Calibration) -> str:
+    """Coverage and accuracy (in %) of the answers at each confidence threshold, per task."""
+    kind = "calibrated probabilities" if calibration.calibrated else "softmax probabilities (not calibrated)"
+    lines = [f"\nanswering only at or above a confidence threshold ({kind}, %):",
+             f"{'task':<12}{'threshold':>10}{'coverage':>10}{'accuracy':>10}{'answered':>10}"]
+    for task, rows in coverage.items():
+        for r in rows:
+            accuracy = f"{100 * r['accuracy']:>10.1f}" if r["accuracy"] is not None else f"{'-':>10}"
+            lines.append(f"{task:<12}{r['threshold']:>10g}{100 * r['coverage']:>10.1f}{accuracy}{r['answered']:>10}")
+    return "\n".join(lines)
 
 
 def eval_logger(cfg: DictConfig, ckpt: Checkpoint, run_cfg: DictConfig):

@@ -29,6 +29,7 @@ from deepart.inference.evaluate import compute_val_metrics
 from deepart.inference.loading import load_model, resolve_model_path
 from deepart.inference.onnxrt import EXPORTERS, OPSET, OnnxModel, export_onnx, output_names
 from deepart.models import DeepArtNet
+from deepart.objectives.calibration import Calibration
 
 log = logging.getLogger("deepart")
 
@@ -253,6 +254,18 @@ def _card_result(task: str, dataset: str, metrics: dict) -> dict:
                         for (kind, name), value in found]}
 
 
+def calibration_text(calibration: dict | None) -> str:
+    """The card's sentence on the probabilities: calibrated (temperatures, ECE before / cross-fitted after) or not."""
+    if not calibration:
+        return ("Probabilities: the model's softmax, not calibrated (`python eval.py ckpt=<run> calibrate=true` "
+                "fits a temperature per task).")
+    c = Calibration.from_dict(calibration)
+    per_task = "; ".join(f"{t}: T = {c.of(t):.2f}, ECE {100 * c.ece_before.get(t, float('nan')):.1f} % -> "
+                         f"{100 * (c.honest_ece(t) or float('nan')):.1f} %" for t in c.temperature)
+    return (f"Probabilities: calibrated by temperature scaling on the {c.split} split (config.json `calibration`: "
+            f"divide each task's logits by its T before the softmax; {per_task}, the ECE after cross-fitted).")
+
+
 def model_card(model: DeepArtNet, ckpt: Checkpoint, config: dict, metrics: dict, source: str) -> str:
     """README.md of the export folder: YAML front matter, then the card in Markdown."""
     run_cfg, run_dir = ckpt.config, run_dir_of(ckpt.path)
@@ -274,22 +287,13 @@ def model_card(model: DeepArtNet, ckpt: Checkpoint, config: dict, metrics: dict,
              "## Tasks and classes", ""]
     for task, names in model.tasks.items():
         lines.append(f"- **{task}** ({len(names)} classes): {', '.join(names)}")
-    lines += ["", "## Training data", "", data_text, "",
-              "## Evaluation", ""]
-    if metrics:
-        lines += [f"Val split, per task (source: {source}):", "",
-                  "| task | " + " | ".join(label for _, label in CARD_METRICS) + " |",
-                  "|---|" + "---:|" * len(CARD_METRICS)]
-        for task in model.tasks:
-            cells = [f"{metrics.get(f'val/{task}/{m}', float('nan')):.4f}" for m, _ in CARD_METRICS]
-            lines.append(f"| {task} | " + " | ".join(cells) + " |")
-    else:
-        lines.append("No metrics included (exported with metrics=none).")
+    lines += ["", "## Training data", "", data_text, "", "## Evaluation", "",
+              *_card_metrics(model.tasks, metrics, source), "", calibration_text(config.get("calibration"))]
     seeds = sweep_seeds(run_dir)
     lines += ["", f"Seed of this run: {run_cfg.get('seed')}."]
     if seeds:
         lines[-1] += (f" It is one run of the sweep `{run_dir.parent}`, whose runs of this configuration used "
-                      f"seeds {seeds}: compare them with `python -m deepart.report {run_dir.parent}`.")
+                      f"seeds {seeds}: compare them with `python -m deepart report {run_dir.parent}`.")
     lines += ["", "## Training", "", "```", training_command(run_dir), "```", "",
               f"Checkpoint: `{ckpt.path}` (phase {ckpt.phase.get('name')}, epoch {ckpt.epoch}).", "",
               "## Use", "", "```python", "from deepart import Predictor", "from PIL import Image", "",
@@ -307,6 +311,18 @@ def model_card(model: DeepArtNet, ckpt: Checkpoint, config: dict, metrics: dict,
               "photographs of the world; for photos, sculptures or drawings its labels mean little.",
               "- Class names are the dataset's; artist covers only the artists the dataset labels.", ""]
     return "\n".join(lines)
+
+
+def _card_metrics(tasks: dict[str, list[str]], metrics: dict, source: str) -> list[str]:
+    """The card's evaluation table (val split, per task), or the line saying there is none."""
+    if not metrics:
+        return ["No metrics included (exported with metrics=none)."]
+    lines = [f"Val split, per task (source: {source}):", "",
+             "| task | " + " | ".join(label for _, label in CARD_METRICS) + " |", "|---|" + "---:|" * len(CARD_METRICS)]
+    for task in tasks:
+        cells = [f"{metrics.get(f'val/{task}/{m}', float('nan')):.4f}" for m, _ in CARD_METRICS]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _sequencer_name(config: dict) -> str:

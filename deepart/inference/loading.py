@@ -9,6 +9,11 @@
     result = predictor.predict(Image.open("painting.jpg"))
     result["style"]      # {"label": "Impressionism", "confidence": 0.81, "top_k": [("Impressionism", 0.81), ...]}
     result["attention"]  # (7, 7) numpy array: where the model looked (None for sequencer=pool)
+    predictor.predict(image, min_confidence=0.5)["style"]["uncertain"]   # True below 50 %
+
+The probabilities are softmax(logits / T) with the per-task temperature T the model was calibrated with
+(`eval.py calibrate=true`; T = 1 for a model never calibrated, `predictor.calibration` says which). The
+runner (PyTorch or onnxruntime) gives raw logits; the Predictor divides them, so both backends agree.
 
 The model brings its own preprocessing (`DeepArtNet.input_cfg`: the eval transform's sizes and the
 backbone's mean / std), its class names and nothing else of the run's config. `load_model` and the
@@ -16,7 +21,7 @@ Predictor take a checkpoint file, a run dir (its checkpoints/best.pt) or an expo
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -35,6 +40,7 @@ from deepart.data.transforms import min_decode_side, transform_from_config
 from deepart.inference.pretrained import is_export_dir
 from deepart.inference.pretrained import load_pretrained as _load_folder
 from deepart.models import DeepArtNet, build_model
+from deepart.objectives.calibration import Calibration, min_confidence_per_task
 
 BACKENDS = ("torch", "onnx")
 MODEL_ARG = "a checkpoint (<run>/checkpoints/best.pt), a run dir or an export folder (python -m deepart export)"
@@ -66,6 +72,7 @@ def load_model(path: str | Path) -> tuple[DeepArtNet, Checkpoint | None]:
     ckpt = Checkpoint.load(path)
     model = build_model(OmegaConf.create(ckpt.config), ckpt.tasks, pretrained=False)
     model.load_state_dict(ckpt.weights)
+    model.calibration = ckpt.calibration
     return model.eval(), ckpt
 
 
@@ -75,16 +82,21 @@ def load_pretrained(folder: str | Path) -> DeepArtNet:
     return _load_folder(folder)
 
 
-def decode_top_k(logits: dict[str, torch.Tensor], tasks: dict[str, list[str]], top_k: int = 5) -> list[dict]:
-    """Per image, per task: {"label", "confidence", "top_k": [(label, probability), ...]} (k capped at C)."""
+def decode_top_k(logits: dict[str, torch.Tensor], tasks: dict[str, list[str]], top_k: int = 5,
+                 temperature: Mapping[str, float] | None = None,
+                 min_confidence: Mapping[str, float] | None = None) -> list[dict]:
+    """Per image, per task: {"label", "confidence", "top_k": [(label, probability), ...], "uncertain"} (k capped
+    at C): probabilities of softmax(logits / temperature[task]) (T = 1 for a task without one); "uncertain" is
+    true when the confidence is below min_confidence[task] (never for a task without a threshold)."""
     results: list[dict] = [{} for _ in range(len(next(iter(logits.values()))))]
     for task, task_logits in logits.items():
-        probs = task_logits.detach().float().softmax(-1).cpu()
+        t = (temperature or {}).get(task, 1.0)
+        probs = (task_logits.detach().float() / t).softmax(-1).cpu()
         top_p, top_i = probs.topk(min(top_k, probs.shape[1]), dim=-1)
-        names = tasks[task]
+        names, threshold = tasks[task], (min_confidence or {}).get(task, 0.0)
         for r, p_row, i_row in zip(results, top_p.tolist(), top_i.tolist()):
             r[task] = {"label": names[i_row[0]], "confidence": p_row[0],
-                       "top_k": [(names[i], p) for i, p in zip(i_row, p_row)]}
+                       "top_k": [(names[i], p) for i, p in zip(i_row, p_row)], "uncertain": p_row[0] < threshold}
     return results
 
 
@@ -99,6 +111,7 @@ class Predictor:
         self.runner = runner if runner is not None else self.model
         self.transform = transform_from_config(model.input_cfg, train=False)
         self.min_side = min_decode_side(model.input_cfg)
+        self.calibration = Calibration.from_dict(model.calibration)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", backend: str = "torch",
@@ -128,16 +141,24 @@ class Predictor:
         """PIL images -> the uint8 (B, 3, H, W) batch the model takes (the eval transform), on the device."""
         return torch.stack([self.transform(to_rgb(im)) for im in images]).to(self.device)
 
-    @torch.no_grad()
-    def predict(self, images: Image.Image | Sequence[Image.Image], top_k: int = 5) -> dict | list[dict]:
-        """Per task: label, confidence and the top-k (label, probability) pairs; plus the attention map.
+    def decode(self, logits: dict[str, torch.Tensor], top_k: int = 5, min_confidence=None) -> list[dict]:
+        """`decode_top_k` with the model's temperatures; `min_confidence`: a number in (0, 1), {task: number}
+        or None (a bad value is a ConfigError naming min_confidence)."""
+        thresholds = min_confidence_per_task(min_confidence, self.tasks)
+        return decode_top_k(logits, self.tasks, top_k, self.calibration.temperature, thresholds)
 
-        Returns one dict for one image, a list for a list: {task: {"label", "confidence", "top_k"},
+    @torch.no_grad()
+    def predict(self, images: Image.Image | Sequence[Image.Image], top_k: int = 5,
+                min_confidence=None) -> dict | list[dict]:
+        """Per task: label, confidence, the top-k (label, probability) pairs and whether the answer is
+        uncertain (confidence below `min_confidence`, see `decode`); plus the attention map.
+
+        Returns one dict for one image, a list for a list: {task: {"label", "confidence", "top_k", "uncertain"},
         "attention": (h, w) numpy array or None}.
         """
         single = isinstance(images, Image.Image)
         out = self.runner(self.preprocess([images] if single else list(images)))
-        results = decode_top_k(out["logits"], self.tasks, top_k)
+        results = self.decode(out["logits"], top_k, min_confidence)
         for n, r in enumerate(results):
             r["attention"] = None if out["attention"] is None else out["attention"][n].float().cpu().numpy()
         return results[0] if single else results

@@ -3,6 +3,10 @@
 The graph takes the uint8 (B, 3, H, W) batch of the eval transform as input `image` (normalisation is in the
 graph, as in the model), with a dynamic batch dimension, and has one output per task, `logits_<task>`
 (B, C_task), plus `attention` (B, h, w) where the model has attention weights (every sequencer but pool).
+The logits are the model's raw ones: a temperature fitted by `eval.py calibrate=true` is not baked into the
+graph. The Predictor divides whatever its runner returns (this one or the PyTorch model) by the per-task T of
+config.json's "calibration", so both backends give the same calibrated probabilities; other ONNX users divide
+`logits_<task>` by `calibration.temperature[<task>]` before the softmax.
 
 Needs the `onnx` extra (`pip install -e ".[onnx]"`: onnx, onnxscript, onnxruntime). The exporter is
 torch.onnx's torch.export-based one (`dynamo=True`); where it fails on a model (recurrent layers have been

@@ -3,6 +3,7 @@ or an export folder alone.
 
     python -m deepart predict ckpt=outputs/.../checkpoints/best.pt images=paintings/ visualize=true
     python -m deepart predict ckpt=exported-model/ images=scans/ backend=onnx batch_size=64
+    python -m deepart predict ckpt=<run dir> images=paintings/ min_confidence=0.6   # below 60 %: "uncertain"
 
 Options are `key=value` pairs composed onto conf/predict.yaml (which lists them). Unreadable files are
 reported and skipped.
@@ -26,8 +27,9 @@ from deepart.core.errors import DataError, report_errors, require, require_choic
 from deepart.core.rundir import run_dir_of
 from deepart.core.runtime import check_threads
 from deepart.data.dataset import SkipCounter
-from deepart.inference.loading import BACKENDS, Predictor, decode_top_k
+from deepart.inference.loading import BACKENDS, Predictor
 from deepart.models import DeepArtNet
+from deepart.objectives.calibration import Calibration, min_confidence_per_task
 from deepart.vis.plots import overlay, save_image_grid, upsample_map
 from deepart.vis.saliency import grad_cam, gradient_image, guided_backprop
 
@@ -49,6 +51,7 @@ def parse_args(argv: list[str]) -> DictConfig:
     require_choice("format", cfg.format, FORMATS)
     require_choice("backend", cfg.backend, BACKENDS)
     check_threads("threads", cfg.threads)
+    min_confidence_per_task(cfg.min_confidence)  # the tasks are checked once the model is loaded
     return cfg
 
 
@@ -75,6 +78,7 @@ def predict(cfg: DictConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     predictor = Predictor.from_checkpoint(cfg.ckpt, device=cfg.device, backend=cfg.backend, threads=cfg.threads)
+    thresholds = min_confidence_per_task(cfg.min_confidence, predictor.tasks)
     paths = find_images(str(cfg.images))
     out_dir = Path(cfg.out_dir) if cfg.out_dir else run_dir_of(cfg.ckpt) / "predict"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,10 +86,11 @@ def predict(cfg: DictConfig) -> dict:
     records = []
     for batch, out in predictor.batches(paths, cfg.batch_size, cfg.num_workers, skips):
         indices = batch["index"].tolist()
-        decoded = decode_top_k(out["logits"], predictor.tasks, cfg.top_k)
+        decoded = predictor.decode(out["logits"], cfg.top_k, thresholds)
         for index, result in zip(indices, decoded):
             records.append({"image": str(paths[index]),
                             "predictions": {t: {"label": r["label"], "confidence": r["confidence"],
+                                                "uncertain": r["uncertain"],
                                                 "top_k": [{"label": n, "probability": p} for n, p in r["top_k"]]}
                                             for t, r in result.items()}})
         if cfg.visualize:
@@ -95,8 +100,9 @@ def predict(cfg: DictConfig) -> dict:
     skipped = [{"path": path, "error": error} for path, error in skips.files]
     if not records:
         raise DataError(f"images={cfg.images}: none of the {len(paths)} files could be read")
-    _write(records, skipped, cfg, out_dir, predictor.tasks)
+    _write(records, skipped, cfg, out_dir, predictor)
     print(format_predictions(records, predictor.tasks, cfg.print_limit))
+    print(describe_probabilities(predictor.calibration, thresholds))
     written = [f"predictions.{ext}" for ext in ("json", "csv") if cfg.format in (ext, "both")]
     print(f"\n{len(records)} images predicted" + (f", {len(skipped)} unreadable skipped" if skipped else "")
           + f"; wrote {out_dir}/{', '.join(written)}" + (" and visualize/*.png" if cfg.visualize else ""))
@@ -111,6 +117,8 @@ def format_predictions(records: list[dict], tasks: dict, limit: int) -> str:
             row = {"image": Path(record["image"]).name, "task": task}
             for rank, item in enumerate(record["predictions"][task]["top_k"], start=1):
                 row[f"top{rank}"] = f"{item['label']} ({item['probability']:.2f})"
+            if record["predictions"][task]["uncertain"]:
+                row["top1"] = f"uncertain: {row['top1']}"
             rows.append(row)
     table = pd.DataFrame(rows).fillna("")
     table.loc[table["image"].duplicated(), "image"] = ""
@@ -121,21 +129,37 @@ def format_predictions(records: list[dict], tasks: dict, limit: int) -> str:
     return text
 
 
-def _write(records: list[dict], skipped: list[dict], cfg: DictConfig, out_dir: Path, tasks: dict) -> None:
+def describe_probabilities(calibration: Calibration, thresholds: dict[str, float]) -> str:
+    """A line saying whether the probabilities are calibrated, and which answers are marked uncertain."""
+    if calibration.calibrated:
+        temps = ", ".join(f"{t} {v:.2f}" for t, v in calibration.temperature.items())
+        text = f"probabilities calibrated by temperature scaling on the {calibration.split} split (T: {temps})"
+    else:
+        text = "probabilities: the model's softmax, not calibrated (python eval.py ckpt=<run> calibrate=true fits it)"
+    if thresholds:
+        text += "; answers below " + ", ".join(f"{v:g} ({t})" for t, v in thresholds.items()) + " marked uncertain"
+    return text
+
+
+def _write(records: list[dict], skipped: list[dict], cfg: DictConfig, out_dir: Path, predictor: Predictor) -> None:
+    tasks = predictor.tasks
     if cfg.format in ("json", "both"):
         payload = {"checkpoint": str(cfg.ckpt), "backend": cfg.backend, "images": str(cfg.images), "tasks": list(tasks),
+                   "temperature": {t: predictor.calibration.of(t) for t in tasks},
+                   "min_confidence": min_confidence_per_task(cfg.min_confidence, tasks),
                    "predictions": records, "skipped": skipped}
         (out_dir / "predictions.json").write_text(json.dumps(payload, indent=2))
     if cfg.format in ("csv", "both"):
         with open(out_dir / "predictions.csv", "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["image"] + [c for t in tasks for c in (t, f"{t}_confidence", f"{t}_top_k")])
+            writer.writerow(["image"] + [c for t in tasks for c in (t, f"{t}_confidence", f"{t}_uncertain",
+                                                                   f"{t}_top_k")])
             for r in records:
                 cells = [r["image"]]
                 for t in tasks:
                     p = r["predictions"][t]
                     top = ";".join(f"{i['label']}:{i['probability']:.4f}" for i in p["top_k"])
-                    cells += [p["label"], f"{p['confidence']:.4f}", top]
+                    cells += [p["label"], f"{p['confidence']:.4f}", p["uncertain"], top]
                 writer.writerow(cells)
 
 

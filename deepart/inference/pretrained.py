@@ -2,7 +2,9 @@
 
     <folder>/config.json         how to rebuild the network (backbone, encoder, pooling and the model keys
                                  that shape it), the tasks with their class names in order, the input config
-                                 (image size, resize, padding, mean, std) and the format version
+                                 (image size, resize, padding, mean, std) and the format version; optional
+                                 "calibration": per-task temperatures T (divide the logits by them before the
+                                 softmax) and the ECEs they were fitted with (objectives.calibration)
     <folder>/model.safetensors   the weights (no pickle: reading them runs no code)
     <folder>/README.md           the model card (written by `python -m deepart export`)
     <folder>/model.onnx          optional: the ONNX graph (deepart.inference.onnxrt)
@@ -22,6 +24,7 @@ from omegaconf import OmegaConf
 
 from deepart.core.errors import DeepArtError, first_line
 from deepart.models import DeepArtNet, build_model
+from deepart.objectives.calibration import Calibration
 
 FORMAT = "deepart-pretrained"
 FORMAT_VERSION = 1
@@ -62,6 +65,7 @@ def model_config(model: DeepArtNet, run_config: dict[str, Any]) -> dict[str, Any
         "model": {k: run_config["model"][k] for k in MODEL_KEYS},
         "tasks": {t: list(c) for t, c in model.tasks.items()},
         "input": {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.input_cfg.items()},
+        **({"calibration": model.calibration} if model.calibration else {}),
     }
 
 
@@ -105,6 +109,11 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         target = node.get("_target_", "") if isinstance(node, dict) else ""
         if node is not None and not str(target).startswith(TARGET_PREFIX):
             raise ExportError(f"{path}: refers to {target!r}; only modules of {TARGET_PREFIX[:-1]} may be named")
+    try:
+        Calibration.from_dict(config.get("calibration"))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ExportError(f"{path}: \"calibration\" is not readable ({first_line(exc)}); fit it again with "
+                          f"eval.py calibrate=true, or delete the key") from None
     return config
 
 
@@ -161,4 +170,5 @@ def load_pretrained(folder: str | Path) -> DeepArtNet:
     state = read_weights(folder)
     check_fit(state, model, folder / WEIGHTS_FILE)
     model.load_state_dict(state)
+    model.calibration = config.get("calibration")
     return model.eval()

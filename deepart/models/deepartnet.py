@@ -59,6 +59,9 @@ class DeepArtNet(nn.Module):
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1) * 255)
         self.frozen_norms: list[nn.Module] = []
+        # per-task temperatures of the checkpoint / export folder it was loaded from (plain containers, not
+        # weights: the Predictor divides the logits by them); None = never calibrated
+        self.calibration: dict[str, Any] | None = None
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or [0, 1] float) images -> normalised, in the dtype of the model's weights (fp32, or bf16 for

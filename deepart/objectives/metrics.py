@@ -1,9 +1,9 @@
 """Classification metrics accumulated on the device (one host sync per evaluation).
 
-Everything derives from a confusion matrix per task plus top-k hit counts and loss sums:
+Everything derives from a confusion matrix per task plus top-k hit counts, loss sums and reliability bins:
 top-1, top-5 (k capped at the number of classes), macro-F1 and balanced accuracy (as in scikit-learn:
 F1 averaged over classes that occur as truth or prediction, recall averaged over classes that occur
-as truth), and per-class precision / recall.
+as truth), per-class precision / recall, and the expected calibration error of the softmax (objectives.calibration).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from deepart.data.table import MISSING
+from deepart.objectives.calibration import DEFAULT_BINS, ece_from_bins, reliability_bins
 
 
 def macro_f1(cm: np.ndarray) -> float:
@@ -60,6 +61,7 @@ class MetricAccumulator:
         self.topk_hits = torch.zeros(n, dtype=torch.long, device=self.device)
         self.loss_sum = torch.zeros(n, dtype=torch.float64, device=self.device)
         self.count = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.bins = {t: torch.zeros(3, DEFAULT_BINS, dtype=torch.float64, device=self.device) for t in self.tasks}
 
     @torch.no_grad()
     def update(self, logits: dict[str, torch.Tensor], labels: torch.Tensor,
@@ -75,18 +77,21 @@ class MetricAccumulator:
             k = min(self.top_k, c)
             self.topk_hits[t] += (z.topk(k, dim=-1).indices == y[:, None]).any(-1).sum()
             self.count[t] += mask.sum()
+            confidence = z.float().softmax(-1).max(-1).values
+            self.bins[task] += reliability_bins(confidence, pred == y, DEFAULT_BINS)
         if loss_sums is not None:
             self.loss_sum += loss_sums.detach().to(torch.float64)
 
     def tensors(self) -> list[torch.Tensor]:
         """The state as tensors (e.g. for an all-reduce across processes)."""
-        return [*self.confusion.values(), self.topk_hits, self.loss_sum, self.count]
+        return [*self.confusion.values(), self.topk_hits, self.loss_sum, self.count, *self.bins.values()]
 
     def confusion_matrix(self, task: str) -> np.ndarray:
         return self.confusion[task].cpu().numpy()
 
     def compute(self, prefix: str = "val") -> dict[str, float]:
-        """`<prefix>/<task>/{top1,top5,loss,macro_f1,balanced_acc,count}`, `<prefix>/mean_top1`, `<prefix>/loss`."""
+        """`<prefix>/<task>/{top1,top5,loss,macro_f1,balanced_acc,ece,count}`, `<prefix>/mean_top1`,
+        `<prefix>/loss`."""
         count = self.count.cpu().numpy()
         hits = self.topk_hits.cpu().numpy()
         loss = self.loss_sum.cpu().numpy()
@@ -101,6 +106,7 @@ class MetricAccumulator:
             out[f"{prefix}/{task}/loss"] = float(loss[t] / n)
             out[f"{prefix}/{task}/macro_f1"] = macro_f1(cm)
             out[f"{prefix}/{task}/balanced_acc"] = balanced_accuracy(cm)
+            out[f"{prefix}/{task}/ece"] = ece_from_bins(self.bins[task])
             out[f"{prefix}/{task}/count"] = int(count[t])
             if count[t] > 0:
                 top1s.append(top1)
@@ -115,8 +121,10 @@ def chance_level(class_names: list[str]) -> float:
 
 
 def format_table(metrics: dict[str, float], tasks: dict[str, list[str]], prefix: str = "val") -> str:
-    """A per-task text table of top-1 / top-5 / macro-F1 / balanced accuracy (in %) against chance."""
-    head = f"{'task':<12}{'classes':>8}{'top1':>8}{'top5':>8}{'mF1':>8}{'bal.acc':>9}{'chance':>8}{'x chance':>10}"
+    """A per-task text table of top-1 / top-5 / macro-F1 / balanced accuracy (in %) against chance, and the
+    expected calibration error (in %)."""
+    head = (f"{'task':<12}{'classes':>8}{'top1':>8}{'top5':>8}{'mF1':>8}{'bal.acc':>9}{'chance':>8}{'x chance':>10}"
+            f"{'ECE':>7}")
     lines = [head, "-" * len(head)]
     for task, classes in tasks.items():
         key = f"{prefix}/{task}"
@@ -126,6 +134,6 @@ def format_table(metrics: dict[str, float], tasks: dict[str, list[str]], prefix:
         top1 = metrics[f"{key}/top1"]
         lines.append(f"{task:<12}{len(classes):>8}{100 * top1:>8.1f}{100 * metrics[f'{key}/top5']:>8.1f}"
                      f"{100 * metrics[f'{key}/macro_f1']:>8.1f}{100 * metrics[f'{key}/balanced_acc']:>9.1f}"
-                     f"{100 * chance:>8.1f}{top1 / chance:>10.2f}")
+                     f"{100 * chance:>8.1f}{top1 / chance:>10.2f}{100 * metrics.get(f'{key}/ece', float('nan')):>7.1f}")
     lines.append(f"{'mean top1':<12}{'':>8}{100 * metrics.get(f'{prefix}/mean_top1', 0.0):>8.1f}")
     return "\n".join(lines)

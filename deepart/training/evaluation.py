@@ -1,5 +1,5 @@
 """One evaluation pass of a model over a loader (`evaluate_loader`: the validation of training and the work of
-eval.py) and the per-image predictions it can record (`PredictionRecorder`)."""
+eval.py) and the per-image predictions and logits it can record (`PredictionRecorder`, `LogitRecorder`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -73,3 +73,25 @@ class PredictionRecorder:
     def save(self, path: Path) -> Path:
         self.frame().to_csv(path, index=False)
         return path
+
+
+class LogitRecorder:
+    """`collect(batch, out)` callback of `evaluate_loader`: every image's logits per task (float32, on the CPU)
+    and labels (-1 = no label), for what needs more than the metrics' counts (calibration, coverage)."""
+
+    def __init__(self, tasks: dict[str, list[str]]):
+        self.tasks = list(tasks)
+        self.parts: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
+        self.label_parts: list[torch.Tensor] = []
+
+    def __call__(self, batch: dict, out: dict) -> None:
+        for task in self.tasks:
+            self.parts[task].append(out["logits"][task].detach().float().cpu())
+        self.label_parts.append(batch["labels"].cpu())
+
+    def logits(self, task: str) -> torch.Tensor:
+        return torch.cat(self.parts[task]) if self.parts[task] else torch.zeros(0, 1)
+
+    def labels(self, task: str) -> torch.Tensor:
+        labels = torch.cat(self.label_parts) if self.label_parts else torch.zeros(0, len(self.tasks), dtype=torch.long)
+        return labels[:, self.tasks.index(task)]

@@ -1,4 +1,5 @@
-"""Pictures: attention and saliency overlays, image grids with captions, confusion matrices."""
+"""Pictures: attention and saliency overlays, image grids with captions, confusion matrices, reliability diagrams
+and coverage curves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -64,6 +65,45 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], path: str | Path, tit
                     ax.text(j, i, f"{shown[i, j]:.2f}" if normalize else int(cm[i, j]), ha="center",
                             va="center", fontsize=7, color="white" if shown[i, j] > 0.5 * shown.max() else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
+    return save_figure(fig, path, dpi=110)
+
+
+def plot_reliability(curves: dict[str, np.ndarray], path: str | Path, title: str = "") -> Path:
+    """Reliability diagram: per curve (legend text -> (3, n_bins) count / confidence sum / correct sum of
+    equal-width confidence bins), the accuracy of each non-empty bin against its mean confidence, with the
+    diagonal of perfect calibration; below, how many images each bin holds."""
+    plt = pyplot()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for n, (label, bins) in enumerate(curves.items()):
+        count, confidence, correct = np.asarray(bins, dtype=float)
+        edges = np.linspace(0, 1, len(count) + 1)
+        full = count > 0
+        ax.plot(confidence[full] / count[full], correct[full] / count[full], marker="o", label=label)
+        hist.bar(edges[:-1] + (n + 0.5) * np.diff(edges) / len(curves), count, width=np.diff(edges) / len(curves),
+                 alpha=0.7, label=label)
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title or "reliability diagram")
+    ax.legend(fontsize=7, loc="upper left")
+    hist.set(xlabel="confidence (top probability)", ylabel="images")
+    return save_figure(fig, path, dpi=110)
+
+
+def plot_coverage(coverage: np.ndarray, accuracy: np.ndarray, points: list[dict], path: str | Path,
+                  title: str = "") -> Path:
+    """Accuracy of the answers against coverage (the share of images answered, most confident first), with the
+    `points` ({"threshold", "coverage", "accuracy"}) of a few confidence thresholds marked."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(coverage, accuracy, label="answer the most confident first")
+    for p in points:
+        if p["accuracy"] is not None:
+            ax.plot(p["coverage"], p["accuracy"], "o", color="black")
+            ax.annotate(f"≥ {p['threshold']:g}", (p["coverage"], p["accuracy"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7)
+    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="coverage (share of images answered)",
+           ylabel="accuracy of the answers", title=title or "coverage vs accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
     return save_figure(fig, path, dpi=110)
 
 
