@@ -87,6 +87,7 @@ class GuardedLogger(NullLogger):
     label = "logger"
     active = False  # started
     broken = False  # failed since
+    goes_on = "training continues without it"  # what the warning says happens next
 
     @property
     def enabled(self) -> bool:
@@ -98,8 +99,7 @@ class GuardedLogger(NullLogger):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a logger must never stop training
-            log.warning("%s %s failed (%s: %s); training continues without %s", self.label, what,
-                        type(exc).__name__, exc, self.label)
+            log.warning("%s %s failed (%s: %s); %s", self.label, what, type(exc).__name__, exc, self.goes_on)
             self.broken = True
             return None
 

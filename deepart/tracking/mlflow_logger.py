@@ -7,6 +7,7 @@ and logs no step twice."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,6 +32,11 @@ from deepart.tracking.base import (
 RUN_DIR_TAG = "deepart.run_dir"
 #: How many params or metrics one log_batch call carries (MLflow's limit for params is 100).
 BATCH = 100
+
+
+def metric_name(key: str) -> str:
+    """`key` in the characters MLflow allows in a metric name (`=` and `,` of a config's name become `-`)."""
+    return re.sub(r"[^\w\-. :/]", "-", key)
 
 
 @contextmanager
@@ -136,7 +142,8 @@ class MLflowLogger(GuardedLogger):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, v, now, step) for k, v in values.items() if step not in self.logged.get(k, ())]
+        items = [Metric(metric_name(k), v, now, step) for k, v in values.items()
+                 if step not in self.logged.get(metric_name(k), ())]
         for i in range(0, len(items), BATCH):
             self.client.log_batch(self.mlflow_run_id, metrics=items[i:i + BATCH])
         self.step = max(self.step, step)
@@ -183,6 +190,7 @@ class MLflowLogger(GuardedLogger):
         run = self.client.create_run(exp, run_name=rundir.SWEEP_SUMMARY,
                                      tags={"job_type": rundir.SWEEP_SUMMARY, **names})
         self.mlflow_run_id, self.active, self.broken, self.logged = run.info.run_id, True, False, {}
+        self.goes_on = "the report files are unaffected"
         self.guard("report logging", self._report, report)
         self.active = False
 

@@ -23,7 +23,7 @@ from deepart.tracking.base import (
 from deepart.vis.gallery import read_png
 
 #: The metrics the HParams view compares (beside every best/... of the summary).
-HPARAM_METRICS = ("/top1", "/top5", "val/loss")
+HPARAM_METRICS = ("top1", "top5", "/loss")
 
 
 def summary_writer(key: str) -> type:
@@ -113,7 +113,7 @@ class TensorBoardLogger(GuardedLogger):
     def log_report(self, report: SweepReport) -> None:
         """The report in `<sweep>/sweep-summary`: its tables and page as text, figures as images, headline
         numbers as scalars."""
-        self.active, self.broken = True, False
+        self.active, self.broken, self.goes_on = True, False, "the report files are unaffected"
         self.writer = self.open(report.folder / rundir.SWEEP_SUMMARY)
         self.guard("report logging", self._report, report)
         self.writer.close()
