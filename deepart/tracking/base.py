@@ -130,10 +130,11 @@ def run_overrides(run_dir: str | Path) -> dict[str, Any]:
     """`key -> value` of the command-line overrides a run was launched with (.hydra/overrides.yaml), the keys
     that name no config (resume, ...) and Hydra's own left out; values parsed as YAML (numbers stay numbers)."""
     out: dict[str, Any] = {}
+    skipped = launch_keys()
     for item in rundir.read_overrides(run_dir) or []:
         key, _, value = item.partition("=")
         key = key.lstrip("+~")
-        if key in launch_keys() or key.startswith("hydra."):
+        if key in skipped or key.startswith("hydra."):
             continue
         try:
             parsed = yaml.safe_load(value)
