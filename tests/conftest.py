@@ -66,10 +66,12 @@ def tiny_cfg(demo_root):
     return make
 
 
-def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run train.py / eval.py in a subprocess (as a user would) and return the finished process."""
+def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 300,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run train.py / eval.py in a subprocess (as a user would) and return the finished process; `env`: variables
+    set on top of the usual ones."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

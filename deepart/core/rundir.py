@@ -8,7 +8,12 @@
     <run>/.hydra/config.yaml      the run's composed config (Hydra)
     <run>/lr_find.{json,png}      the LR range test (lr_find=true)
     <run>/eval/                   eval.py's output: metrics.json, per_class.csv, <split>_predictions.csv, pictures
+    <run>/metrics.csv             logger=csv: one row per epoch (step, epoch, then every metric name)
+    <run>/tensorboard/            logger=tensorboard: the run's event files
+    <run or sweep>/mlflow.db      logger=mlflow: the local MLflow store (a sweep's runs share the sweep's),
+    <run or sweep>/mlartifacts/   and its artifacts
     <sweep>/summary.csv           one row per run (`SUMMARY_COLUMNS` and the swept keys), after a multirun
+    <sweep>/sweep-summary/        logger=tensorboard: the sweep report's event files
 
 The columns the sweep summary and the report take from metrics.json are listed once, here: every
 `<split>/<task>/<name>` for a name in `TASK_METRICS` (and the objective), and the run-level `RUN_FIELDS`.
@@ -31,6 +36,11 @@ BEST = "best.pt"
 LAST = "last.pt"
 EVAL = "eval"
 LR_FIND = "lr_find"
+METRICS_CSV = "metrics.csv"
+TENSORBOARD = "tensorboard"
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"
+SWEEP_SUMMARY = "sweep-summary"
 
 #: Per-task metrics of metrics.json copied into summary.csv and report.csv (`val/<task>/<name>`).
 TASK_METRICS = ("top1", "top5", "macro_f1", "balanced_acc", "ece")
@@ -111,6 +121,16 @@ def read_overrides(run_dir: str | Path) -> list[str] | None:
 def hydra_config(run_dir: str | Path) -> Path:
     """`<run>/.hydra/config.yaml`: the run's composed config as Hydra saved it."""
     return Path(run_dir) / HYDRA / "config.yaml"
+
+
+def sweep_dir_of(run_dir: str | Path) -> Path | None:
+    """The sweep dir a run dir belongs to (its parent, when Hydra recorded the job as part of a multirun in
+    .hydra/hydra.yaml), or None for a single run."""
+    path = Path(run_dir) / HYDRA / "hydra.yaml"
+    if not path.is_file():
+        return None
+    saved = yaml.safe_load(path.read_text()) or {}
+    return Path(run_dir).resolve().parent if (saved.get("hydra") or {}).get("mode") == "MULTIRUN" else None
 
 
 def is_run_dir(path: Path) -> bool:

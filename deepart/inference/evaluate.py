@@ -31,7 +31,7 @@ from deepart.objectives.calibration import (
     scaled_probs,
 )
 from deepart.objectives.metrics import format_table, per_class_table
-from deepart.tracking import NullLogger, logger_kind
+from deepart.tracking import NullLogger, logger_kind, logger_kinds
 from deepart.training.evaluation import LogitRecorder, PredictionRecorder, evaluate_loader
 from deepart.vis.gallery import MistakeGallery, read_png
 from deepart.vis.plots import plot_confusion, plot_coverage, plot_reliability
@@ -297,10 +297,11 @@ def format_coverage(coverage: dict[str, list[dict]], calibration: Calibration) -
 
 def eval_logger(cfg: DictConfig, ckpt: Checkpoint, run_cfg: DictConfig):
     """The tracker eval reports to: the training run's W&B run (resumed by its id, in the mode the run used,
-    offline by default) or a new one if the id is unknown; none when the run used logger=none or wandb=false."""
-    if not cfg.get("wandb", "auto") or logger_kind(run_cfg.logger) == "none":
+    offline by default) or a new one if the id is unknown; none when the run logged to no W&B run (logger=none,
+    or a logger=many without wandb: the other loggers record training only) or wandb=false."""
+    if not cfg.get("wandb", "auto") or "wandb" not in logger_kinds(run_cfg.logger):
         return NullLogger()
-    logger = build(run_cfg.logger)
+    logger = build(run_cfg.logger if logger_kind(run_cfg.logger) == "wandb" else run_cfg.logger.wandb)
     logger.start(config=OmegaConf.to_container(run_cfg, resolve=True), run_dir=str(run_dir_of(ckpt.path)),
                  run_id=ckpt.wandb_run_id)
     return logger

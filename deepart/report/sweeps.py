@@ -21,7 +21,8 @@ Writes into --out (default: the first sweep dir)
   report_bars.png          per task: seed mean top-1 of every config with its 95 % interval
   report_curves.png        (runs with a history) val top-1 per cumulative epoch over the phases
   report.html              all of the above on one self-contained page
-`log_report_to_wandb` (or --wandb PROJECT) logs the tables, figures and page to one W&B run.
+`log_report_to_wandb` (or --wandb PROJECT) logs the tables, figures and page to one W&B run; `log_report` sends
+them to every tracker of a sweep's `logger` (W&B, TensorBoard, MLflow).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from deepart.core.config import OBJECTIVE, sweep_group
+from deepart.core.config import OBJECTIVE, build, sweep_group
 from deepart.core.errors import DeepArtError
 from deepart.report.compare import (
     DOWN,
@@ -68,6 +69,7 @@ from deepart.report.tables import (
     significance_marks,
     text_markdown,
 )
+from deepart.tracking import SweepReport, logger_kind, logger_kinds
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +225,39 @@ def log_report_to_wandb(report_dir: str | Path, *, project: str, entity: str | N
         log.warning("W&B logging of the report in %s failed (%s: %s); the report files are unaffected", report_dir,
                     type(exc).__name__, exc)
         return None
+
+
+def read_report(report_dir: Path, group: str | None) -> SweepReport:
+    """A written report as the loggers take it: tables, figures, files, headline numbers."""
+    compare, paired = pd.read_csv(report_dir / FILES["compare"]), pd.read_csv(report_dir / FILES["paired"])
+    files = [report_dir / name for name in FILES.values() if (report_dir / name).is_file()]
+    figures = {Path(FILES[k]).stem: report_dir / FILES[k] for k in ("png", "bars", "curves")
+               if (report_dir / FILES[k]).is_file()}
+    return SweepReport(report_dir, group, {"compare": compare, "paired": paired}, figures, files,
+                       headline(compare, paired))
+
+
+def log_report(report_dir: str | Path, logger: Any, group: str | None) -> list[str]:
+    """Send a written report to every tracker of a sweep's `logger` config node: W&B as `log_report_to_wandb`
+    does, TensorBoard into <sweep>/sweep-summary, MLflow as a `sweep-summary` run of the sweep's experiment (the
+    CSV logger's sweep table is summary.csv itself). Never raises: a tracker that fails is a warning. Returns the
+    trackers reached."""
+    report_dir, reached = Path(report_dir), []
+    for kind in logger_kinds(logger):
+        node = logger if logger_kind(logger) == kind else logger[kind]
+        try:
+            if kind == "wandb":
+                if log_report_to_wandb(report_dir, project=node.project, entity=node.get("entity"),
+                                       mode=node.get("mode", "offline"), group=group):
+                    reached.append(kind)
+            elif kind != "csv":
+                tracker = build(node)
+                tracker.log_report(read_report(report_dir, group))
+                reached += [kind] if not getattr(tracker, "broken", False) else []
+        except Exception as exc:  # noqa: BLE001 - a tracker must never break the report
+            log.warning("%s logging of the report in %s failed (%s: %s); the report files are unaffected", kind,
+                        report_dir, type(exc).__name__, exc)
+    return reached
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,32 +1,69 @@
-"""Experiment tracking. `NullLogger` makes no W&B call at all; `WandbLogger` runs offline unless told
-otherwise and never lets a W&B failure stop training (it warns once and carries on without it)."""
+"""The logger interface (`NullLogger`, logger=none), what every logger shares (a failure warns once and the
+run goes on without that logger; the run's parameters, flattened) and `logger_kinds` (what a `logger` config
+node writes to, read from its `_target_`)."""
 from __future__ import annotations
 
 import logging
-import os
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+
+from deepart.core import rundir
+from deepart.core.config import launch_keys
 
 log = logging.getLogger(__name__)
 
+#: The kind of each logger class (by class name: configs saved in checkpoints name the class).
+KINDS = {"NullLogger": "none", "WandbLogger": "wandb", "TensorBoardLogger": "tensorboard", "MLflowLogger": "mlflow",
+         "CSVLogger": "csv", "FanoutLogger": "many"}
+
 
 def logger_kind(node: Any) -> str:
-    """What a `logger` config node logs to, from its `_target_`: "wandb" (WandbLogger), else "none"."""
+    """What a `logger` config node is, from its `_target_`: none | wandb | tensorboard | mlflow | csv | many."""
     target = str((node or {}).get("_target_", ""))
-    return "wandb" if target.rsplit(".", 1)[-1] == WandbLogger.__name__ else "none"
+    return KINDS.get(target.rsplit(".", 1)[-1], "none")
+
+
+def logger_kinds(node: Any) -> list[str]:
+    """The trackers a `logger` config node writes to: its kind, or for logger=many the kinds it fans out to."""
+    kind = logger_kind(node)
+    if kind == "many":
+        return [str(name) for name in node.get("loggers", [])]
+    return [] if kind == "none" else [kind]
+
+
+@dataclass
+class SweepReport:
+    """A written sweep report as the loggers receive it (deepart.report.sweeps.log_report)."""
+
+    folder: Path                                       # the sweep dir (where report.html is)
+    group: str | None                                  # the sweep's name where runs are compared
+    tables: dict[str, Any] = field(default_factory=dict)   # name -> pandas DataFrame
+    figures: dict[str, Path] = field(default_factory=dict)  # name -> PNG
+    files: list[Path] = field(default_factory=list)    # every report file (html, md, csv, png)
+    headline: dict[str, Any] = field(default_factory=dict)  # the headline numbers (and names)
 
 
 class NullLogger:
-    """Logs nothing beyond the console / metrics.json (logger=none)."""
+    """Logs nothing beyond the console / metrics.json (logger=none); the interface every logger implements.
+
+    `start` may raise a ConfigError when the logger asked for cannot work at all (package missing, folder not
+    writable, tracking server unreachable); any later failure is a warning and the run goes on without it."""
 
     run_id: str | None = None
     enabled = False
     attention_every_n_epochs = 0
     num_attention_images = 0
 
-    def start(self, **kwargs: Any) -> None:
-        pass
+    def start(self, *, config: dict, run_dir: str, name: str | None = None, group: str | None = None,
+              run_id: str | None = None, resume_step: int | None = None, **_: Any) -> None:
+        """Begin (or, with `resume_step`, continue) the run's record. `resume_step`: the global step of the
+        resumed checkpoint (0: none was written); records after it came from the stopped process."""
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         pass
@@ -38,81 +75,82 @@ class NullLogger:
         pass
 
     def finish(self, summary: dict[str, float] | None = None) -> None:
-        pass
+        """End the run's record (after metrics.json is written): `summary` holds the best/... metrics."""
+
+    def log_report(self, report: SweepReport) -> None:
+        """The sweep's report, once, after every run of the sweep (a `sweep-summary` record)."""
 
 
-class WandbLogger(NullLogger):
-    """One W&B run per training run (resumed runs continue the same W&B run id)."""
+class GuardedLogger(NullLogger):
+    """A logger whose failures after start warn once and switch it off: `self.guard(what, fn, *args)`."""
 
-    def __init__(self, project: str = "deepart", entity: str | None = None, mode: str = "offline",
-                 tags: list[str] | None = None, attention_every_n_epochs: int = 1, num_attention_images: int = 8):
-        self.project, self.entity, self.mode, self.tags = project, entity, mode, list(tags or [])
-        self.attention_every_n_epochs = attention_every_n_epochs
-        self.num_attention_images = num_attention_images
-        self.run = None
+    label = "logger"
+    active = False  # started
+    broken = False  # failed since
+    goes_on = "training continues without it"  # what the warning says happens next
 
     @property
     def enabled(self) -> bool:
-        return self.run is not None
+        return self.active and not self.broken
 
-    def _fail(self, what: str, exc: BaseException) -> None:
-        log.warning("W&B %s failed (%s: %s); training continues without W&B", what, type(exc).__name__, exc)
-        self.run = None
-
-    def start(self, *, config: dict, run_dir: str, name: str | None = None, group: str | None = None,
-              run_id: str | None = None, **_: Any) -> None:
+    def guard(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self.enabled:
+            return None
         try:
-            import wandb
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a logger must never stop training
+            log.warning("%s %s failed (%s: %s); %s", self.label, what, type(exc).__name__, exc, self.goes_on)
+            self.broken = True
+            return None
 
-            os.environ.setdefault("WANDB_SILENT", "true")
-            self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, tags=self.tags,
-                                  config=config, dir=run_dir, name=name, group=group, id=run_id,
-                                  resume="allow" if run_id else None, reinit="finish_previous")
-            self.run_id = self.run.id
-            self.run.define_metric("val/*", summary="max")
-        except Exception as exc:  # noqa: BLE001 - W&B must never stop training
-            self._fail("init", exc)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if self.run is None:
-            return
+def scalars(metrics: dict[str, Any]) -> dict[str, int | float]:
+    """The finite numbers of a metrics dict (integers stay integers: epoch, phase, counts)."""
+    out: dict[str, int | float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value):
+            out[key] = int(value) if isinstance(value, (int, np.integer)) else float(value)
+    return out
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as `a.b.c -> value` (lists and None as their YAML text, so every value is a scalar)."""
+    if isinstance(config, dict):
+        out: dict[str, Any] = {}
+        for key, value in config.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    key = prefix[:-1]
+    if config is None or isinstance(config, (list, tuple)):
+        return {key: yaml.safe_dump(config, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()}
+    return {key: config}
+
+
+def run_overrides(run_dir: str | Path) -> dict[str, Any]:
+    """`key -> value` of the command-line overrides a run was launched with (.hydra/overrides.yaml), the keys
+    that name no config (resume, ...) and Hydra's own left out; values parsed as YAML (numbers stay numbers)."""
+    out: dict[str, Any] = {}
+    skipped = launch_keys()
+    for item in rundir.read_overrides(run_dir) or []:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if key in skipped or key.startswith("hydra."):
+            continue
         try:
-            self.run.log(dict(metrics), step=step)
-        except Exception as exc:  # noqa: BLE001
-            self._fail("log", exc)
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        out[key] = parsed if isinstance(parsed, (int, float, str, bool)) else value
+    return out
 
-    def log_images(self, key: str, images: list[np.ndarray], captions: list[str], step: int | None) -> None:
-        if self.run is None or not images:
-            return
-        try:
-            import wandb
 
-            self.run.log({key: [wandb.Image(im, caption=c) for im, c in zip(images, captions)]}, step=step)
-        except Exception as exc:  # noqa: BLE001
-            self._fail("image logging", exc)
+def confusion_png(cm: np.ndarray, class_names: list[str], task: str, folder: Path) -> Path:
+    """The confusion matrix drawn as eval.py draws it (normalised per true class), saved in `folder`."""
+    from deepart.vis.plots import plot_confusion
 
-    def log_confusion(self, task: str, cm: np.ndarray, class_names: list[str], step: int | None) -> None:
-        if self.run is None:
-            return
-        try:
-            import wandb
+    return plot_confusion(cm, list(class_names), folder / f"confusion_{task}.png", title=f"{task} confusion")
 
-            y_true = np.repeat(np.arange(len(class_names)), cm.sum(1))
-            preds = np.concatenate([np.repeat(np.arange(len(class_names)), row) for row in cm]) \
-                if cm.sum() else np.zeros(0, dtype=int)
-            plot = wandb.plot.confusion_matrix(y_true=y_true.tolist(), preds=preds.tolist(),
-                                               class_names=list(class_names), title=f"{task} confusion")
-            self.run.log({f"val/{task}/confusion": plot}, step=step)
-        except Exception as exc:  # noqa: BLE001
-            self._fail("confusion-matrix logging", exc)
 
-    def finish(self, summary: dict[str, float] | None = None) -> None:
-        if self.run is None:
-            return
-        try:
-            for k, v in (summary or {}).items():
-                self.run.summary[k] = v
-            self.run.finish()
-        except Exception as exc:  # noqa: BLE001
-            self._fail("finish", exc)
-        self.run = None
+def fix_hint(key: str) -> str:
+    """How to go on when the logger under `key` cannot start."""
+    return f"fix {key}, or pick another logger (logger=none trains without one)"

@@ -33,7 +33,7 @@ def peak_line(phases: dict[str, PhaseState], best_phase: str) -> str:
 
 
 class EpochLog:
-    """Per-epoch and end-of-run reporting to the console (the `deepart` log) and the tracker (W&B)."""
+    """Per-epoch and end-of-run reporting to the console (the `deepart` log) and the tracker (conf/logger)."""
 
     def __init__(self, logger, tasks: dict[str, list[str]], rt: Runtime):
         self.logger, self.tasks, self.rt = logger, tasks, rt
@@ -84,7 +84,8 @@ class EpochLog:
 
     def run_end(self, phases: dict[str, PhaseState], best_phase: str, skipped: int,
                 best_meter: MetricAccumulator | None, step: int) -> None:
-        """The final table of the last phase, the best checkpoint's confusion matrices, the summary."""
+        """The final table of the last phase, the best checkpoint's confusion matrices (train() then finishes the
+        tracker's run, after metrics.json)."""
         name, last = list(phases.items())[-1]
         log.info("final validation (phase %s, epoch %d): %s\n%s", name, last.epoch,
                  peak_line(phases, best_phase), format_table(last.final, self.tasks))
@@ -93,4 +94,3 @@ class EpochLog:
                 self.logger.log_confusion(task, best_meter.confusion_matrix(task), names, step)
         if skipped:
             log.warning("%d unreadable images were skipped in this run", skipped)
-        self.logger.finish({f"best/{k}": v for k, v in phases[best_phase].best.items()})

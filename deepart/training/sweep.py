@@ -20,8 +20,7 @@ from deepart.core import rundir
 from deepart.core.config import OBJECTIVE, sweep_group
 from deepart.core.errors import ConfigError, DeepArtError, report_errors
 from deepart.report.runs import NOT_SWEPT, collect_runs, override_keys, swept_keys
-from deepart.report.sweeps import log_report_to_wandb, write_report
-from deepart.tracking import logger_kind
+from deepart.report.sweeps import log_report, write_report
 
 log = logging.getLogger("deepart")
 
@@ -147,7 +146,7 @@ def format_summary(frame: pd.DataFrame) -> str:
 
 class SweepSummary(Callback):
     """Hydra callback: at the end of a multirun, compare its runs (summary.csv and a printed table), write the
-    report (report.html, ...; to W&B too with logger=wandb), and exit with status 1 when runs failed."""
+    report (report.html, ...; to the sweep's trackers too), and exit with status 1 when runs failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from deepart.core import distributed
@@ -171,7 +170,7 @@ class SweepSummary(Callback):
 
     @staticmethod
     def _report(config: DictConfig, sweep_dir: Path) -> None:
-        """report.html and the other report files; with logger=wandb also one summary run in the sweep's group."""
+        """report.html and the other report files, and the report to every tracker of the sweep's logger."""
         try:
             paths = write_report(sweep_dir)
         except DeepArtError as exc:
@@ -179,7 +178,4 @@ class SweepSummary(Callback):
             return
         print(f"report: {paths['html']} (and report.md, report.csv; python -m deepart.report {sweep_dir} "
               f"--baseline key=value compares against another config)", flush=True)
-        logger = config.get("logger") or {}
-        if logger_kind(logger) == "wandb":
-            log_report_to_wandb(sweep_dir, project=logger.project, entity=logger.get("entity"),
-                                mode=logger.get("mode", "offline"), group=sweep_group(config.hydra.sweep.dir))
+        log_report(sweep_dir, config.get("logger") or {}, sweep_group(config.hydra.sweep.dir))

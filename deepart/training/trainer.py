@@ -142,7 +142,7 @@ class Trainer:
         plan = self.plan.phases
         chained = len(plan) > 1
         self.logger.start(config=self.plain_cfg, run_dir=str(self.run_dir), name=self.info.name,
-                          group=self.info.group, run_id=self._saved_wandb_id())
+                          group=self.info.group, **self._resumed())
         init_from = self.cfg.init_from
         phases: dict[str, PhaseState] = {}
         for index, phase in enumerate(plan):
@@ -164,9 +164,16 @@ class Trainer:
             return max(phases, key=lambda name: (phases[name].best_metric, -list(phases).index(name)))
         return list(phases)[-1]
 
-    def _saved_wandb_id(self) -> str | None:
-        last = newest_last(self.run_dir) if self.cfg.resume else None
-        return Checkpoint.load(last).wandb_run_id if last is not None else None
+    def _resumed(self) -> dict[str, Any]:
+        """What the logger continues from in a resumed run: the W&B run id and the global step of the newest
+        checkpoint (0 when none was written); nothing for a new run."""
+        if not self.cfg.resume:
+            return {}
+        last = newest_last(self.run_dir)
+        if last is None:
+            return {"resume_step": 0}
+        ckpt = Checkpoint.load(last)
+        return {"run_id": ckpt.wandb_run_id, "resume_step": ckpt.global_step}
 
     def run_phase(self, phase: DictConfig, index: int, ckpt_dir: Path, init_from) -> PhaseState:
         """Train one phase to its end (or its early stop); returns its progress."""
@@ -347,4 +354,5 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, info: RunInfo | No
     summary = trainer.run()
     if trainer.dist.is_main:
         rundir.write_metrics(run_dir, summary)
+    trainer.logger.finish({f"best/{k}": v for k, v in summary["best"].items()})  # after metrics.json: an artifact
     return summary
