@@ -2,8 +2,9 @@
 
 The package, top layer first (each imports only from the layers below it; pyproject.toml's import-linter
 contracts check it):
-    inference/   a trained model leaving the repo and being used: predict, export, app, evaluate (eval.py),
-                 loading (a checkpoint, run dir or export folder -> a ready model), pretrained, onnxrt
+    inference/   a trained model leaving the repo and being used: predict, export, app, index and similar (similar
+                 paintings), evaluate (eval.py), loading (a checkpoint, run dir or export folder -> a ready
+                 model), pretrained, onnxrt
     training/    train() and what runs it: trainer, sweep (a sweep's jobs and summary.csv), evaluation (one
                  pass over a loader), checks (start-up config check), phases, engine, epoch_log, freezing,
                  optim, ema, lr_find
@@ -16,7 +17,7 @@ contracts check it):
     core/        base: config, errors, runtime, distributed, faults, cli (argv before Hydra), rundir (the
                  files of a run dir), checkpoint (the checkpoint schema, written and read there only)
 
-Commands: `python -m deepart <predict|export|app|report|download|prepare>` (deepart/__main__.py).
+Commands: `python -m deepart <predict|export|app|index|similar|report|download|prepare>` (deepart/__main__.py).
 
 Python API (imported on first use, so `import deepart` stays light):
     Predictor     a trained model ready for images (deepart.inference.loading)

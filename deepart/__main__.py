@@ -3,6 +3,8 @@
     python -m deepart predict ckpt=<run or export folder> images=<files>   # deepart.inference.predict
     python -m deepart export ckpt=<run> out=<folder>                        # deepart.inference.export
     python -m deepart app model=<export folder, run dir or .pt>             # deepart.inference.app
+    python -m deepart index model=<...> images=<folder> out=<dir>            # deepart.inference.index
+    python -m deepart similar index=<dir> image=<file> k=8                  # deepart.inference.similar
     python -m deepart report <sweep dir> [...]                              # deepart.report
     python -m deepart download wikiart [--images | --from <file>]           # deepart.data.download
     python -m deepart prepare data=<option>                                 # deepart.data.prepare
@@ -18,6 +20,8 @@ COMMANDS = {
     "predict": ("deepart.inference.predict", "a model's predictions for image files"),
     "export": ("deepart.inference.export", "a run's model as an export folder (safetensors, config, card, ONNX)"),
     "app": ("deepart.inference.app", "the web page for a model"),
+    "index": ("deepart.inference.index", "an index of a collection's embeddings, for similar paintings"),
+    "similar": ("deepart.inference.similar", "the paintings of an index most like an image"),
     "report": ("deepart.report", "the report of one or more sweep dirs"),
     "download": ("deepart.data.download", "WikiArt's label files and images"),
     "prepare": ("deepart.data.prepare", "the resized preprocessing cache of a data option"),

@@ -175,3 +175,27 @@ def test_page_upload_labels_bad_file_latency_screenshot(browser_page, model_path
             assert _shown(page, task) == predictor.predict(Image.open(pasted).convert("RGB"))[task]["label"], task
     finally:
         server.stop()
+
+
+def test_similar_paintings_panel_shows_the_neighbours_thumbnails(browser_page, model_path, demo_root, tmp_path):
+    from deepart.inference.index import build_index, parse_args
+
+    index = build_index(parse_args([f"model={model_path}", f"images={demo_root}", f"out={tmp_path / 'index'}",
+                                    "num_workers=0"]))
+    painting = Path(index.files["path"].iloc[3])
+    page = browser_page
+    server = Server(model_path, tmp_path / "app.log", f"index={index.folder}", "similar_k=6").wait()
+    try:
+        page.goto(server.url, wait_until="networkidle", timeout=TIMEOUT_MS)
+        page.wait_for_selector("#painting input[type=file]", state="attached", timeout=TIMEOUT_MS)
+        _upload(page, painting)
+        _wait_for_labels(page)
+        page.wait_for_function("document.querySelectorAll('#similar img').length === 6", timeout=TIMEOUT_MS)
+        captions = page.locator("#similar .caption-label").all_inner_texts()
+        assert len(captions) == 6, captions
+        similarities = [float(c.split()[0]) for c in captions]
+        assert similarities == sorted(similarities, reverse=True), captions
+        assert f"1.00 {painting.name}" in captions, captions  # the painting itself, at cosine similarity 1
+        assert all(Path(c.split()[1]).suffix == ".jpg" for c in captions)
+    finally:
+        server.stop()

@@ -7,6 +7,7 @@ passes <point>, so a test can kill a real `train.py` at a chosen moment. Points:
     save        a checkpoint written to its temporary file, not yet renamed over the old one
     phase_end   a phase completed, before the next one starts
     extract     an archive member written to its temporary file, not yet renamed into the images folder
+    index_chunk a chunk of an index's vectors written (python -m deepart index), before the next one starts
 
 Unset (the normal case) a point costs one dictionary lookup.
 """

@@ -1,6 +1,7 @@
 """A web page for a trained model: drop a painting, see the top classes per task and where the model looked.
 
     python -m deepart app model=<run>/checkpoints/best.pt          # http://127.0.0.1:7860
+    python -m deepart app model=<run> index=<index folder>          # + the similar paintings of the index
 
 Options are `key=value` pairs composed with conf/app.yaml (the keys are documented there). The page runs on
 the CPU with Gradio (`pip install -e ".[app]"`), loads the model once and queues requests. The same page as an
@@ -31,8 +32,10 @@ from deepart.core.errors import ConfigError, first_line, report_errors, require,
 from deepart.core.rundir import BEST
 from deepart.data import demo
 from deepart.data.images import ImageLoadError, load_rgb
+from deepart.inference.index import Index
 from deepart.inference.loading import Predictor, load_model
 from deepart.inference.pretrained import is_export_dir
+from deepart.inference.similar import Finder, similar_panel
 from deepart.objectives.calibration import Calibration, min_confidence_per_task
 from deepart.vis.plots import overlay, upsample_map
 from deepart.vis.saliency import CAM_LAYERS, grad_cam
@@ -208,13 +211,13 @@ class Analyser:
         require_choice("saliency_layer", saliency_layer, CAM_LAYERS)
         self.predictor, self.top_k, self.layer, self.max_megapixels = predictor, top_k, saliency_layer, max_megapixels
         self.min_confidence = min_confidence_per_task(min_confidence, predictor.tasks)
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # the model runs one request at a time (shared with the similar paintings)
 
     def __call__(self, path: str | Path) -> Analysis:
         start = time.perf_counter()
         image, note = read_painting(path, self.predictor.min_side, self.max_megapixels)
         p = self.predictor
-        with self._lock:
+        with self.lock:
             result = p.predict(image, top_k=max(len(c) for c in p.tasks.values()), min_confidence=self.min_confidence)
             x = p.preprocess([image])
             cams = {t: grad_cam(p.model, x, t, classes=[p.tasks[t].index(result[t]["label"])], layer=self.layer)[0]
@@ -260,9 +263,11 @@ def example_paintings(folder: str | Path | None = None) -> list[Path]:
 
 def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency_layer: str = "backbone",
               max_megapixels: float = 100, examples: str | Path | None = None, title: str = "deepart",
-              concurrency: int = 2, max_queue: int = 16, min_confidence=None) -> Any:
+              concurrency: int = 2, max_queue: int = 16, min_confidence=None, index: Index | None = None,
+              similar_k: int = 8) -> Any:
     """The page (a queued gr.Blocks): upload / paste / example -> labels per task, overlays, timing; answers
-    below `min_confidence` (a number or {task: number}) are called uncertain in the status line."""
+    below `min_confidence` (a number or {task: number}) are called uncertain in the status line; with an
+    `index` of the same model, the thumbnails of its `similar_k` paintings most like the upload."""
     gr = import_gradio()
     analyse = Analyser(predictor, top_k, saliency_layer, max_megapixels, min_confidence)
     tasks = list(predictor.tasks)
@@ -301,6 +306,8 @@ def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency
                           columns=len(tasks) + 2, rows=1, height=300, object_fit="contain", elem_id="maps")
         image.change(on_image, inputs=image, outputs=[*labels, maps, status], api_name="predict",
                      concurrency_limit=concurrency)
+        if index is not None:
+            similar_panel(gr, image, Finder(index, predictor, analyse.lock), similar_k)
     return page.queue(max_size=max_queue, default_concurrency_limit=concurrency)
 
 
@@ -330,7 +337,7 @@ def import_gradio():
 # ------------------------------------------------------------------------------------------------ the command
 def parse_args(argv: list[str]) -> DictConfig:
     """conf/app.yaml composed with `key=value` overrides (Hydra); bad keys and a missing model= are one line."""
-    cfg = compose_cli("app", argv, required=("model",), paths=("model", "examples"),
+    cfg = compose_cli("app", argv, required=("model",), paths=("model", "examples", "index"),
                       usage="python -m deepart app model=<export folder, run dir or checkpoint .pt> [host= port= ...]")
     require(cfg.port is None or (isinstance(cfg.port, int) and 0 < cfg.port < 65536), "port", cfg.port,
             "a port number (1-65535) or null")
@@ -338,6 +345,7 @@ def parse_args(argv: list[str]) -> DictConfig:
         require(isinstance(cfg[key], int) and cfg[key] >= 1, key, cfg[key], "an integer >= 1")
     require(isinstance(cfg.share, bool), "share", cfg.share, "true | false")
     min_confidence_per_task(cfg.min_confidence)
+    require(isinstance(cfg.similar_k, int) and cfg.similar_k >= 1, "similar_k", cfg.similar_k, "an integer >= 1")
     return cfg
 
 
@@ -345,10 +353,14 @@ def serve(cfg: DictConfig) -> None:
     """Load the model once, build the page and serve it until interrupted."""
     import_gradio()
     predictor, info = load_predictor(cfg.model)
+    index = Index.load(cfg.index) if cfg.index else None
+    if index is not None:
+        index.check_model(predictor.model, str(cfg.model))
     log.info("%s", info.markdown().replace("**", "").replace("  \n", "; "))
     page = build_app(predictor, info, top_k=cfg.top_k, saliency_layer=cfg.saliency_layer,
                      max_megapixels=cfg.max_megapixels, examples=cfg.examples, title=cfg.title,
-                     concurrency=cfg.concurrency, max_queue=cfg.max_queue, min_confidence=cfg.min_confidence)
+                     concurrency=cfg.concurrency, max_queue=cfg.max_queue, min_confidence=cfg.min_confidence,
+                     index=index, similar_k=cfg.similar_k)
     page.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share,
                 max_file_size=f"{cfg.max_file_mb}mb", show_error=True)
 

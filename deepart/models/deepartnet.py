@@ -70,15 +70,24 @@ class DeepArtNet(nn.Module):
         return ((x - self.mean) / self.std).to(self.mean.dtype)
 
     def forward(self, images: torch.Tensor) -> dict[str, Any]:
+        out = self.features(images)
+        return {"logits": out["logits"], "attention": out["attention"]}
+
+    def features(self, images: torch.Tensor) -> dict[str, Any]:
+        """forward's outputs and two vectors computed on the way (the embeddings of deepart.inference.index):
+        "pooled" (B, C) the backbone's feature map averaged over the grid, "context" (B, out_dim) the pooling's
+        output that the heads read (the attention context vector)."""
         x = self.normalize(images)                         # keeps the input's memory format
-        feats = self.proj(self.backbone(x))               # (B, dim, h, w)
+        fmap = self.backbone(x)                            # (B, C, h, w)
+        feats = self.proj(fmap)                            # (B, dim, h, w)
         b, _, h, w = feats.shape
         tokens = feats.flatten(2).transpose(1, 2)          # (B, h*w, dim)
         if self.encoder is not None:
             tokens = self.encoder(tokens, (h, w))          # (B, h*w, out_dim)
         context, weights = self.pooling(tokens)            # (B, out_dim), (B, h*w) | None
         logits = {t: head(context) for t, head in self.heads.items()}
-        return {"logits": logits, "attention": None if weights is None else weights.view(b, h, w)}
+        return {"logits": logits, "attention": None if weights is None else weights.view(b, h, w),
+                "context": context, "pooled": fmap.mean(dim=(2, 3))}
 
     def train(self, mode: bool = True) -> DeepArtNet:
         super().train(mode)
