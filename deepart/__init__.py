@@ -10,9 +10,12 @@ contracts check it):
                  optim, ema, lr_find
     report/      the sweep report, `python -m deepart report`: runs, compare, stats, tables, figures, html_page
     models/      DeepArtNet: backbone, encoders and pooling (the `sequencer` group), heads
-    data/        datasets, tables of labels, transforms, samplers, loaders, the demo generator, downloads
-    objectives/  losses (the criteria picked by conf/loss/*.yaml, multi-task weighting) and metrics
-    tracking/    the experiment loggers (conf/logger/*.yaml)
+    data/        datasets, tables of labels, transforms (augmentation policies), mixing (mixup / CutMix),
+                 samplers, loaders, the demo generator, downloads
+    objectives/  losses (the criteria picked by conf/loss/*.yaml, multi-task weighting, soft targets), metrics,
+                 calibration (ECE, temperature scaling, coverage), retrieval (precision@k, mAP)
+    tracking/    the experiment loggers (conf/logger/*.yaml): base (NullLogger, the interface), wandb_logger,
+                 tensorboard, mlflow_logger, csv_logger, fanout (logger=many)
     vis/         pictures: plots (the one matplotlib set-up), gallery, saliency
     core/        base: config, errors, runtime, distributed, faults, cli (argv before Hydra), rundir (the
                  files of a run dir), checkpoint (the checkpoint schema, written and read there only)
