@@ -182,7 +182,8 @@ def test_unreadable_images_count_only_when_drawn_into_a_batch_that_trains(tmp_pa
         (tmp_path / "A" / f"{i}.jpg").write_bytes(b"not a jpeg")
     frame = pd.DataFrame({"path": [f"A/{i}.jpg" for i in range(10)], "label": [0] * 10})
     table = TaskTable(frame, frame.iloc[:1], {"label": ["A"]}, tmp_path)
-    data_cfg = OmegaConf.create({"image_size": 32, "resize_size": 32, "num_workers": workers})
+    data_cfg = OmegaConf.create({"image_size": 32, "resize_size": 32, "square_pad": False,
+                                 "train_crop_scale": [0.35, 1.0], "hflip": True, "num_workers": workers})
     sampler_cfg = OmegaConf.create({"_target_": "deepart.data.samplers.RandomEpochSampler"})
     loader = train_loader(table, data_cfg, sampler_cfg, batch_size=4, seed=0, device="cpu")
     dropped_bad_seen = False
