@@ -56,7 +56,7 @@ def find_cached_shards(repo_id: str) -> list[Path]:
 
 
 def find_shards(parquet: str | None, repo_id: str) -> list[Path]:
-    """`data.parquet` (a folder, searched recursively, or a glob) or, when unset, the local HF cache."""
+    """`data.root` (a folder, searched recursively, or a glob) or, when unset, the local HF cache."""
     if parquet:
         path = Path(parquet).expanduser()
         if path.is_dir():
@@ -66,13 +66,13 @@ def find_shards(parquet: str | None, repo_id: str) -> list[Path]:
         else:
             shards = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if p.endswith(".parquet"))
         if not shards:
-            raise DataError(f"data.parquet={parquet}: no .parquet files there")
+            raise DataError(f"data.root={parquet}: no .parquet files there")
         return shards
     shards = find_cached_shards(repo_id)
     if not shards:
         looked = ", ".join(str(c) for c in hub_caches())
-        raise DataError(f"data.parquet is not set and no parquet shards of {repo_id} are in the local Hugging Face "
-                        f"cache (looked in {looked}). Pass data.parquet=<folder or glob of the shards>, or get "
+        raise DataError(f"data.root is not set and no parquet shards of {repo_id} are in the local Hugging Face "
+                        f"cache (looked in {looked}). Pass data.root=<folder or glob of the shards>, or get "
                         f"them with `huggingface-cli download {repo_id} --repo-type dataset` (docs/data.md)")
     return shards
 

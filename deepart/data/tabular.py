@@ -1,4 +1,4 @@
-"""Your own collection as a table (`data=csv data.table=<file> data.image_dir=<dir>`).
+"""Your own collection as a table (`data=csv data.table=<file> data.root=<dir>`).
 
 A CSV (or TSV) with an image column and one column per task, e.g. a museum export
 
