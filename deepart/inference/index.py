@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from tqdm.auto import tqdm
 from deepart.core import faults
 from deepart.core.cli import compose_cli
 from deepart.core.errors import ConfigError, DataError, first_line, report_errors, require, require_choice
+from deepart.core.files import atomic_write
 from deepart.core.runtime import check_threads, resolve_device
 from deepart.data.dataset import ImageDataset, SkipCounter, collate
 from deepart.data.loaders import load_table
@@ -154,18 +154,8 @@ def read_meta(folder: Path) -> dict | None:
     raise DataError(f"{path}: not a deepart index; pass another out= / index= folder")
 
 
-def write_atomic(path: Path, write) -> None:
-    """`write(file)` into a temporary file next to `path`, flushed to disk, then renamed over `path`."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(partial, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    partial.replace(path)
-
-
 def write_meta(folder: Path, meta: dict) -> None:
-    write_atomic(folder / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    atomic_write(folder / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
 
 # ------------------------------------------------------------------------------------------------ building it
@@ -213,7 +203,7 @@ def start_or_resume(out: Path, meta: dict, files: pd.DataFrame) -> dict:
             raise ConfigError(f"out={out}: a folder that holds other files, not an index; pass a new folder")
         out.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(out / CHUNKS, ignore_errors=True)
-        write_atomic(out / PLAN, lambda f: files.to_csv(f, index=False))
+        atomic_write(out / PLAN, lambda f: files.to_csv(f, index=False))
         write_meta(out, meta)
         return meta
     if old["model_id"] != meta["model_id"]:
@@ -273,7 +263,7 @@ def embed_all(out: Path, predictor: Predictor, files: pd.DataFrame, cfg: DictCon
             found = embed_files(predictor, paths, (cfg.embedding,), cfg.batch_size, cfg.num_workers, skips, bar)
             arrays = {"rows": found["rows"] + chunk * size, "vectors": found[cfg.embedding], "bad": found["bad"],
                       "errors": found["errors"]}
-            write_atomic(chunk_file(out, chunk), lambda f, a=arrays: np.savez(f, **a))
+            atomic_write(chunk_file(out, chunk), lambda f, a=arrays: np.savez(f, **a))
             faults.point("index_chunk")
 
 
@@ -288,8 +278,8 @@ def finish(out: Path, meta: dict) -> dict:
         raise DataError(f"{meta['source']}: none of the {len(planned)} files could be read as an image{first}; "
                         f"point it at a folder of paintings (JPEG, PNG, WebP, ...)")
     vectors = np.concatenate([c["vectors"] for c in chunks if len(c["rows"])]).astype(np.float32)
-    write_atomic(out / VECTORS, lambda f: np.save(f, vectors))
-    write_atomic(out / FILES, lambda f: planned.iloc[rows].to_csv(f, index=False))
+    atomic_write(out / VECTORS, lambda f: np.save(f, vectors))
+    atomic_write(out / FILES, lambda f: planned.iloc[rows].to_csv(f, index=False))
     meta = {**meta, "complete": True, "n_items": int(len(rows)), "dim": int(vectors.shape[1]), "skipped": skipped}
     write_meta(out, meta)
     shutil.rmtree(out / CHUNKS, ignore_errors=True)

@@ -4,12 +4,13 @@ its checkpoint and replaces the rest, so no epoch appears twice. No dependency b
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 from typing import Any
 
 from deepart.core import rundir
 from deepart.core.errors import ConfigError, first_line
+from deepart.core.files import atomic_write
 from deepart.tracking.base import GuardedLogger, fix_hint, scalars
 
 FIRST = ("step", "epoch", "phase")
@@ -50,9 +51,8 @@ class CSVLogger(GuardedLogger):
         names = list(FIRST)
         for row in rows:
             names += [k for k in row if k not in names]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=names)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.path, lambda f: f.write(text.getvalue().encode()))
