@@ -168,6 +168,40 @@ def test_predict_and_eval_take_the_folder(trained_run, demo_root, tmp_path):
     one_line_error(res, "export folder", "dataset=")
 
 
+def test_eval_reads_a_collection_table_with_an_export_folder(trained_run, demo_root, tmp_path):
+    """dataset=csv with data_table=: the demo's own split written as a CSV gives the run's val metrics."""
+    import pandas as pd
+
+    from deepart.data.loaders import load_table
+
+    data = compose_config([*demo_overrides(demo_root), *TINY]).data
+    table = load_table(data, cached=False)
+    rows = []
+    for split in ("train", "val"):
+        for rec in table.frame(split).to_dict("records"):
+            path = Path(rec["path"])
+            labels = {task: names[rec[task]] if rec[task] >= 0 else "" for task, names in table.tasks.items()}
+            rows.append({"image": (path.relative_to(table.image_root) if path.is_absolute() else path).as_posix(),
+                         "split": split, **labels})
+    csv = tmp_path / "collection.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    out = export(parse_args([f"ckpt={trained_run}", f"out={tmp_path / 'export'}", "metrics=none"]))
+    res = cli("eval.py", f"ckpt={out}", "dataset=csv", f"data_root={table.image_root}", f"data_table={csv}",
+              "num_workers=0", "gallery=0", f"out_dir={tmp_path / 'csv'}", f"hydra.run.dir={tmp_path / 'csv'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    stored = json.loads((trained_run / "metrics.json").read_text())["best"]
+    metrics = json.loads((tmp_path / "csv" / "metrics.json").read_text())["metrics"]
+    for task in table.tasks:
+        assert metrics[f"val/{task}/top1"] == pytest.approx(stored[f"val/{task}/top1"], abs=1e-6), task
+    # without the table, and a table for a run whose data reads none: one line each, nothing evaluated
+    res = cli("eval.py", f"ckpt={out}", "dataset=csv", f"data_root={table.image_root}",
+              f"hydra.run.dir={tmp_path / 'e3'}")
+    one_line_error(res, "dataset=csv", "data_table=")
+    res = cli("eval.py", f"ckpt={trained_run}", f"data_table={csv}", f"hydra.run.dir={tmp_path / 'e4'}")
+    one_line_error(res, f"data_table={csv}", "only data=csv")
+    assert not (tmp_path / "e3" / "metrics.json").exists() and not (tmp_path / "e4" / "metrics.json").exists()
+
+
 def test_a_version_1_checkpoint_is_upgraded_and_exported(demo_root, tmp_path):
     ckpt = save_checkpoint(tmp_path / "v2.pt", "bilstm", demo_root)
     raw = torch.load(ckpt, weights_only=True)

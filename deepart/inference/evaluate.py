@@ -65,9 +65,23 @@ def run_config(cfg: DictConfig, model, ckpt: Checkpoint | None) -> DictConfig:
             run_cfg.data[key] = model.input_cfg[key]
         if data == "demo" and cfg.get("data_root"):  # read the demo folder given as it is, never regenerate it
             run_cfg.data.source.update(demo_data.recorded_params(cfg.data_root) or {})
+        for key, given, what in (("root", "data_root", "the labelled images"), ("table", "data_table", "its table")):
+            if OmegaConf.is_missing(run_cfg.data, key) and not cfg.get(given):  # False for a key it lacks
+                raise ConfigError(f"dataset={data} needs {given}=<{what}>: ckpt={cfg.ckpt} is an export folder, "
+                                  f"which does not record where its data was")
     if cfg.get("data_root"):
         set_data_root(run_cfg.data, cfg.data_root)
+    if cfg.get("data_table"):
+        _set_data_table(run_cfg.data, str(cfg.data_table))
     return run_cfg
+
+
+def _set_data_table(data_cfg: DictConfig, table: str) -> None:
+    """Point a csv data config (also a resolved one, as a checkpoint keeps it) at another table."""
+    if "table" not in data_cfg.get("source", {}):
+        raise ConfigError(f"data_table={table}: this run's data reads no table (only data=csv does); drop data_table=")
+    data_cfg.table = table
+    data_cfg.source.table = table
 
 
 def _project_config(overrides: list[str]) -> DictConfig:
