@@ -156,6 +156,41 @@ def test_a_killed_and_resumed_run_continues_its_mlflow_run_and_tensorboard_folde
         assert run.data.metrics[key] == pytest.approx(metrics["final"][key], abs=1e-9)
 
 
+def test_an_interrupted_run_is_marked_killed_and_a_crashed_one_failed(demo_root, tiny_cfg, tmp_path, monkeypatch):
+    """Ctrl-C (a real SIGINT to train.py) after epoch 1: the MLflow run ends KILLED, not RUNNING for ever, and
+    TensorBoard's file holds epoch 1; resuming turns the same MLflow run FINISHED. An exception: FAILED."""
+    run_dir = tmp_path / "run"
+    proc = start([*demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, *QUIET, "phase.epochs=3", "logger=many",
+                  "logger.loggers=[tensorboard,mlflow,csv]", f"hydra.run.dir={run_dir}"])
+    seen = []
+    for line in proc.stdout:  # PYTHONUNBUFFERED: each log line as it is written
+        seen.append(line)
+        if "epoch 1/3" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    code, out = finish(proc)
+    assert code != 0, "".join(seen) + out
+    (run,) = training_runs(mlflow_client(run_dir))
+    assert run.info.status == "KILLED"
+    assert [e.step for e in events(run_dir / "tensorboard").Scalars("val/mean_top1")] == [4]
+    code, out = finish(start([f"resume={run_dir}"]))
+    assert code == 0, out[-3000:]
+    (run,) = training_runs(mlflow_client(run_dir))
+    assert run.info.status == "FINISHED"
+
+    from deepart.training import trainer as trainer_module
+
+    def broken(self, *a, **kw):
+        raise RuntimeError("loss is nan")
+
+    monkeypatch.setattr(trainer_module.Trainer, "_save", broken)
+    crashed = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="loss is nan"):
+        trainer_module.train(tiny_cfg("logger=mlflow", "phase.epochs=2"), run_dir=crashed)
+    (run,) = training_runs(mlflow_client(crashed))
+    assert run.info.status == "FAILED"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

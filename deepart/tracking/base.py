@@ -77,6 +77,10 @@ class NullLogger:
     def finish(self, summary: dict[str, float] | None = None) -> None:
         """End the run's record (after metrics.json is written): `summary` holds the best/... metrics."""
 
+    def abort(self, status: str) -> None:
+        """End the record of a run that stopped early: `status` FAILED (an exception) or KILLED (interrupted,
+        e.g. Ctrl-C). What was logged stays; `resume=<run dir>` continues the same record."""
+
     def log_report(self, report: SweepReport) -> None:
         """The sweep's report, once, after every run of the sweep (a `sweep-summary` record)."""
 

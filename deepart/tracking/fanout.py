@@ -58,6 +58,10 @@ class FanoutLogger(NullLogger):
         for lg in self.loggers:
             lg.finish(summary)
 
+    def abort(self, status: str) -> None:
+        for lg in self.loggers:
+            lg.abort(status)
+
     def log_report(self, report: SweepReport) -> None:
         for lg in self.loggers:
             lg.log_report(report)

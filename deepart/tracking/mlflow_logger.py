@@ -171,6 +171,10 @@ class MLflowLogger(GuardedLogger):
         self.guard("finish", self._finish, scalars(summary or {}))
         self.active = False
 
+    def abort(self, status: str) -> None:
+        self.guard("abort", self.client.set_terminated, self.mlflow_run_id, status)
+        self.active = False
+
     def _finish(self, summary: dict[str, float]) -> None:
         """The summary metrics at the last step, the run's files as artifacts, the run marked finished."""
         self._metrics(summary, self.step)

@@ -100,6 +100,11 @@ class TensorBoardLogger(GuardedLogger):
             self.writer.close()
         self.active = False
 
+    def abort(self, status: str) -> None:
+        if self.writer is not None:  # what was logged reaches the event file
+            self.writer.close()
+        self.active = False
+
     def _finish(self, summary: dict[str, float]) -> None:
         """The summary as scalars at the last step, and the HParams record of the run: its hyperparameters
         (the run's overrides, else its whole config) and the metric tags it compares."""

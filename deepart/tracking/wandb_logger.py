@@ -78,6 +78,15 @@ class WandbLogger(NullLogger):
         except Exception as exc:  # noqa: BLE001
             self._fail("confusion-matrix logging", exc)
 
+    def abort(self, status: str) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.finish(exit_code=130 if status == "KILLED" else 1)  # W&B shows the run as crashed
+        except Exception as exc:  # noqa: BLE001
+            self._fail("finish", exc)
+        self.run = None
+
     def finish(self, summary: dict[str, float] | None = None) -> None:
         if self.run is None:
             return

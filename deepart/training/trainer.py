@@ -351,7 +351,11 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, info: RunInfo | No
         trainer.use_config(apply_lr(cfg, result["suggestion"]))
         log.info("lr_finder.apply=true: training phase %s with lr %.2e", trainer.plan.phases[0].name,
                  result["suggestion"])
-    summary = trainer.run()
+    try:
+        summary = trainer.run()
+    except BaseException as exc:  # the loggers' records end as failed / killed, then the error goes on
+        trainer.logger.abort("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     if trainer.dist.is_main:
         rundir.write_metrics(run_dir, summary)
     trainer.logger.finish({f"best/{k}": v for k, v in summary["best"].items()})  # after metrics.json: an artifact
