@@ -186,9 +186,11 @@ def test_an_interrupted_run_is_marked_killed_and_a_crashed_one_failed(demo_root,
     monkeypatch.setattr(trainer_module.Trainer, "_save", broken)
     crashed = tmp_path / "crashed"
     with pytest.raises(RuntimeError, match="loss is nan"):
-        trainer_module.train(tiny_cfg("logger=mlflow", "phase.epochs=2"), run_dir=crashed)
+        trainer_module.train(tiny_cfg("logger=many", "logger.loggers=[mlflow,wandb,tensorboard]", "phase.epochs=2"),
+                             run_dir=crashed)  # every logger's abort runs; the error reaches the caller unchanged
     (run,) = training_runs(mlflow_client(crashed))
     assert run.info.status == "FAILED"
+    assert [e.step for e in events(crashed / "tensorboard").Scalars("val/mean_top1")] == [4]
 
 
 def free_port() -> int:
