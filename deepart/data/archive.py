@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 from deepart.core import faults
 from deepart.core.errors import DataError
+from deepart.core.files import atomic_write
 
 DAMAGED_FILE = "damaged_images.csv"  # in the data root: path (relative to images/), reason
 STATE_FILE = ".extraction.json"      # in the data root: which archive, finished or not
@@ -117,9 +119,7 @@ def _identity(archive: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
 
 def read_damaged(root: Path) -> dict[str, str]:
@@ -136,12 +136,11 @@ def write_damaged(root: Path, damaged: dict[str, str]) -> Path:
     if not damaged:
         path.unlink(missing_ok=True)
         return path
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "reason"])
-        writer.writerows(sorted(damaged.items()))
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["path", "reason"])
+    writer.writerows(sorted(damaged.items()))
+    atomic_write(path, lambda f: f.write(text.getvalue().encode("utf-8")))
     return path
 
 

@@ -21,6 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from deepart.core.errors import ConfigError
+from deepart.core.files import atomic_write
 from deepart.data.images import ImageLoadError, load_image, source_file
 from deepart.data.table import TaskTable
 from deepart.data.transforms import SquarePad, resize_size
@@ -81,9 +82,7 @@ def _work(job: tuple[str, str, str, int, bool]) -> tuple[str, list[int] | None, 
             return path, stamp, None  # done by an earlier (interrupted) run
         img = resize_copy(load_image(src, size), size, square_pad)
         dst_p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst_p.with_name(dst_p.name + f".tmp{os.getpid()}")
-        img.save(tmp, "JPEG", quality=JPEG_QUALITY)
-        tmp.replace(dst_p)
+        atomic_write(dst_p, lambda f: img.save(f, "JPEG", quality=JPEG_QUALITY))
         return path, stamp, None
     except (ImageLoadError, OSError) as exc:
         return path, None, str(exc)
@@ -112,9 +111,7 @@ def prepare_cache(table: TaskTable, data_cfg, workers: int | None = None, progre
             else:
                 bad[path] = error
     manifest = {"image_root": str(Path(os.path.abspath(table.image_root))), **s, "files": files, "bad": bad}
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest))
-    tmp.replace(out / MANIFEST)
+    atomic_write(out / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
     summary = {"cache": str(out), "images": len(files), "bad": len(bad), "seconds": time.perf_counter() - started}
     if bad:
         log.warning("%d unreadable images are not cached (they will be skipped in training), e.g. %s",

@@ -13,7 +13,6 @@ the CPU with Gradio (`pip install -e ".[app]"`), loads the model once and queues
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 import threading
@@ -29,6 +28,7 @@ from PIL import Image
 
 from deepart.core.cli import compose_cli
 from deepart.core.errors import ConfigError, first_line, report_errors, require, require_choice
+from deepart.core.files import atomic_write
 from deepart.core.rundir import BEST
 from deepart.data import demo
 from deepart.data.images import ImageLoadError, load_rgb
@@ -254,9 +254,8 @@ def example_paintings(folder: str | Path | None = None) -> list[Path]:
         if not path.is_file():
             pixels = demo.render(demo.STYLES.index(style), demo.GENRES.index(genre), artist, 256,
                                  np.random.default_rng(n))
-            partial = path.with_suffix(f".{os.getpid()}.tmp")  # other processes may render the same file
-            Image.fromarray(pixels).save(partial, "JPEG", quality=92)
-            partial.replace(path)
+            image = Image.fromarray(pixels)  # other processes may render the same file: each its own temporary
+            atomic_write(path, lambda f, image=image: image.save(f, "JPEG", quality=92))
         files.append(path)
     return files
 
