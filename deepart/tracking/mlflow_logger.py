@@ -172,7 +172,8 @@ class MLflowLogger(GuardedLogger):
         self.active = False
 
     def abort(self, status: str) -> None:
-        self.guard("abort", self.client.set_terminated, self.mlflow_run_id, status)
+        if self.enabled:  # not when it never started (e.g. its server did not answer)
+            self.guard("abort", self.client.set_terminated, self.mlflow_run_id, status)
         self.active = False
 
     def _finish(self, summary: dict[str, float]) -> None:

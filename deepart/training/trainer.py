@@ -354,7 +354,10 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, info: RunInfo | No
     try:
         summary = trainer.run()
     except BaseException as exc:  # the loggers' records end as failed / killed, then the error goes on
-        trainer.logger.abort("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        try:
+            trainer.logger.abort("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        except Exception as abort_exc:  # noqa: BLE001 - never hide the run's own error
+            log.warning("ending the logger's record failed (%s: %s)", type(abort_exc).__name__, abort_exc)
         raise
     if trainer.dist.is_main:
         rundir.write_metrics(run_dir, summary)
