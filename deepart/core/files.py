@@ -15,3 +15,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         f.flush()
         os.fsync(f.fileno())
     partial.replace(path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write` of `text`, UTF-8 encoded."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from deepart.core import faults
 from deepart.core.errors import DataError
-from deepart.core.files import atomic_write
+from deepart.core.files import atomic_write_text
 
 DAMAGED_FILE = "damaged_images.csv"  # in the data root: path (relative to images/), reason
 STATE_FILE = ".extraction.json"      # in the data root: which archive, finished or not
@@ -119,7 +119,7 @@ def _identity(archive: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def read_damaged(root: Path) -> dict[str, str]:
@@ -140,7 +140,7 @@ def write_damaged(root: Path, damaged: dict[str, str]) -> Path:
     writer = csv.writer(text)
     writer.writerow(["path", "reason"])
     writer.writerows(sorted(damaged.items()))
-    atomic_write(path, lambda f: f.write(text.getvalue().encode("utf-8")))
+    atomic_write_text(path, text.getvalue())
     return path
 
 

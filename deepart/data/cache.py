@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from deepart.core.errors import ConfigError
-from deepart.core.files import atomic_write
+from deepart.core.files import atomic_write, atomic_write_text
 from deepart.data.images import ImageLoadError, load_image, source_file
 from deepart.data.table import TaskTable
 from deepart.data.transforms import SquarePad, resize_size
@@ -111,7 +111,7 @@ def prepare_cache(table: TaskTable, data_cfg, workers: int | None = None, progre
             else:
                 bad[path] = error
     manifest = {"image_root": str(Path(os.path.abspath(table.image_root))), **s, "files": files, "bad": bad}
-    atomic_write(out / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
+    atomic_write_text(out / MANIFEST, json.dumps(manifest))
     summary = {"cache": str(out), "images": len(files), "bad": len(bad), "seconds": time.perf_counter() - started}
     if bad:
         log.warning("%d unreadable images are not cached (they will be skipped in training), e.g. %s",

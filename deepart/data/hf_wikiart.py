@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from deepart.core.errors import ConfigError, DataError
-from deepart.core.files import atomic_write
+from deepart.core.files import atomic_write_text
 from deepart.data.rowstore import import_pyarrow, row_ref
 from deepart.data.splits import stratified_split
 from deepart.data.table import MISSING, TaskTable
@@ -173,7 +173,7 @@ def load_split(frame: pd.DataFrame, path: Path, val_fraction: float, seed: int, 
     out = pd.DataFrame({"path": frame["path"], "split": np.where(index == 1, "val", "train")})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda f: f.write(out.to_csv(index=False).encode()))
+        atomic_write_text(path, out.to_csv(index=False))
     except OSError as exc:
         raise DataError(f"cannot save the split next to the data at {path} ({exc}); set "
                         f"data.source.split_file=<a writable path>") from None

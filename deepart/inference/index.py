@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from deepart.core import faults
 from deepart.core.cli import compose_cli
 from deepart.core.errors import ConfigError, DataError, first_line, report_errors, require, require_choice
-from deepart.core.files import atomic_write
+from deepart.core.files import atomic_write, atomic_write_text
 from deepart.core.runtime import check_threads, resolve_device
 from deepart.data.dataset import ImageDataset, SkipCounter, collate
 from deepart.data.loaders import load_table
@@ -155,7 +155,7 @@ def read_meta(folder: Path) -> dict | None:
 
 
 def write_meta(folder: Path, meta: dict) -> None:
-    atomic_write(folder / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    atomic_write_text(folder / META, json.dumps(meta, indent=2))
 
 
 # ------------------------------------------------------------------------------------------------ building it

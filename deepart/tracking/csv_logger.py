@@ -10,7 +10,7 @@ from typing import Any
 
 from deepart.core import rundir
 from deepart.core.errors import ConfigError, first_line
-from deepart.core.files import atomic_write
+from deepart.core.files import atomic_write_text
 from deepart.tracking.base import GuardedLogger, fix_hint, scalars
 
 FIRST = ("step", "epoch", "phase")
@@ -55,4 +55,4 @@ class CSVLogger(GuardedLogger):
         writer = csv.DictWriter(text, fieldnames=names)
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write(self.path, lambda f: f.write(text.getvalue().encode()))
+        atomic_write_text(self.path, text.getvalue())

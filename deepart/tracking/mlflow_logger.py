@@ -172,8 +172,8 @@ class MLflowLogger(GuardedLogger):
         self.active = False
 
     def abort(self, status: str) -> None:
-        if self.enabled:  # not when it never started (e.g. its server did not answer)
-            self.guard("abort", self.client.set_terminated, self.mlflow_run_id, status)
+        # a lambda: a logger that never started (its server did not answer) has no client, and guard skips it
+        self.guard("abort", lambda: self.client.set_terminated(self.mlflow_run_id, status))
         self.active = False
 
     def _finish(self, summary: dict[str, float]) -> None:

@@ -79,21 +79,18 @@ class WandbLogger(NullLogger):
             self._fail("confusion-matrix logging", exc)
 
     def abort(self, status: str) -> None:
-        if self.run is None:
-            return
-        try:
-            self.run.finish(exit_code=130 if status == "KILLED" else 1)  # W&B shows the run as crashed
-        except Exception as exc:  # noqa: BLE001
-            self._fail("finish", exc)
-        self.run = None
+        self._end({}, 130 if status == "KILLED" else 1)  # a non-zero exit code: W&B shows the run as crashed
 
     def finish(self, summary: dict[str, float] | None = None) -> None:
+        self._end(summary or {}, None)
+
+    def _end(self, summary: dict[str, float], exit_code: int | None) -> None:
         if self.run is None:
             return
         try:
-            for k, v in (summary or {}).items():
+            for k, v in summary.items():
                 self.run.summary[k] = v
-            self.run.finish()
+            self.run.finish(exit_code=exit_code)
         except Exception as exc:  # noqa: BLE001
             self._fail("finish", exc)
         self.run = None
