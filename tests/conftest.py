@@ -95,3 +95,25 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+def hold_env(point: str, hold_file: Path) -> dict[str, str]:
+    """Environment that makes a real process stop at fault point `point` (`<name>:<n>`, deepart.core.faults)
+    and wait there, announced by `hold_file`, until the test removes the file."""
+    return {"DEEPART_HOLD_AT": point, "DEEPART_HOLD_FILE": str(hold_file)}
+
+
+def wait_until_held(proc: subprocess.Popen, hold_file: Path, timeout: float = 300) -> None:
+    """Block until `proc` has reached its hold point (its `hold_file` exists): an event, so the test acts on the
+    process at a known moment however busy the machine is. Fails if the process ends first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not hold_file.exists():
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before its hold point:\n{out[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the process did not reach its hold point in {timeout} s")
+        time.sleep(0.01)

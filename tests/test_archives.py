@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deepart.data.wikiart import load_wikiart
-from tests.conftest import REPO
+from tests.conftest import REPO, hold_env, wait_until_held
 from tests.wikiart_copies import jpeg, labels_root, make_tar, make_tree, make_zip, stored_names
 
 NAMES = stored_names()
@@ -188,7 +188,6 @@ def test_train_and_prepare_on_a_damaged_archive_without_missing_images_skip(tmp_
 
 def test_ctrl_c_mid_extraction_keeps_complete_files_only(tmp_path):
     import signal
-    import time
     import zipfile
 
     archive = tmp_path / "many.zip"
@@ -196,15 +195,15 @@ def test_ctrl_c_mid_extraction_keeps_complete_files_only(tmp_path):
         for i in range(6000):
             zf.writestr(f"wikiart/Style{i % 3}/p{i}.jpg", bytes([i % 251]) * 2000)
     root = labels_root(tmp_path / "root")
+    hold_file = tmp_path / "held"
     proc = subprocess.Popen([sys.executable, "-m", "deepart.data.download", "wikiart", "--root", str(root),
                              "--from", str(archive), "--no-progress"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **hold_env("extract:100", hold_file)},  # 99 files in place
                             # Python turns SIGINT into KeyboardInterrupt unless it starts with SIGINT ignored
                             # (as under a background shell job)
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 60
-    while not list((root / "images").rglob("*.jpg")) and time.time() < deadline:
-        time.sleep(0.01)
+    wait_until_held(proc, hold_file)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "run the same command again to finish" in err and "Traceback" not in err

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY, TINY_SEQUENCER, demo_overrides, run_script
+from tests.conftest import TINY, TINY_SEQUENCER, demo_overrides, hold_env, run_script, wait_until_held
 from tests.test_resume_kill import finish, start
 
 pytest.importorskip("tensorboard")
@@ -160,16 +160,16 @@ def test_an_interrupted_run_is_marked_killed_and_a_crashed_one_failed(demo_root,
     """Ctrl-C (a real SIGINT to train.py) after epoch 1: the MLflow run ends KILLED, not RUNNING for ever, and
     TensorBoard's file holds epoch 1; resuming turns the same MLflow run FINISHED. An exception: FAILED."""
     run_dir = tmp_path / "run"
+    hold_file = tmp_path / "held"
     proc = start([*demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, *QUIET, "phase.epochs=3", "logger=many",
-                  "logger.loggers=[tensorboard,mlflow,csv]", f"hydra.run.dir={run_dir}"])
-    seen = []
-    for line in proc.stdout:  # PYTHONUNBUFFERED: each log line as it is written
-        seen.append(line)
-        if "epoch 1/3" in line:
-            proc.send_signal(signal.SIGINT)
-            break
+                  "logger.loggers=[tensorboard,mlflow,csv]", f"hydra.run.dir={run_dir}"],
+                 env=hold_env("epoch_end:1", hold_file),
+                 # Python turns SIGINT into KeyboardInterrupt unless it starts with SIGINT ignored (a background job)
+                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    wait_until_held(proc, hold_file)  # epoch 1 logged and checkpointed; the process waits before epoch 2
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     code, out = finish(proc)
-    assert code != 0, "".join(seen) + out
+    assert code != 0 and "epoch 1/3" in out, out[-3000:]
     (run,) = training_runs(mlflow_client(run_dir))
     assert run.info.status == "KILLED"
     assert [e.step for e in events(run_dir / "tensorboard").Scalars("val/mean_top1")] == [4]

@@ -11,25 +11,26 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides
+from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, hold_env, wait_until_held
 
 # the tiny demo config with the default number of data-loader workers and the 3-phase chain
 CHAIN = [*TINY, *TINY_SEQUENCER, "data.num_workers=null", "phase=all", "phase.epochs=2"]
 KEYS = ["val/style/top1", "val/style/top5", "val/genre/top1", "val/artist/top1", "val/mean_top1", "val/loss"]
 
 
-def start(args: list[str], kill_at: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+def start(args: list[str], kill_at: str | None = None, env: dict[str, str] | None = None,
+          **popen) -> subprocess.Popen:
+    """A real train.py; `kill_at`: the fault point where it kills itself; `env`: more variables (a hold point)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     env.pop("DEEPART_KILL_AT", None)
     if kill_at:
         env["DEEPART_KILL_AT"] = kill_at
     return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
 def finish(proc: subprocess.Popen, timeout: int = 240) -> tuple[int, str]:
@@ -72,12 +73,13 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_metrics(demo_root,
         assert code == -signal.SIGKILL, f"not killed at {kill_at} ({what}): exit {code}\n{out[-2000:]}"
     assert list((run_dir / "checkpoints" / "phase-2").glob(".last.pt.*.tmp"))  # the write that was cut short
 
-    # a kill from outside, as a user would: kill -9 as soon as phase 2's last.pt appears
+    # a kill from outside, as a user would: kill -9 once phase 2's last.pt is there (the process held at the end
+    # of that epoch, so the kill lands at a known moment however busy the machine is)
     target = run_dir / "checkpoints" / "phase-2" / "last.pt"
-    proc = start(resume)  # removes that temporary file, then runs phase 2 again
-    deadline = time.time() + 240
-    while not target.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    hold_file = tmp_path / "held"
+    proc = start(resume, env=hold_env("epoch_end:1", hold_file))  # removes that temporary file, runs phase 2 again
+    wait_until_held(proc, hold_file)
+    assert target.exists()
     proc.send_signal(signal.SIGKILL)
     code, out = finish(proc)
     assert code == -signal.SIGKILL, out[-2000:]
@@ -124,15 +126,13 @@ def test_a_failed_checkpoint_write_stops_the_run_and_keeps_the_previous_checkpoi
 
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.pt"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_ignore_file_size_signal)
-    deadline = time.time() + 240
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
+    hold_file = tmp_path / "held"
+    proc = start([*args, f"hydra.run.dir={run_dir}"], env=hold_env("epoch_end:1", hold_file),
+                 preexec_fn=_ignore_file_size_signal)
+    wait_until_held(proc, hold_file)  # epoch 1's checkpoints written; epoch 2 not started
     limit = last.stat().st_size // 2
     resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (limit, limit))
+    hold_file.unlink()  # go on: epoch 2's checkpoint write fails
     code, out = finish(proc)
     assert code == 2, out[-3000:]
     assert f"could not write checkpoint {run_dir / 'checkpoints'}" in out and "Traceback" not in out

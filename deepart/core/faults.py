@@ -1,31 +1,61 @@
-"""Fault injection for the project's own tests: with `DEEPART_KILL_AT=<point>:<n>` in the environment, the
-process kills itself with SIGKILL (exactly what `kill -9` does: no cleanup, no exception) the n-th time it
-passes <point>, so a test can kill a real `train.py` at a chosen moment. Points:
+"""Fault injection for the project's own tests, at named points of a real process:
+
+- `DEEPART_KILL_AT=<point>:<n>`: the process kills itself with SIGKILL (exactly what `kill -9` does: no
+  cleanup, no exception) the n-th time it passes <point>, so a test can kill a real `train.py` at a chosen
+  moment.
+- `DEEPART_HOLD_AT=<point>:<n>` with `DEEPART_HOLD_FILE=<path>`: the n-th time it passes <point>, the process
+  writes its pid to <path> and waits there until <path> is removed. A test waits for the file (an event, not a
+  guess at timing), acts on the held process (a real SIGINT or SIGKILL from outside, a file-size limit, ...),
+  then removes the file to let it go on. A signal that ends the process ends the wait too (Ctrl-C raises
+  KeyboardInterrupt at the point, as it would anywhere else).
+
+Points:
 
     step        after an optimizer step (mid-epoch; `step:1` of a later phase = its first steps)
     eval        after a batch of a validation pass
     save        a checkpoint written to its temporary file, not yet renamed over the old one
+    epoch_end   an epoch logged and its checkpoints written (last.pt in place), before the next epoch
     phase_end   a phase completed, before the next one starts
     extract     an archive member written to its temporary file, not yet renamed into the images folder
     index_chunk a chunk of an index's vectors written (python -m deepart index), before the next one starts
 
-Unset (the normal case) a point costs one dictionary lookup.
+Unset (the normal case) a point costs two dictionary lookups.
 """
 from __future__ import annotations
 
 import os
 import signal
+import time
 
-_passed: dict[str, int] = {}
+_passed: dict[tuple[str, str], int] = {}
+
+
+def _reached(variable: str, name: str) -> bool:
+    """Whether this pass of point `name` is the one `variable` (<point>:<n>) names."""
+    spec = os.environ.get(variable)
+    if not spec:
+        return False
+    target, _, nth = spec.partition(":")
+    if name != target:
+        return False
+    key = (variable, name)
+    _passed[key] = _passed.get(key, 0) + 1
+    return _passed[key] == int(nth or 1)
+
+
+def hold(path: str) -> None:
+    """Announce this process at `path` (written whole: a reader never sees it half-written), then wait until
+    the file is gone."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(tmp, path)
+    while os.path.exists(path):
+        time.sleep(0.005)
 
 
 def point(name: str) -> None:
-    spec = os.environ.get("DEEPART_KILL_AT")
-    if not spec:
-        return
-    target, _, nth = spec.partition(":")
-    if name != target:
-        return
-    _passed[name] = _passed.get(name, 0) + 1
-    if _passed[name] == int(nth or 1):
+    if _reached("DEEPART_KILL_AT", name):
         os.kill(os.getpid(), signal.SIGKILL)
+    if _reached("DEEPART_HOLD_AT", name):
+        hold(os.environ["DEEPART_HOLD_FILE"])

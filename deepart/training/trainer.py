@@ -201,6 +201,7 @@ class Trainer:
             self.epoch_log.epoch_end(str(phase.name), phase.epochs, state, record, self.step, p.evaluated,
                                     p.val_dl.dataset)
             self._save(ckpt_dir, phase, index, state, p, best=improved)
+            faults.point("epoch_end")
             if stop:
                 log.info("early stopping: no %s improvement for %d epochs", OBJECTIVE, stopping.patience)
                 break
