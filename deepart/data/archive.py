@@ -38,7 +38,7 @@ CHUNK = 1 << 20
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 #: what to do when the images cannot be had from this archive at all
 ELSEWHERE = ("other copies of the same images work too: the archive.org copy (.tar.gz) or the Kaggle copy "
-             "(a folder): `python -m deepart.data.download wikiart --from <file or folder>`; or train on the "
+             "(a folder): `python -m deepart download wikiart --from <file or folder>`; or train on the "
              "Hugging Face parquet with data=hf_wikiart (a different label set; see docs/data.md)")
 
 
@@ -170,10 +170,10 @@ def unreadable(archive: Path, exc: BaseException, part_file: Path | None = None)
     """The refusal, with the advice that fits the cause."""
     if part_file is not None and part_file.exists():
         advice = (f"an unfinished download ({part_file} is still there): run "
-                  f"`python -m deepart.data.download wikiart --images` again to resume it")
+                  f"`python -m deepart download wikiart --images` again to resume it")
     elif archive.suffix.lower() == ".zip" and not _has_end_record(archive):
         advice = ("the file ends before the zip directory: the download or copy did not finish. If it came from "
-                  "`python -m deepart.data.download wikiart --images`, run it again to resume; if you copied "
+                  "`python -m deepart download wikiart --images`, run it again to resume; if you copied "
                   "it, copy it again")
     else:
         advice = (f"the file is complete but its directory is damaged, so downloading it again will not help; "

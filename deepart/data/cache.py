@@ -1,5 +1,5 @@
 """The preprocessing cache: resized copies of a dataset's images, written once by `prepare_cache`
-(`python -m deepart.data.prepare`, whose help describes the layout) and read automatically.
+(`python -m deepart prepare`, whose help describes the layout) and read automatically.
 
 At training time (`data.cache=auto`) `use_cache` swaps in the copies when the manifest covers every image
 of the table with matching source size/mtime and the same resize settings; otherwise it logs why and
@@ -167,7 +167,7 @@ def use_cache(table: TaskTable, data_cfg) -> TaskTable:
         return table
     out, manifest, reason = cache_status(table, data_cfg)
     if manifest is None:
-        hint = "run `python -m deepart.data.prepare <the same data overrides>` to build it"
+        hint = "run `python -m deepart prepare <the same data overrides>` to build it"
         if mode == "require":
             raise ConfigError(f"data.cache=require but {reason}; {hint}")
         log.info("data: reading original images (%s; %s)", reason, hint)

@@ -1,6 +1,6 @@
 """How much of each ArtGAN split is on disk: listed / present / damaged (in the archive) / missing.
 
-`python -m deepart.data.download wikiart --check` prints it; a split is badly incomplete (non-zero exit)
+`python -m deepart download wikiart --check` prints it; a split is badly incomplete (non-zero exit)
 when more than `max_absent` (default 1%) of its listed images are damaged or missing.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ def check(root: Path, max_absent: float = MAX_ABSENT) -> tuple[str, bool]:
     """(the coverage table, whether every split is complete enough)."""
     root = Path(root)
     if not (root / "images").is_dir():
-        raise DataError(f"no images at {root / 'images'}: get them with `python -m deepart.data.download wikiart "
+        raise DataError(f"no images at {root / 'images'}: get them with `python -m deepart download wikiart "
                         f"--images` or `--from <zip, tar or folder>`")
     rows = coverage(root)
     return format_coverage(rows, root, max_absent), all(r.absent_share <= max_absent for r in rows)

@@ -1,8 +1,8 @@
 """Get WikiArt (ArtGAN splits): the label files and the images, downloaded or from a copy you have.
 
-    python -m deepart.data.download wikiart [--root data/wikiart] [--images] [--keep-archive]
-    python -m deepart.data.download wikiart --from <wikiart.zip | wikiart.tar.gz | folder>
-    python -m deepart.data.download wikiart --check [--max-absent 0.01]
+    python -m deepart download wikiart [--root data/wikiart] [--images] [--keep-archive]
+    python -m deepart download wikiart --from <wikiart.zip | wikiart.tar.gz | folder>
+    python -m deepart download wikiart --check [--max-absent 0.01]
 
 Label files come from the cs-chan/ArtGAN repository and are saved flat under `root` with the names
 `deepart.data.wikiart` reads; each one is parsed and its row / class count checked after download.
@@ -74,7 +74,7 @@ def manual_instructions(root: Path, images: bool) -> str:
         lines += [f"  wikiart.zip ({IMAGES_SIZE_TEXT}) <- {IMAGES_URL}",
                   "  (mirror: the Google Drive link in the upstream README, "
                   "https://github.com/cs-chan/ArtGAN/tree/master/WikiArt%20Dataset)",
-                  f"then run `python -m deepart.data.download wikiart --root {root} --images` again: it uses "
+                  f"then run `python -m deepart download wikiart --root {root} --images` again: it uses "
                   f"{root}/wikiart.zip when present, checks it and extracts it to {root}/images/."]
     return "\n".join(lines)
 
@@ -343,7 +343,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--images-url", default=os.environ.get("DEEPART_WIKIART_IMAGES_URL", IMAGES_URL),
                         help="URL of wikiart.zip")
     parser.add_argument("--retries", type=int, default=3, help="automatic resumes after a dropped connection")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 

@@ -11,7 +11,7 @@ is made once and saved as `split-val<fraction>-seed<seed>.csv` next to the shard
 every run on that data uses the same split; the start-up notes (and so the run's log) name the file.
 
 Images stay in the shards: a row is named `<shard>.parquet/<row>` and decoded inside the DataLoader workers
-(deepart.data.rowstore: one row group in memory per worker). `python -m deepart.data.prepare data=hf_wikiart`
+(deepart.data.rowstore: one row group in memory per worker). `python -m deepart prepare data=hf_wikiart`
 writes them out as resized JPEGs once, which training then reads instead (sequential reads, much faster).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Preprocessing cache: resized copies of a dataset's images, written once, used by training automatically.
 
-    python -m deepart.data.prepare data=wikiart [any config override] [--workers N]
+    python -m deepart prepare data=wikiart [any config override] [--workers N]
 
 Every image of every split is decoded once (huge JPEGs at reduced size, any mode to RGB) and saved as a
 JPEG whose shorter side is `data.resize_size` (256; smaller images are not enlarged), or, with
@@ -22,13 +22,17 @@ from deepart.data.cache import prepare_cache
 from deepart.data.loaders import load_table
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepart.data.prepare",
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deepart prepare",
                                      description="Write resized copies of a dataset's images (see docs/data.md).")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data=wikiart data.square_pad=true")
     parser.add_argument("--workers", type=int, default=None, help="processes (default min(8, CPU count))")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     def go() -> dict:

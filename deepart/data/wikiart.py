@@ -1,6 +1,6 @@
 """WikiArt with the ArtGAN splits (Tan et al.): parsing the published label files and joining the tasks.
 
-Files (flat, as written by `python -m deepart.data.download wikiart`):
+Files (flat, as written by `python -m deepart download wikiart`):
     <root>/{style,genre,artist}_{train,val}.csv   <root>/{style,genre,artist}_class.txt
     <root>/images/<StyleFolder>/<file>.jpg          (paths in the CSVs are relative to images/)
 
@@ -194,7 +194,7 @@ def load_wikiart(root: str | Path, tasks: list[str] | None = None, missing_image
     if unknown:
         raise DataError(f"data.tasks: unknown WikiArt task(s) {unknown}; choose from {list(TASKS)}")
     if not root.is_dir():
-        raise DataError(f"WikiArt folder not found: {root}. Run `python -m deepart.data.download wikiart` "
+        raise DataError(f"WikiArt folder not found: {root}. Run `python -m deepart download wikiart` "
                         f"or set data.root=<folder with the ArtGAN CSVs>.")
     classes = {t: read_class_list(root / f"{t}_class.txt") for t in tasks}
     notes: list[str] = []
@@ -216,11 +216,11 @@ def load_wikiart(root: str | Path, tasks: list[str] | None = None, missing_image
     state = read_state(root)
     if state is not None and not state.get("complete"):
         raise DataError(f"the extraction of {state.get('archive')} into {image_root} was interrupted: run "
-                        f"`python -m deepart.data.download wikiart --root {root} --images` (or `--from <archive>`) "
+                        f"`python -m deepart download wikiart --root {root} --images` (or `--from <archive>`) "
                         f"again to finish it")
     train_table, val_table = drop_damaged([train_table, val_table], root, tasks, notes)
     if image_root.is_dir():
         train_table, val_table = resolve_spellings([train_table, val_table], image_root, notes)
     train_table, val_table = check_images([train_table, val_table], image_root, missing_images,
-                                         "python -m deepart.data.download wikiart --images")
+                                         "python -m deepart download wikiart --images")
     return TaskTable(train_table, val_table, classes, image_root, notes)

@@ -1,4 +1,4 @@
-"""The sweep report, `python -m deepart.report`. Its modules, each importing only those above it:
+"""The sweep report, `python -m deepart report`. Its modules, each importing only those above it:
     runs       the runs of sweep dirs as one table (overrides, status, summary columns; via deepart.core.rundir)
     stats      t and Wilson intervals, the paired bootstrap, McNemar's exact test (scipy.stats)
     compare    configs over seeds, the comparison table and the paired tests against a baseline

@@ -1,5 +1,5 @@
 """Offline report and comparison dashboard of one or more sweeps:
-`python -m deepart.report <sweep dir> [<sweep dir> ...] [--out DIR] [--baseline KEY=VALUE[,KEY=VALUE]]`.
+`python -m deepart report <sweep dir> [<sweep dir> ...] [--out DIR] [--baseline KEY=VALUE[,KEY=VALUE]]`.
 
 Reads only the sweeps' files (each run's .hydra/overrides.yaml, metrics.json or failure.json, and
 val_predictions.csv when present); the runs of several sweeps are pooled (a run is then `<sweep dir name>/<n>`).
@@ -260,8 +260,8 @@ def log_report(report_dir: str | Path, logger: Any, group: str | None) -> list[s
     return reached
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepart.report", description=__doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deepart report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dirs", nargs="+", metavar="sweep_dir",
                         help="sweep dirs written by `python train.py -m ...` (several: their runs are pooled)")
     parser.add_argument("--out", default=None, help="where to write the report (default: the first sweep dir)")
@@ -272,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wandb-entity", default=None, help="W&B entity (default: yours)")
     parser.add_argument("--wandb-mode", default="offline", choices=("offline", "online"),
                         help="W&B mode (default: offline; sync later with `wandb sync`)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         paths = write_report(args.sweep_dirs, args.out, args.baseline)
     except DeepArtError as exc:

@@ -176,6 +176,6 @@ class SweepSummary(Callback):
         except DeepArtError as exc:
             log.warning("no sweep report: %s", exc)
             return
-        print(f"report: {paths['html']} (and report.md, report.csv; python -m deepart.report {sweep_dir} "
+        print(f"report: {paths['html']} (and report.md, report.csv; python -m deepart report {sweep_dir} "
               f"--baseline key=value compares against another config)", flush=True)
         log_report(sweep_dir, config.get("logger") or {}, sweep_group(config.hydra.sweep.dir))
