@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
+import sys
 from pathlib import Path
 
 import timm
@@ -75,8 +77,12 @@ class Backbone(nn.Module):
     """What the model and the freezing logic need from a backbone.
 
     Subclasses set `body` (the module holding every parameter), `name`, `out_channels`,
-    `stage_modules` (names, inside `body`, of the module that ends each feature stage, in order) and the
-    input `mean` / `std` (0..1 scale); `forward` returns the last feature map (B, out_channels, H/r, W/r).
+    `stage_modules` (names, inside `body`, of the module that ends each stage, in forward order) and the
+    input `mean` / `std` (0..1 scale); `forward` returns the last feature map (B, out_channels, h, w).
+
+    Stage k holds the parameters that run after stage k-1's last module and up to stage k's: a parameter outside
+    every stage module (a stem, a class token, a downsampling layer between stages) belongs to the next stage to
+    end, and one after the last stage module (a final norm) to the last stage.
     """
 
     body: nn.Module
@@ -87,38 +93,101 @@ class Backbone(nn.Module):
         return len(self.stage_modules)
 
     def stage_of(self) -> dict[str, int]:
-        """Parameter name (relative to this module) -> feature stage index."""
-        names = [n for n, _ in self.body.named_parameters()]
-        last_index = []
-        for module in self.stage_modules:
-            idx = [i for i, n in enumerate(names) if n == module or n.startswith(module + ".")]
-            last_index.append(max(idx) if idx else (last_index[-1] if last_index else -1))
-        stages, stage = {}, 0
-        for i, n in enumerate(names):
-            while stage < len(last_index) - 1 and i > last_index[stage]:
-                stage += 1
-            stages["body." + n] = stage
+        """Parameter name (relative to this module) -> stage index (see the class docstring)."""
+        last = self.num_stages - 1
+        stages, stage, entered = {}, 0, False
+        for name, _ in self.body.named_parameters():
+            inside = next((k for k, module in enumerate(self.stage_modules)
+                           if name == module or name.startswith(module + ".")), None)
+            if inside is not None:
+                stage, entered = inside, True
+            elif entered:  # past the module that ended `stage`: the parameter runs before the next stage ends
+                stage, entered = min(stage + 1, last), stage + 1 > last
+            stages["body." + name] = stage
         return stages
+
+    def stage_summary(self) -> list[tuple[str, int]]:
+        """Per stage: the span of top-level modules it holds (e.g. "conv_stem..blocks.0") and its parameter count."""
+        stage_of, params = self.stage_of(), dict(self.named_parameters())
+        spans: list[list[str]] = [[] for _ in range(self.num_stages)]
+        counts = [0] * self.num_stages
+        for name, k in stage_of.items():
+            counts[k] += params[name].numel()
+            parts = name.split(".")[1:]
+            short = ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+            if short not in spans[k]:
+                spans[k].append(short)
+        return [(f"{s[0]}..{s[-1]}" if len(s) > 1 else (s[0] if s else "-"), n) for s, n in zip(spans, counts)]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the backbone kept timm's own module names hold the names of timm's
+        # features_only wrapper, which joins a top-level sequence and its index ("stages_0." for "stages.0."):
+        # map them onto this module's names.
+        own = {prefix + name for name in self.state_dict()}
+        for key in [k for k in state_dict if k.startswith(prefix + "body.") and k not in own]:
+            renamed = re.sub(r"^(\w+?)_(\d+)\.", r"\1.\2.", key[len(prefix + "body."):])
+            if prefix + "body." + renamed in own and prefix + "body." + renamed not in state_dict:
+                state_dict[prefix + "body." + renamed] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _plain(value):
+    """A config value as timm's constructors take it: lists (a Hydra ListConfig too) as tuples."""
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        return value
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return tuple(_plain(v) for v in value)
+
+
+def _grouped_blocks(modules: list[str], groups: int) -> list[str]:
+    """The last module of each of `groups` near-equal runs of `modules` (a plain ViT's blocks, in order)."""
+    groups = max(1, min(groups, len(modules)))
+    return [modules[round((k + 1) * len(modules) / groups) - 1] for k in range(groups)]
+
+
+def _create_timm(name: str, pretrained: bool, img_size: int | None, kwargs: dict) -> nn.Module:
+    """timm's model `name` without its classifier. A model with a fixed input size (ViTs, Swin, ...) is built for
+    `img_size`: position embeddings (and windows) resampled by timm, any image size accepted where the model can
+    (dynamic_img_size), padded to a multiple of the patch size where it must be."""
+    cfg = timm.get_pretrained_cfg(name)
+    tries = [{}]
+    if img_size and cfg is not None and cfg.fixed_input_size:
+        tries = [{"img_size": img_size, "dynamic_img_size": True, "dynamic_img_pad": True},
+                 {"img_size": img_size, "dynamic_img_size": True}, {"img_size": img_size}]
+    for n, extra in enumerate(tries):
+        try:
+            return timm.create_model(name, pretrained=pretrained, num_classes=0, **extra, **kwargs)
+        except TypeError as exc:  # a keyword the model's constructor does not take: try with fewer
+            if n == len(tries) - 1 or not any(key in str(exc) for key in extra):
+                raise
+    raise AssertionError("unreachable")
 
 
 class TimmBackbone(Backbone):
-    """Feature extractor: a timm model's stages up to the last (stride 32) feature map.
+    """Feature extractor: a timm model (CNN, hierarchical transformer or plain ViT) up to its last feature map,
+    through timm's `forward_intermediates` (channels first, class / register tokens dropped), with the layers
+    after it pruned (`prune_intermediate_layers`).
 
-    `stages` are timm's feature stages (stem included in stage 0): freezing stage k freezes every
-    parameter that runs before the k-th feature map is produced and after the (k-1)-th.
+    Stages: a CNN's or a hierarchical model's feature stages as timm's `feature_info` lists them (the stem in
+    stage 0); a plain ViT's blocks in `vit_stages` equal groups (patch embedding and tokens in stage 0).
+    `lr_scale` / `layer_decay`: what this backbone trains best with (optimizer.backbone_lr_scale and
+    optimizer.layer_decay default to them).
     """
 
     def __init__(self, name: str, pretrained: bool = False, weights: str | None = None,
-                 drop_path_rate: float = 0.0):
+                 drop_path_rate: float = 0.0, img_size: int | None = None, vit_stages: int = 4,
+                 model_kwargs: dict | None = None, lr_scale: float = 1.0, layer_decay: float | None = None):
         super().__init__()
         if name not in timm.list_models() and not timm.is_model(name):
             close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
             raise ConfigError(f"backbone.name={name!r} is not a timm model. Options in conf/backbone/ or any "
                               f"timm name (similar: {', '.join(close) or 'none'}).")
-        kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        kwargs = {str(k): _plain(v) for k, v in (model_kwargs or {}).items()}
+        if drop_path_rate:
+            kwargs["drop_path_rate"] = drop_path_rate
         try:
-            self.body = timm.create_model(name, pretrained=pretrained and not weights, features_only=True,
-                                          out_indices=(-1,), **kwargs)
+            body = _create_timm(name, pretrained and not weights, img_size, kwargs)
         except (OSError, RuntimeError) as exc:
             if pretrained and not weights:
                 raise ConfigError(
@@ -126,25 +195,53 @@ class TimmBackbone(Backbone):
                     "Without internet, pass backbone.weights=<local file> or backbone.pretrained=false."
                 ) from exc
             raise
+        info = getattr(body, "feature_info", None)
+        if not info or not callable(getattr(body, "forward_intermediates", None)):
+            raise ConfigError(f"backbone.name={name!r}: timm gives no feature grid for this model (no "
+                              "forward_intermediates / feature_info); pick a CNN, Swin-like or ViT-like model")
+        modules = [d["module"] for d in info]
+        self.last_index = len(modules) - 1
+        try:
+            body.prune_intermediate_layers([self.last_index], prune_norm=False, prune_head=True)
+        except (NotImplementedError, AttributeError, TypeError) as exc:
+            raise ConfigError(f"backbone.name={name!r}: timm cannot cut this model at its last feature map "
+                              f"({exc}); pick a CNN, Swin-like or ViT-like model") from exc
+        self.body = body
         self.name = name
-        info = self.body.feature_info
-        self.out_channels = info.channels()[-1]
-        self.stage_modules = [d["module"] for d in info.info]
-        cfg = self.body.pretrained_cfg
+        self.out_channels = int(info[-1]["num_chs"])
+        self.reduction = int(info[-1]["reduction"])
+        self.num_prefix_tokens = int(getattr(body, "num_prefix_tokens", 0))
+        plain = len({d["reduction"] for d in info}) == 1 and len(modules) > 1  # one resolution: a plain ViT
+        require(int(vit_stages) >= 1, "backbone.vit_stages", vit_stages, "a positive number of block groups")
+        self.stage_modules = _grouped_blocks(modules, int(vit_stages)) if plain else modules
+        cfg = body.pretrained_cfg
         self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+        self.lr_scale, self.layer_decay = lr_scale, layer_decay
         if weights:
             self.load_weights(weights)
 
     def load_weights(self, path: str | Path) -> None:
-        """Load a local state dict: by name (timm keys, possibly of the full classifier model), else by
-        position onto the full timm model (e.g. the EfficientNet-Lite0 package file)."""
+        """Load a local state dict: by name (timm keys, possibly of the full classifier model or of another image
+        size: the model's own timm checkpoint filter resamples position embeddings and converts foreign layouts),
+        else by position onto the full timm model (e.g. the EfficientNet-Lite0 package file)."""
         source = read_weights_file(path)
         target = self.body.state_dict()
+        filter_fn = getattr(sys.modules.get(type(self.body).__module__), "checkpoint_filter_fn", None)
+        if filter_fn is not None:
+            try:
+                source = filter_fn(source, self.body)
+            except (KeyError, RuntimeError, ValueError, AttributeError):
+                pass  # not a layout the filter knows: matched by name or position below
         if not all(k in source for k in target if not k.endswith("num_batches_tracked")):
             full = timm.create_model(self.name, pretrained=False).state_dict()
             source = _match_by_order(source, full, self.name, path)
         state = {k: v for k, v in source.items() if k in target}
+        wrong = [k for k, v in state.items() if v.shape != target[k].shape]
+        if wrong:
+            raise ConfigError(f"backbone.weights: {path} has other shapes than timm '{self.name}' for "
+                              f"{len(wrong)} tensors, e.g. {wrong[0]} {tuple(state[wrong[0]].shape)} vs "
+                              f"{tuple(target[wrong[0]].shape)}; is it a checkpoint of this model?")
         missing, _ = self.body.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing:
@@ -152,7 +249,9 @@ class TimmBackbone(Backbone):
         log.info("backbone '%s': loaded %d tensors from %s", self.name, len(state), path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)[-1]  # (B, C, H/32, W/32)
+        # (B, C, H/r, W/r): r = 32 for CNNs and Swin, the patch size for ViTs (prefix tokens dropped)
+        return self.body.forward_intermediates(x, indices=[self.last_index], intermediates_only=True,
+                                               output_fmt="NCHW", norm=True)[-1]
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -166,7 +265,8 @@ class SmallCNN(Backbone):
     stride is 2 ** (len(widths) - 1) (16 with the default 5 blocks: 7x7 tokens at 112 px)."""
 
     def __init__(self, widths: tuple[int, ...] | list[int] = (32, 64, 96, 128, 192), weights: str | None = None,
-                 name: str = "small_cnn", pretrained: bool = False, drop_path_rate: float = 0.0):
+                 name: str = "small_cnn", pretrained: bool = False, drop_path_rate: float = 0.0,
+                 img_size: int | None = None, lr_scale: float = 1.0, layer_decay: float | None = None):
         super().__init__()
         if pretrained:
             raise ConfigError("backbone.pretrained=true: small_cnn has no pretrained weights; use "
@@ -184,6 +284,8 @@ class SmallCNN(Backbone):
         self.out_channels = widths[-1]
         self.stage_modules = [str(i) for i, m in enumerate(layers) if isinstance(m, nn.Sequential)]
         self.mean, self.std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+        self.reduction, self.num_prefix_tokens = 2 ** (len(widths) - 1), 0
+        self.lr_scale, self.layer_decay = lr_scale, layer_decay
         if weights:
             state = _strip_prefix(read_weights_file(weights), "body.")
             try:

@@ -105,7 +105,7 @@ def build_model(cfg: DictConfig, tasks: dict[str, list[str]], pretrained: bool |
     backbone_cfg = cfg.backbone
     if pretrained is False:
         backbone_cfg = OmegaConf.merge(backbone_cfg, {"pretrained": False, "weights": None})
-    backbone = build(backbone_cfg)
+    backbone = build(backbone_cfg, **_image_size_kwarg(backbone_cfg, cfg.data.get("image_size")))
     dim = cfg.model.dim
     tokens = dim or backbone.out_channels
     encoder = build(cfg.sequencer.encoder, dim=tokens) if cfg.sequencer.encoder is not None else None
@@ -115,6 +115,22 @@ def build_model(cfg: DictConfig, tasks: dict[str, list[str]], pretrained: bool |
     input_cfg = {key: cfg.data.get(key) for key in INPUT_KEYS if key in cfg.data}
     return DeepArtNet(backbone, encoder, pooling, tasks, dim=dim, head_hidden=cfg.model.head_hidden,
                       head_dropout=cfg.model.head_dropout, input_cfg=input_cfg)
+
+
+def _image_size_kwarg(node: DictConfig, image_size: int | None) -> dict[str, Any]:
+    """`img_size` for a backbone class that takes it (models with a fixed input size are built for the data's
+    image size), nothing for one that does not (a user's own `backbone._target_`)."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    if not image_size or "img_size" in node:
+        return {}
+    try:
+        accepts = "img_size" in inspect.signature(get_object(node._target_)).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return {}  # Hydra's own error names the target when it is built
+    return {"img_size": int(image_size)} if accepts else {}
 
 
 def _check_contract(part: Any, contract: type, key: str, node: Any) -> None:

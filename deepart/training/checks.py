@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig
 
 from deepart.core.config import eval_batch_size, phase_keys, phase_plan, validate
-from deepart.core.errors import require, require_choice
+from deepart.core.errors import ConfigError, require, require_choice
 from deepart.data.cache import CACHE_MODES
 from deepart.data.table import MISSING_IMAGES
 from deepart.models import build_model
@@ -44,11 +44,26 @@ def check_config(cfg: DictConfig) -> RunPlan:
         weights_path(cfg.backbone.weights)   # the file (or package) is there; it is read when the model is built
     with torch.device("meta"):
         backbone = build_model(cfg, {"task": ["a", "b"]}, pretrained=False).backbone
+        _check_grid(backbone, cfg.backbone.get("name", backbone.name), cfg.data.image_size)
     plan = RunPlan(tuple(phase_plan(cfg)), tuple(phase_keys(cfg)), backbone.name, backbone.num_stages)
     for key, phase in zip(plan.keys, plan.phases):
         require(phase.freeze_stages <= plan.stages, f"{key}.freeze_stages", phase.freeze_stages,
                 f"0..{plan.stages} (backbone '{plan.backbone}' has {plan.stages} stages)")
     return plan
+
+
+def _check_grid(backbone, name: str, image_size: int) -> None:
+    """The backbone gives a feature grid at the data's image size: one forward pass on the meta device (shapes
+    only, no compute), so a model that cannot fails here in one line and not at the first step."""
+    try:
+        fmap = backbone(torch.empty(1, 3, image_size, image_size))
+        ok = fmap.ndim == 4 and fmap.shape[1] == backbone.out_channels and min(fmap.shape[2:]) >= 1
+        detail = f"it gives {tuple(fmap.shape)}, not (1, {backbone.out_channels}, h, w)"
+    except Exception as exc:  # whatever the model raises, the user needs the key that chose it
+        ok, detail = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc) else ''}"
+    if not ok:
+        raise ConfigError(f"backbone.name={name}: no feature grid at data.image_size={image_size} ({detail}); pick "
+                          "another backbone or image size (conf/backbone/ lists the tested ones)")
 
 
 def _check_data(cfg: DictConfig) -> None:

@@ -5,9 +5,18 @@ import logging
 
 from torch import nn
 
+from deepart.models.backbone import Backbone
 from deepart.models.deepartnet import DeepArtNet
 
 log = logging.getLogger(__name__)
+
+
+def log_stages(backbone: Backbone, image_size: int) -> None:
+    """The start-up line that shows what `phase.freeze_stages` and `optimizer.layer_decay` act on."""
+    side = -(-image_size // backbone.reduction)
+    stages = " | ".join(f"{k}: {span} {n / 1e6:.2f}M" for k, (span, n) in enumerate(backbone.stage_summary()))
+    log.info("backbone %s: %d stages (%s); %dx%d tokens at %d px", backbone.name, backbone.num_stages, stages,
+             side, side, image_size)
 
 
 def apply_freezing(model: DeepArtNet, freeze: list[str], freeze_stages: int) -> dict[str, int]:
