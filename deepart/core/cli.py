@@ -45,10 +45,16 @@ def compose_cli(config_name: str, argv: list[str], required: tuple[str, ...] = (
                 paths: tuple[str, ...] = ()) -> DictConfig:
     """conf/<config_name>.yaml composed with Hydra's compose API and the `key=value` arguments of a command
     (no run dir, no logging set-up); unknown keys and malformed arguments are one-line ConfigErrors. Values of
-    the `paths` keys are taken literally (commas, brackets, globs in file names), except null."""
+    the `paths` keys are taken literally (commas, brackets, globs in file names), except null. `-h` / `--help`
+    prints the usage and every key of the config with its default and comment, and exits."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    if any(a in ("-h", "--help") for a in argv):
+        from deepart.core.yamldoc import help_text
+
+        print(help_text(CONF_DIR / f"{config_name}.yaml", usage, "docs/reference/commands.md"))
+        raise SystemExit(0)
     require_args(argv, required, usage)
     for arg in argv:
         if "=" not in arg:

@@ -83,6 +83,10 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+# `${group_options:hydra/launcher}`: a group's options, for `python train.py --help` (conf/hydra/help/train.yaml)
+OmegaConf.register_new_resolver("group_options", lambda group: ", ".join(group_options(group)), replace=True)
+
+
 def _check_phase(phase: DictConfig, prefix: str) -> None:
     for key in ("epochs", "batch_size"):
         value = phase.get(key)
