@@ -1,0 +1,214 @@
+"""The Ray launcher's work: connect to (or start) Ray, check that a run fits on its nodes, run every job as a Ray
+task in a fresh worker process, and give the sweep one JobReturn per job in job order (a worker that died is a
+failed run of the sweep, not the end of it)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from deepart.core.errors import ConfigError
+
+log = logging.getLogger("deepart")
+
+#: Written into each run dir by the task: where the run ran (node, pid, the GPUs Ray gave it) and when.
+PLACEMENT = "placement.json"
+KEY = "hydra.launcher"
+DEFAULT_PORT = 6379
+
+
+def probe(address: str, timeout_s: float = 5.0) -> None:
+    """A ConfigError in one line unless something accepts a connection at `address` (host[:port], or
+    ray://host:port of a Ray client server)."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", str(DEFAULT_PORT))
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{KEY}.address={address}: not host:port; give the head's address, e.g. "
+                          f"{KEY}.address=node01:{DEFAULT_PORT}") from None
+    try:
+        socket.create_connection((host, number), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"{KEY}.address={address}: no Ray head answers at {host}:{number} ({exc.strerror or exc}); "
+                          f"start one there (`ray start --head --port={number}`) or leave {KEY}.address=null for a "
+                          f"Ray of this sweep's own") from None
+
+
+def connect(launcher) -> bool:
+    """Join the cluster at `address`, or start a Ray of this process's own (bound to the loopback, stopped when
+    the sweep ends). Returns whether this call started or joined it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # each run's own log lines, not "[repeated 3x]"
+    init = {"include_dashboard": False, "log_to_driver": True, **launcher.init}
+    if launcher.address:
+        if launcher.address != "auto":
+            probe(launcher.address)
+        log.info("Ray launcher: joining the Ray cluster at %s", launcher.address)
+        ray.init(address=launcher.address, **init)
+    else:
+        if launcher.num_gpus is not None:  # what a Ray of our own will have is known: check before starting it
+            own = {"GPU": float(launcher.num_gpus), "CPU": float(launcher.num_cpus or os.cpu_count() or 1)}
+            plan_resources(launcher, [own])
+        local = {"num_cpus": launcher.num_cpus, "num_gpus": launcher.num_gpus, "_node_ip_address": "127.0.0.1"}
+        ray.init(**{**local, **init})
+    return True
+
+
+def _positive(value: Any, key: str, zero_ok: bool) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if zero_ok else value > 0)
+    if not ok:
+        raise ConfigError(f"{KEY}.{key}={value!r} is not allowed: expected a number {'>= 0' if zero_ok else '> 0'}")
+    return float(value)
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    """The resources of the Ray cluster's live nodes."""
+    import ray
+
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def plan_resources(launcher, nodes: list[dict[str, float]]) -> tuple[float, float, int]:
+    """(GPUs, CPUs) per run and how many runs fit at once on `nodes`; a run that fits on no node is a
+    ConfigError naming the key."""
+    most_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    most_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    gpus = _positive(launcher.gpus_per_run, "gpus_per_run", zero_ok=True)
+    if gpus > most_gpus:
+        where = "this machine has no GPU" if not most_gpus else f"the largest node of the Ray cluster has {most_gpus:g}"
+        raise ConfigError(f"{KEY}.gpus_per_run={launcher.gpus_per_run} is more GPUs than a run can get ({where}); "
+                          f"lower it" + (f" (at most {most_gpus:g})" if most_gpus else "")
+                          + f", or {KEY}.gpus_per_run=0 for runs on CPU only")
+    if launcher.cpus_per_run is None:  # GPU runs share a node's cores in proportion; CPU runs take one each
+        gpu_nodes = [n for n in nodes if n.get("GPU", 0) >= gpus > 0]
+        share = min(n["CPU"] / n["GPU"] * gpus for n in gpu_nodes) if gpu_nodes else 1.0
+        cpus = float(max(1, math.floor(share)))
+    else:
+        cpus = _positive(launcher.cpus_per_run, "cpus_per_run", zero_ok=False)
+    if cpus > most_cpus:
+        raise ConfigError(f"{KEY}.cpus_per_run={launcher.cpus_per_run} is more CPU cores than a run can get (the "
+                          f"largest node has {most_cpus:g}); lower it to at most {most_cpus:g}")
+    at_once = sum(int(min(n.get("CPU", 0) // cpus, n.get("GPU", 0) // gpus if gpus else math.inf)) for n in nodes)
+    if launcher.max_concurrent is not None:
+        at_once = min(at_once, int(_positive(launcher.max_concurrent, "max_concurrent", zero_ok=False)))
+    return gpus, cpus, max(at_once, 1)
+
+
+def run_dir_of(sweep_config: DictConfig) -> Path:
+    return Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+
+
+def size_workers(sweep_config: DictConfig, cpus: float) -> None:
+    """data.num_workers=null (one per core of the machine) becomes the run's own cores less the one that trains."""
+    if OmegaConf.select(sweep_config, "data.num_workers", default=0) is None:
+        with open_dict(sweep_config):
+            sweep_config.data.num_workers = max(0, int(cpus) - 1)
+
+
+def run(hydra_context, sweep_config: DictConfig, task_function, singleton_state: dict, cpus: float) -> Any:
+    """One job in a Ray worker process: Hydra's globals as in the launching process, then Hydra's run_job; what
+    Ray gave the run is logged and written to <run>/placement.json. A SystemExit (a job refusing to start, e.g.
+    resume_sweep= with other overrides) comes back as ("exit", code) for the launcher to raise."""
+    import ray
+
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    HydraConfig.instance().set_config(sweep_config)
+    size_workers(sweep_config, cpus)
+    run_dir = run_dir_of(sweep_config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    placed = {"launcher": "ray", "host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(),
+              "pid": os.getpid(),
+              "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+              "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "cpus": cpus,
+              "data.num_workers": OmegaConf.select(sweep_config, "data.num_workers"), "started": time.time()}
+    (run_dir / PLACEMENT).write_text(json.dumps(placed, indent=2))
+
+    def task(cfg: DictConfig) -> Any:
+        log.info("ray: run %s on %s, CUDA_VISIBLE_DEVICES=%s, %g CPU%s", sweep_config.hydra.job.num,
+                 placed["host"], placed["CUDA_VISIBLE_DEVICES"], cpus, "s" if cpus != 1 else "")
+        return task_function(cfg)
+
+    try:
+        result = run_job(hydra_context=hydra_context, task_function=task, config=sweep_config,
+                         job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    except SystemExit as exc:
+        return ("exit", exc.code)
+    placed["ended"] = time.time()
+    (run_dir / PLACEMENT).write_text(json.dumps(placed, indent=2))
+    return result
+
+
+def lost_job(sweep_config: DictConfig, overrides: Sequence[str], exc: BaseException) -> JobReturn:
+    """The JobReturn of a job whose worker died (killed for memory, a crash of the process, a lost node): its
+    failure.json is written as for a run that raised, and the sweep goes on."""
+    from deepart.training.sweep import FAILED_OBJECTIVE, record_failure
+
+    run_dir = run_dir_of(sweep_config)
+    record_failure(run_dir, RuntimeError(f"the Ray worker running this job died: {type(exc).__name__}: {exc}"))
+    log.error("run %s: its Ray worker died (%s); recorded in %s, the sweep goes on", run_dir.name,
+              type(exc).__name__, run_dir)
+    return JobReturn(overrides=list(overrides), cfg=sweep_config, hydra_cfg=sweep_config, working_dir=str(run_dir),
+                     task_name=sweep_config.hydra.job.name, status=JobStatus.COMPLETED, _return_value=FAILED_OBJECTIVE)
+
+
+def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    import ray
+
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    connect(launcher)
+    gpus, cpus, at_once = plan_resources(launcher, cluster_nodes())
+    log.info("Ray launcher: %d runs into %s, %g GPU(s) and %g CPU(s) each, up to %d at once", len(job_overrides),
+             sweep_dir, gpus, cpus, at_once)
+    remote = ray.remote(num_gpus=gpus, num_cpus=cpus, max_calls=1, max_retries=0)(run)  # a fresh process per run
+    jobs = []
+    for offset, overrides in enumerate(job_overrides):
+        idx = initial_job_idx + offset
+        sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = f"ray_{idx}"
+            sweep_config.hydra.job.num = idx
+        jobs.append((idx, list(overrides), sweep_config))
+    singleton_state = Singleton.get_state()
+    results: dict[int, Any] = {}
+    running: dict[Any, tuple[int, list[str], DictConfig]] = {}
+    queue = list(jobs)
+    try:
+        while queue or running:
+            while queue and len(running) < at_once:
+                idx, overrides, sweep_config = queue.pop(0)
+                log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+                ref = remote.remote(launcher.hydra_context, sweep_config, launcher.task_function, singleton_state, cpus)
+                running[ref] = (idx, overrides, sweep_config)
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                idx, overrides, sweep_config = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    result = lost_job(sweep_config, overrides, exc)
+                if isinstance(result, tuple) and result[:1] == ("exit",):
+                    raise SystemExit(result[1])
+                results[idx] = result
+    finally:
+        for ref in running:  # Ctrl-C or a job's SystemExit: the other runs stop too
+            ray.cancel(ref, force=True)
+    return [results[idx] for idx, _, _ in jobs]

@@ -1,0 +1,35 @@
+"""hydra/launcher=ray: the runs of a sweep as Ray tasks, each with `gpus_per_run` GPUs (its own
+CUDA_VISIBLE_DEVICES, set by Ray) and `cpus_per_run` CPU cores, as many at once as the resources allow; on a
+Ray of the sweep's own (started on this machine) or on a running cluster (`address=<head>`). The options are
+described in conf/hydra/launcher/ray.yaml."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class RayLauncher(Launcher):
+    def __init__(self, address: str | None = None, gpus_per_run: float = 1, cpus_per_run: float | None = None,
+                 num_gpus: int | None = None, num_cpus: int | None = None, max_concurrent: int | None = None,
+                 init: dict[str, Any] | None = None) -> None:
+        self.address, self.gpus_per_run, self.cpus_per_run = address, gpus_per_run, cpus_per_run
+        self.num_gpus, self.num_cpus, self.max_concurrent = num_gpus, num_cpus, max_concurrent
+        self.init = dict(init or {})
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from deepart.core.errors import report_errors
+
+        from . import _ray
+
+        return report_errors(_ray.launch, self, job_overrides, initial_job_idx)

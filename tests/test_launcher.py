@@ -1,0 +1,134 @@
+"""hydra/launcher=ray as users meet it: a real local Ray (loopback only) that declares two logical GPUs runs a
+4-run sweep two at a time, each run with a GPU of its own, and the sweep's files equal the basic launcher's; a
+failing run, a killed launcher and resume_sweep=, and the one-line errors of bad launcher options."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, hold_env, run_script, wait_until_held
+
+pytest.importorskip("ray")
+
+#: data.num_workers left at null: the launcher sizes it to the run's cores
+ARGS = [*(o for o in TINY if not o.startswith("data.num_workers=")), *TINY_SEQUENCER]
+RAY = ["hydra/launcher=ray", "hydra.launcher.num_gpus=2", "hydra.launcher.num_cpus=2"]
+SEEDS = "seed=0,1,2,3"
+
+
+@pytest.fixture(scope="module")
+def ray_sweep(demo_root, tmp_path_factory):
+    sweep = tmp_path_factory.mktemp("ray") / "sweep"
+    res = run_script("train.py", "-m", *RAY, *demo_overrides(demo_root), *ARGS, SEEDS, f"hydra.sweep.dir={sweep}")
+    return sweep, res
+
+
+@pytest.fixture(scope="module")
+def basic_sweep(demo_root, tmp_path_factory):
+    sweep = tmp_path_factory.mktemp("basic") / "sweep"
+    res = run_script("train.py", "-m", *demo_overrides(demo_root), *ARGS, "data.num_workers=0", SEEDS,
+                     f"hydra.sweep.dir={sweep}")
+    return sweep, res
+
+
+def test_two_gpus_run_two_runs_at_a_time_each_on_its_own_gpu(ray_sweep):
+    sweep, res = ray_sweep
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    placed = [json.loads((sweep / str(n) / "placement.json").read_text()) for n in range(4)]
+    assert all(p["CUDA_VISIBLE_DEVICES"] in ("0", "1") and p["gpu_ids"] == [p["CUDA_VISIBLE_DEVICES"]] for p in placed)
+    assert len({p["pid"] for p in placed}) == 4  # a fresh worker process per run
+    overlapping = [(a, b) for i, a in enumerate(placed) for b in placed[i + 1:]
+                   if a["started"] < b["ended"] and b["started"] < a["ended"]]
+    assert overlapping, "no two runs ran at the same time"
+    assert all(a["CUDA_VISIBLE_DEVICES"] != b["CUDA_VISIBLE_DEVICES"] for a, b in overlapping)
+    for p in placed:  # at most 2 at once: no moment inside a run has 3 runs running
+        assert sum(q["started"] <= p["started"] < q["ended"] for q in placed) <= 2
+    for n in range(4):  # the run saw its GPU, and its data-loading workers fit its one core
+        log = (sweep / str(n) / "train.log").read_text()
+        assert f"CUDA_VISIBLE_DEVICES={placed[n]['CUDA_VISIBLE_DEVICES']}, 1 CPU" in log
+        assert yaml.safe_load((sweep / str(n) / ".hydra" / "config.yaml").read_text())["data"]["num_workers"] == 0
+    assert "up to 2 at once" in res.stdout + res.stderr
+
+
+def test_ray_sweep_files_equal_the_basic_launchers(ray_sweep, basic_sweep):
+    (ray_dir, ray_res), (basic_dir, basic_res) = ray_sweep, basic_sweep
+    assert ray_res.returncode == 0 and basic_res.returncode == 0, basic_res.stderr[-3000:]
+    ray_table, basic_table = pd.read_csv(ray_dir / "summary.csv"), pd.read_csv(basic_dir / "summary.csv")
+    assert len(ray_table) == 4 and ray_table["seed"].tolist() == [0, 1, 2, 3]
+    compared = [c for c in basic_table.columns if c != "runtime_s"]
+    pd.testing.assert_frame_equal(ray_table[compared], basic_table[compared])
+    assert (ray_dir / "report.html").is_file() and "Sweep summary" in ray_res.stdout
+
+
+def test_killed_launcher_then_resume_sweep_finishes_and_a_failing_run_is_listed(demo_root, tmp_path):
+    """Run 0 trains 2 epochs, run 1 raises (batch size 0). The launcher is killed while run 0 waits after its
+    first epoch; resume_sweep= continues run 0 from its checkpoint, runs run 1 again, lists it, exits 1."""
+    sweep, hold = tmp_path / "sweep", tmp_path / "held"
+    args = ["-m", *RAY, *demo_overrides(demo_root), *ARGS, "phase.epochs=2", "phase.batch_size=16,0",
+            f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **hold_env("epoch_end:1", hold),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with open(tmp_path / "launcher.log", "w") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env, text=True,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_held(proc, hold)
+        worker = int(hold.read_text())
+        os.kill(proc.pid, signal.SIGKILL)  # the launcher dies; its Ray and the held run with it
+        proc.wait(timeout=60)
+        wait_until_gone(worker)
+    except AssertionError:
+        print((tmp_path / "launcher.log").read_text()[-3000:])
+        raise
+    finally:
+        hold.unlink(missing_ok=True)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert (sweep / "0" / "checkpoints" / "last.pt").is_file() and not (sweep / "0" / "metrics.json").exists()
+    assert (sweep / "1" / "failure.json").is_file()
+
+    again = run_script("train.py", *args, f"resume_sweep={sweep}")
+    assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["epochs"] == 2
+    assert "resumed after epoch 1" in (sweep / "0" / "train.log").read_text()
+    table = pd.read_csv(sweep / "summary.csv")
+    assert table["status"].tolist() == ["done", "failed"] and "batch" in table.loc[1, "error"]
+    assert "1 of 2 runs have no results" in again.stdout
+
+
+def wait_until_gone(pid: int, timeout: float = 120) -> None:
+    """Block until process `pid` has ended (gone, or a zombie nobody reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the held run (pid {pid}) outlived its launcher by {timeout} s")
+
+
+@pytest.mark.parametrize("option, message", [
+    ("hydra.launcher.address=127.0.0.1:9", "hydra.launcher.address=127.0.0.1:9: no Ray head answers at 127.0.0.1:9"),
+    ("hydra.launcher.gpus_per_run=3", "hydra.launcher.gpus_per_run=3 is more GPUs than a run can get"),
+])
+def test_bad_launcher_options_are_one_line_before_any_run(demo_root, tmp_path, option, message):
+    sweep = tmp_path / "sweep"
+    res = run_script("train.py", "-m", *RAY, option, *demo_overrides(demo_root), *ARGS, "seed=0,1",
+                     f"hydra.sweep.dir={sweep}")
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out[-3000:]
+    lines = [line for line in out.splitlines() if message in line]
+    assert len(lines) == 1 and "Traceback" not in out, out[-3000:]
+    assert ("ray start --head" if "address" in option else "gpus_per_run=0 for runs on CPU only") in lines[0]
+    assert not any(p.is_dir() for p in sweep.glob("[0-9]*"))  # no run started
