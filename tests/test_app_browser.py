@@ -5,7 +5,7 @@ clicked, a painting dropped on the page and one pasted from the clipboard; the l
 
     python -m pytest -s tests/test_app_browser.py                                   # the tiny test model
     DEEPART_APP_MODEL=<run dir or .pt> DEEPART_APP_SCREENSHOT=docs/img/app.png \\
-        python -m pytest -s tests/test_app_browser.py                               # a real model, the README's picture
+        python -m pytest -s tests/test_app_browser.py                               # a real model: docs/evaluation.md
 
 Skipped when Chromium, Playwright or Gradio is missing (.ci/run installs them).
 """
@@ -48,7 +48,7 @@ def browser_page(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_path(app_run) -> Path:  # noqa: F811
-    """DEEPART_APP_MODEL (a real model, for the README's figures) or the tiny model trained for the tests."""
+    """DEEPART_APP_MODEL (a real model: BENCHMARKS.md's figures) or the tiny model trained for the tests."""
     return Path(os.environ.get("DEEPART_APP_MODEL") or app_run)
 
 

@@ -1,4 +1,4 @@
-"""Phase freezing freezes exactly what the phase table (README) says."""
+"""Phase freezing freezes exactly what the phase table (docs/training.md) says."""
 import torch
 
 from deepart.models import build_model

@@ -280,7 +280,7 @@ def wait_until_up(url: str, server: subprocess.Popen, seconds: float) -> None:
 def test_mlflow_ui_lists_the_sweeps_runs_with_their_metrics(sweep, tmp_path):
     """A real `mlflow ui` on the sweep's store, opened in headless Chromium: the experiment lists the sweep's runs
     (and the sweep-summary run), and each run's page shows its val/mean_top1. DEEPART_MLFLOW_SWEEP=<sweep dir>
-    opens another sweep; DEEPART_MLFLOW_SCREENSHOT=docs/img/mlflow.png keeps the picture (the README's)."""
+    opens another sweep; DEEPART_MLFLOW_SCREENSHOT=docs/img/mlflow.png keeps docs/tracking.md's picture."""
     from tests.test_app_browser import CHROMIUM, FLAGS
 
     if not CHROMIUM.is_file():
