@@ -18,6 +18,8 @@ Points:
     phase_end   a phase completed, before the next one starts
     extract     an archive member written to its temporary file, not yet renamed into the images folder
     index_chunk a chunk of an index's vectors written (python -m deepart index), before the next one starts
+    feature_chunk a chunk of the backbone-feature cache written (training with trainer.feature_cache), before
+                the next one starts
 
 Unset (the normal case) a point costs two dictionary lookups.
 """

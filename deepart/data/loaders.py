@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from deepart.core.config import SOURCE_ROOT_ARGS, build
 from deepart.core.errors import ConfigError
@@ -78,15 +78,19 @@ def _loader(dataset, batch_size, sampler, workers, device, drop_last=False) -> D
 
 def train_loader(table: TaskTable, data_cfg: DictConfig, sampler_cfg: DictConfig, batch_size: int,
                  seed: int, device: str, rank: int = 0, world_size: int = 1,
-                 augment: DictConfig | None = None) -> DataLoader:
+                 augment: DictConfig | None = None, dataset: Dataset | None = None,
+                 workers: int | None = None) -> DataLoader:
     """The training split in the sampler's seeded order, through the training transform (with the image-level
-    options of the `augment` config: policy, erasing)."""
-    dataset = PaintingDataset(table, "train", transform_from_config(data_cfg, train=True, augment=augment),
-                              min_decode_side(data_cfg))
+    options of the `augment` config: policy, erasing). `dataset`: other items of the split's rows in its place
+    (e.g. precomputed features: the same order and batches)."""
+    if dataset is None:
+        dataset = PaintingDataset(table, "train", transform_from_config(data_cfg, train=True, augment=augment),
+                                  min_decode_side(data_cfg))
     sampler = build(sampler_cfg, labels=table.labels("train"), **_sampler_kwargs(sampler_cfg, table),
                     seed=seed, rank=rank, world_size=world_size)
     drop_last = len(sampler) > batch_size  # avoid a final batch of 1 (BatchNorm cannot train on it)
-    return _loader(dataset, batch_size, sampler, num_workers(data_cfg), device, drop_last)
+    return _loader(dataset, batch_size, sampler, num_workers(data_cfg) if workers is None else workers, device,
+                   drop_last)
 
 
 def _sampler_kwargs(sampler_cfg: DictConfig, table: TaskTable) -> dict:
@@ -94,9 +98,12 @@ def _sampler_kwargs(sampler_cfg: DictConfig, table: TaskTable) -> dict:
 
 
 def eval_loader(table: TaskTable, data_cfg: DictConfig, batch_size: int, device: str, split: str = "val",
-                workers: int | None = None, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """Every image of `split` in a fixed order; with world_size > 1, this rank's disjoint shard of it."""
-    dataset = PaintingDataset(table, split, transform_from_config(data_cfg, train=False),
-                              min_decode_side(data_cfg))
+                workers: int | None = None, rank: int = 0, world_size: int = 1,
+                dataset: Dataset | None = None) -> DataLoader:
+    """Every image of `split` in a fixed order; with world_size > 1, this rank's disjoint shard of it.
+    `dataset`: other items of the split's rows in its place (e.g. precomputed features)."""
+    if dataset is None:
+        dataset = PaintingDataset(table, split, transform_from_config(data_cfg, train=False),
+                                  min_decode_side(data_cfg))
     sampler = ShardSampler(len(dataset), rank, world_size) if world_size > 1 else None
     return _loader(dataset, batch_size, sampler, num_workers(data_cfg) if workers is None else workers, device)

@@ -36,9 +36,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from deepart.core import faults
+from deepart.core.builds import CHUNKS, ChunkedBuild, read_record, update_with_tensors
 from deepart.core.cli import compose_cli
-from deepart.core.errors import ConfigError, DataError, first_line, report_errors, require, require_choice
+from deepart.core.errors import ConfigError, DataError, report_errors, require, require_choice
 from deepart.core.files import atomic_write, atomic_write_text
 from deepart.core.runtime import check_threads, resolve_device
 from deepart.data.dataset import ImageDataset, SkipCounter, collate
@@ -52,8 +52,7 @@ from deepart.objectives.retrieval import retrieval_quality
 log = logging.getLogger("deepart")
 
 FORMAT, VERSION = "deepart-index", 1
-META, FILES, VECTORS, PLAN, CHUNKS, QUALITY = "index.json", "files.csv", "vectors.npy", "plan.csv", "chunks", \
-    "quality.json"
+META, FILES, VECTORS, PLAN, QUALITY = "index.json", "files.csv", "vectors.npy", "plan.csv", "quality.json"
 EMBEDDINGS = ("context", "pooled", "probs")
 USAGE = ("python -m deepart index model=<export folder, run dir or checkpoint> images=<folder or glob> out=<dir> "
          "(or data=<option> data.root=<dir> instead of images=)")
@@ -86,9 +85,7 @@ def model_identity(model: DeepArtNet) -> str:
     models answer alike exactly when their identities are equal."""
     digest = hashlib.sha256(json.dumps({"tasks": model.tasks, "input_cfg": model.input_cfg}, sort_keys=True,
                                        default=list).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    update_with_tensors(digest, model.state_dict())
     return digest.hexdigest()[:16]
 
 
@@ -140,18 +137,8 @@ class Index:
 
 
 def read_meta(folder: Path) -> dict | None:
-    path = folder / META
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text())
-        ours = isinstance(meta, dict) and meta.get("format") == FORMAT
-    except (OSError, ValueError) as exc:
-        reason = f"unreadable ({first_line(exc)}); delete the folder and build the index again"
-        raise DataError(f"{path}: {reason}") from None
-    if ours:
-        return meta
-    raise DataError(f"{path}: not a deepart index; pass another out= / index= folder")
+    return read_record(folder / META, FORMAT, "delete the folder and build the index again",
+                       "not a deepart index; pass another out= / index= folder")
 
 
 def write_meta(folder: Path, meta: dict) -> None:
@@ -221,10 +208,6 @@ def start_or_resume(out: Path, meta: dict, files: pd.DataFrame) -> dict:
     return old
 
 
-def chunk_file(out: Path, chunk: int) -> Path:
-    return out / CHUNKS / f"{chunk:05d}.npz"
-
-
 def embed_files(predictor: Predictor, paths: list[str], kinds: tuple[str, ...], batch_size: int, num_workers: int,
                 skips: SkipCounter, bar: tqdm) -> dict[str, np.ndarray]:
     """The embeddings of image files: {"rows": the readable files' positions in `paths`, kind: (n, d) vectors for
@@ -248,23 +231,19 @@ def embed_files(predictor: Predictor, paths: list[str], kinds: tuple[str, ...], 
 
 def embed_all(out: Path, predictor: Predictor, files: pd.DataFrame, cfg: DictConfig) -> None:
     """Every chunk not yet on disk, in order, each written atomically as it completes."""
-    size = cfg.chunk_size
-    n_chunks = -(-len(files) // size)
-    done = [c for c in range(n_chunks) if chunk_file(out, c).is_file()]
-    todo = [c for c in range(n_chunks) if c not in done]
+    build = ChunkedBuild(out, len(files), cfg.chunk_size, "index_chunk")
+    done = build.done()
     if done:
-        log.info("%s: resuming after %d of %d chunks", out, len(done), n_chunks)
-    (out / CHUNKS).mkdir(exist_ok=True)
+        log.info("%s: resuming after %d of %d chunks", out, len(done), build.n_chunks)
     skips = SkipCounter(max_warnings=10)
-    initial = sum(len(files.iloc[c * size:(c + 1) * size]) for c in done)
-    with tqdm(total=len(files), initial=initial, desc="index", unit="img", dynamic_ncols=True) as bar:
-        for chunk in todo:
-            paths = files["path"].iloc[chunk * size:(chunk + 1) * size].tolist()
-            found = embed_files(predictor, paths, (cfg.embedding,), cfg.batch_size, cfg.num_workers, skips, bar)
-            arrays = {"rows": found["rows"] + chunk * size, "vectors": found[cfg.embedding], "bad": found["bad"],
-                      "errors": found["errors"]}
-            atomic_write(chunk_file(out, chunk), lambda f, a=arrays: np.savez(f, **a))
-            faults.point("index_chunk")
+
+    def compute(rows: range, bar: tqdm) -> dict[str, np.ndarray]:
+        paths = files["path"].iloc[rows.start:rows.stop].tolist()
+        found = embed_files(predictor, paths, (cfg.embedding,), cfg.batch_size, cfg.num_workers, skips, bar)
+        return {"rows": found["rows"] + rows.start, "vectors": found[cfg.embedding], "bad": found["bad"],
+                "errors": found["errors"]}
+
+    build.run(compute, desc="index")
 
 
 def finish(out: Path, meta: dict) -> dict:

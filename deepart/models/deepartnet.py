@@ -78,7 +78,11 @@ class DeepArtNet(nn.Module):
         "pooled" (B, C) the backbone's feature map averaged over the grid, "context" (B, out_dim) the pooling's
         output that the heads read (the attention context vector)."""
         x = self.normalize(images)                         # keeps the input's memory format
-        fmap = self.backbone(x)                            # (B, C, h, w)
+        return self.from_backbone(self.backbone(x))        # the backbone's map: (B, C, h, w)
+
+    def from_backbone(self, fmap: torch.Tensor) -> dict[str, Any]:
+        """`features` from the backbone's feature map (B, C, h, w) on: what runs on features computed once for a
+        frozen backbone (deepart.training.feature_cache)."""
         feats = self.proj(fmap)                            # (B, dim, h, w)
         b, _, h, w = feats.shape
         tokens = feats.flatten(2).transpose(1, 2)          # (B, h*w, dim)

@@ -35,6 +35,7 @@ from deepart.training.ema import EMA
 from deepart.training.engine import Optimization, Progress, train_epoch
 from deepart.training.epoch_log import EpochLog
 from deepart.training.evaluation import PredictionRecorder, evaluate_loader
+from deepart.training.feature_cache import FeaturePath, open_feature_path
 from deepart.training.freezing import apply_freezing, log_stages
 from deepart.training.lr_find import apply_lr, run_lr_finder
 from deepart.training.optim import build_optimizer, build_scheduler
@@ -77,6 +78,7 @@ class PhaseRun:
     loss_fn: torch.nn.Module
     evaluated: torch.nn.Module  # the model as validated, selected and exported: the EMA weights, else the model
     ema: EMA | None = None      # trainer.ema_decay: the moving average of the weights
+    features: FeaturePath | None = None  # trainer.feature_cache: training on cached backbone features
 
 
 def seed_everything(seed: int) -> None:
@@ -230,12 +232,14 @@ class Trainer:
         if ema is not None and resume is not None:
             ema.load_state_dict(resume.ema)
         net, loss_fn, compiled = self._parallel()
+        features = open_feature_path(cfg, self.model, self.table, phase, rt, d.enabled, eval_batch_size(cfg, phase))
         n = torch.get_num_threads()
         threads = f", {n} thread{'s' if n > 1 else ''}" if rt.device.type == "cpu" else ""
         log.info("phase %s: %d epochs, lr %g, batch %d, %d steps/epoch on %s%s%s%s", phase.name, phase.epochs,
                  phase.lr, phase.batch_size, len(train_dl), rt.device, " (bf16)" if rt.bf16 else "",
                  f" x {d.world_size} processes" if d.enabled else "", threads)
-        return PhaseRun(train_dl, val_dl, optimizer, scheduler, net, loss_fn, ema.model if ema else compiled, ema)
+        return PhaseRun(train_dl, val_dl, optimizer, scheduler, net, loss_fn, ema.model if ema else compiled, ema,
+                        features)
 
     def _restore_counters(self, ckpt: Checkpoint) -> None:
         self.step, self.skips.total, self.prior_runtime = ckpt.global_step, ckpt.skipped_images, ckpt.runtime_s
@@ -264,11 +268,13 @@ class Trainer:
         return net, distributed.wrap(self.loss_fn, self.rt.device), compiled
 
     def _train_epoch(self, phase: DictConfig, epoch: int, p: PhaseRun) -> dict[str, float]:
-        p.train_dl.sampler.set_epoch(epoch)
+        fast = p.features  # cached backbone features: the same batches, no image augmentation
+        loader, net = (fast.train_dl, fast.net) if fast is not None else (p.train_dl, p.net)
+        loader.sampler.set_epoch(epoch)
         trainer = self.cfg.trainer
         metrics, self.step = train_epoch(
-            Optimization(p.net, p.loss_fn, p.optimizer, p.scheduler, self.rt, trainer.grad_clip,
-                         mixer_from_config(self.cfg.augment, self.cfg.seed, self.dist.rank)), p.train_dl,
+            Optimization(net, p.loss_fn, p.optimizer, p.scheduler, self.rt, trainer.grad_clip,
+                         None if fast else mixer_from_config(self.cfg.augment, self.cfg.seed, self.dist.rank)), loader,
             self.tasks, self.skips, Progress(f"phase {phase.name} epoch {epoch + 1}/{phase.epochs}",
                                              trainer.progress_bar, trainer.log_every_n_steps, self.logger.log_metrics),
             self.step, reduce=distributed.all_reduce_sum_ if self.dist.enabled else None,
@@ -277,8 +283,10 @@ class Trainer:
 
     def _validate(self, p: PhaseRun) -> dict[str, float]:
         distributed.broadcast_buffers_(p.evaluated)  # every rank evaluates rank 0's model
-        metrics, _ = evaluate_loader(p.evaluated, self.loss_fn, p.val_dl, self.rt, self.tasks,
-                                     skips=self.skips, hflip=self.cfg.trainer.tta_hflip,
+        cached = p.features is not None and p.features.val_dl is not None
+        model, loader = (p.features.wrap(p.evaluated), p.features.val_dl) if cached else (p.evaluated, p.val_dl)
+        metrics, _ = evaluate_loader(model, self.loss_fn, loader, self.rt, self.tasks,
+                                     skips=self.skips, hflip=self.cfg.trainer.tta_hflip and not cached,
                                      reduce=distributed.all_reduce_sum_ if self.dist.enabled else None)
         return metrics
 

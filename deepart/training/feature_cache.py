@@ -1,0 +1,311 @@
+"""The frozen-feature fast path (`trainer.feature_cache`, docs/feature_cache.md): when a phase trains with its
+backbone wholly frozen, the backbone's feature map of every train and val image is computed once, kept on disk,
+and every epoch trains and validates the rest of the model (projection, sequencer, pooling, heads) on it.
+
+One cache is one folder `<trainer.feature_cache_dir>/<backbone name>-<split>-<key>/`. The key is a hash of all
+that the features depend on: the backbone's name and weights (every tensor of its state dict, BatchNorm
+statistics included), the split's images (the path, size and mtime of each file, in the table's order), the
+eval transform (data.image_size, data.resize_size, data.square_pad, the decode size, the backbone's mean / std)
+and how the backbone runs (device type, bf16 autocast, channels_last). Inputs that differ in any of these give
+another key, hence another folder, built on first use: a stale cache is never read (older folders stay on disk
+until deleted; the build's log line names the folder). A folder whose meta.json names another key, or a
+complete one without its features, is refused with a line that says to delete it.
+
+The folder: meta.json (what it was built from; "complete": false until the build's last step), features.npy
+(float32 (N, C, h, w), one row per image of the split, read memory-mapped), valid.npy (which rows were readable;
+an unreadable image is skipped and counted each epoch, as when training on images). While it is being built,
+chunks/ holds the features of each finished chunk of `trainer.feature_cache_chunk` images, each written
+atomically (deepart.core.builds, as the vector index does): a killed build continues after its last complete
+chunk when training starts again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from deepart.core.builds import ChunkedBuild, read_record, update_with_tensors
+from deepart.core.errors import ConfigError, DataError, require
+from deepart.core.files import atomic_write, atomic_write_text
+from deepart.core.runtime import Runtime
+from deepart.data.dataset import PaintingDataset, collate
+from deepart.data.images import source_file
+from deepart.data.loaders import eval_loader, num_workers, train_loader
+from deepart.data.table import TaskTable
+from deepart.data.transforms import min_decode_side, resize_size, transform_from_config
+from deepart.models.deepartnet import DeepArtNet
+
+log = logging.getLogger("deepart")
+
+FORMAT, VERSION = "deepart-features", 1
+META, FEATURES, VALID = "meta.json", "features.npy", "valid.npy"
+
+
+# ------------------------------------------------------------------------------------------------ when it is used
+def train_augmentation(cfg: DictConfig) -> list[str]:
+    """The options by which the training pass sees another input than the eval transform of each image (random
+    crop, flip, augment.policy, erasing, mixup / CutMix): with any of them the cached features cannot stand in."""
+    data, augment = cfg.data, cfg.augment
+    found = []
+    if data.get("hflip"):
+        found.append("data.hflip=true")
+    scale = [float(s) for s in data.get("train_crop_scale") or (1.0, 1.0)]
+    if scale != [1.0, 1.0]:
+        found.append(f"data.train_crop_scale={scale}")
+    if augment.get("policy", "none") != "none":
+        found.append(f"augment.policy={augment.policy}")
+    for key in ("erasing", "mixup_alpha", "cutmix_alpha"):
+        if augment.get(key):
+            found.append(f"augment.{key}={augment[key]}")
+    return found
+
+
+def stochastic_layers(backbone: nn.Module) -> list[str]:
+    """The backbone's layers that draw at random in training mode (dropout, drop path): a frozen backbone with
+    them still gives other features at every step."""
+    return [name for name, m in backbone.named_modules()
+            if (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0) or float(getattr(m, "drop_prob", 0) or 0) > 0]
+
+
+def backbone_frozen(model: DeepArtNet) -> bool:
+    """Whether the phase's freezing leaves the backbone unchanged by training: no trainable parameter, every
+    BatchNorm kept in eval mode."""
+    backbone = model.backbone
+    norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return (not any(p.requires_grad for p in backbone.parameters())
+            and all(any(m is f for f in model.frozen_norms) for m in norms))
+
+
+def use_feature_cache(cfg: DictConfig, model: DeepArtNet, phase: str, distributed: bool) -> bool:
+    """Whether phase `phase` (frozen as it will train) trains on cached backbone features.
+
+    false: never. auto: when the backbone is wholly frozen and nothing makes the training pass differ from the
+    eval transform's features (train_augmentation, stochastic_layers); otherwise not, with the reason logged.
+    true: whenever the backbone is wholly frozen, with the augmentation off (each training image is its eval
+    transform's view: no random crop or flip, no policy, erasing or mixing), said in a warning. A phase that trains
+    the backbone runs on images under every mode. Data-parallel runs: auto does not use it, true is refused."""
+    mode = cfg.trainer.get("feature_cache", False)
+    require(mode == "auto" or isinstance(mode, bool), "trainer.feature_cache", mode, "auto | true | false")
+    if mode is False or not backbone_frozen(model):
+        if mode is True:
+            log.info("phase %s trains the backbone: it trains on images (trainer.feature_cache applies to phases "
+                     "whose backbone is frozen)", phase)
+        return False
+    if distributed:
+        if mode is True:
+            raise ConfigError("trainer.feature_cache=true is not supported in a data-parallel (torchrun) run; set "
+                              "trainer.feature_cache=auto or false")
+        log.info("phase %s: backbone frozen; no feature cache in a data-parallel run", phase)
+        return False
+    conflicts = train_augmentation(cfg) + [f"backbone dropout / drop path ({name})"
+                                           for name in stochastic_layers(model.backbone)[:1]]
+    if conflicts and mode == "auto":
+        log.info("phase %s: backbone frozen, but training varies its input (%s), so it trains on images; without "
+                 "them (or with trainer.feature_cache=true, which turns them off) it trains on cached backbone "
+                 "features", phase, ", ".join(conflicts))
+        return False
+    if conflicts:
+        log.warning("trainer.feature_cache=true: phase %s trains on the cached features of each image's eval "
+                    "transform, so %s do not apply", phase, ", ".join(conflicts))
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ the cache
+def cache_key(model: DeepArtNet, table: TaskTable, split: str, data_cfg: DictConfig, rt: Runtime) -> dict:
+    """What a split's features are computed from, and its `key` (see the module docstring)."""
+    backbone = model.backbone
+    image_size = int(data_cfg.image_size)
+    inputs = {
+        "backbone": str(getattr(backbone, "name", type(backbone).__name__)), "split": split,
+        "transform": {"image_size": image_size, "resize_size": resize_size(image_size, data_cfg.get("resize_size")),
+                      "square_pad": bool(data_cfg.get("square_pad")), "decode_side": min_decode_side(data_cfg),
+                      "mean": list(backbone.mean), "std": list(backbone.std)},
+        "runtime": {"device": rt.device.type, "bf16": rt.bf16, "channels_last": rt.channels_last},
+    }
+    digest = hashlib.sha256(json.dumps({"format": FORMAT, "version": VERSION, **inputs}, sort_keys=True).encode())
+    update_with_tensors(digest, backbone.state_dict())
+    for path in table.frame(split)["path"]:
+        resolved = table.resolve(path)
+        try:
+            st = source_file(resolved).stat()
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        digest.update(f"{resolved}\0{stamp}\n".encode())
+    return {**inputs, "key": digest.hexdigest()[:16], "n_items": len(table.frame(split))}
+
+
+def cache_folder(root: Path, inputs: dict) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", inputs["backbone"])
+    return root / f"{name}-{inputs['split']}-{inputs['key']}"
+
+
+def read_meta(folder: Path) -> dict | None:
+    return read_record(folder / META, FORMAT, f"delete {folder} to build the cache again",
+                       f"not a deepart feature cache; delete {folder} or set trainer.feature_cache_dir")
+
+
+def cached_features(model: DeepArtNet, table: TaskTable, split: str, data_cfg: DictConfig, rt: Runtime,
+                    root: Path, chunk_size: int, batch_size: int, bar: bool) -> Path:
+    """The folder of the split's complete feature cache: reused when there, else built (or its interrupted build
+    finished)."""
+    inputs = cache_key(model, table, split, data_cfg, rt)
+    folder = cache_folder(root, inputs)
+    meta = read_meta(folder)
+    if meta is not None and meta.get("key") != inputs["key"]:
+        raise DataError(f"{folder}: holds a feature cache of other inputs (key {meta.get('key')}, not "
+                        f"{inputs['key']}); delete the folder to build it again")
+    if meta is not None and meta["complete"]:
+        if not ((folder / FEATURES).is_file() and (folder / VALID).is_file()):
+            raise DataError(f"{folder}: the feature cache is damaged ({FEATURES} or {VALID} missing); delete the "
+                            f"folder to build it again")
+        log.info("feature cache: reusing %s (%d %s images)", folder, meta["n_items"], split)
+        return folder
+    if meta is None:
+        meta = {"format": FORMAT, "version": VERSION, "complete": False, "chunk_size": chunk_size, **inputs}
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / META, json.dumps(meta, indent=2))
+    build = ChunkedBuild(folder, meta["n_items"], meta["chunk_size"], "feature_chunk")
+    done = build.done()
+    log.info("feature cache: building %s (%d %s images%s)", folder, meta["n_items"], split,
+             f"; resuming after {len(done)} of {build.n_chunks} chunks" if done else "")
+    dataset = PaintingDataset(table, split, transform_from_config(data_cfg, train=False), min_decode_side(data_cfg))
+    workers = num_workers(data_cfg)
+
+    def compute(rows: range, progress: tqdm) -> dict[str, np.ndarray]:
+        loader = DataLoader(Subset(dataset, list(rows)), batch_size=batch_size, collate_fn=collate,
+                            num_workers=max(min(workers, len(rows) - 1), 0))
+        found, parts, bad = [], [], []
+        for batch in loader:
+            bad += batch["bad"]
+            if "image" in batch:
+                with torch.inference_mode(), rt.autocast():  # exactly the backbone pass of DeepArtNet.features
+                    fmap = model.backbone(model.normalize(rt.images(batch)))
+                parts.append(fmap.float().cpu().contiguous().numpy())
+                found.append(batch["index"].numpy())
+            progress.update(len(batch["index"]) + len(batch["bad"]))
+        return {"rows": np.concatenate(found) if found else np.zeros(0, np.int64),
+                "features": np.concatenate(parts) if parts else np.zeros((0, 0, 0, 0), np.float32),
+                "bad": np.array([p for p, _ in bad], dtype=str), "errors": np.array([e for _, e in bad], dtype=str)}
+
+    training = model.training
+    model.eval()
+    try:
+        build.run(compute, desc=f"features {split}", bar=bar)
+    finally:
+        model.train(training)
+    _finish(folder, build, meta)
+    return folder
+
+
+def _finish(folder: Path, build: ChunkedBuild, meta: dict) -> None:
+    """The chunks joined into features.npy (written through a memory map, then renamed into place) and valid.npy,
+    meta.json marked complete, the chunks removed."""
+    n = meta["n_items"]
+    shape = next((c["features"].shape[1:] for c in build.load() if len(c["rows"])), None)
+    skipped = [{"path": str(p), "error": str(e)} for c in build.load() for p, e in zip(c["bad"], c["errors"])]
+    if shape is None and n:
+        first = f" ({skipped[0]['path']}: {skipped[0]['error']})" if skipped else ""
+        raise DataError(f"the {meta['split']} split: none of its {n} images could be read{first}")
+    partial = folder / f".{FEATURES}.{os.getpid()}.tmp"
+    features = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, *(shape or (0, 0, 0))))
+    valid = np.zeros(n, dtype=bool)
+    for chunk in build.load():
+        if len(chunk["rows"]):
+            features[chunk["rows"]] = chunk["features"]
+            valid[chunk["rows"]] = True
+    features.flush()
+    del features
+    with open(partial, "rb+") as f:
+        os.fsync(f.fileno())
+    partial.replace(folder / FEATURES)
+    atomic_write(folder / VALID, lambda f: np.save(f, valid))
+    meta = {**meta, "complete": True, "shape": list(shape or ()), "skipped": skipped}
+    atomic_write_text(folder / META, json.dumps(meta, indent=2))
+    build.clear()
+
+
+class FeatureDataset(Dataset):
+    """A split's cached features as the items a loader of its images would give: {image: float32 (C, h, w)
+    feature map, labels, index}, or a `bad` marker for an image that could not be read. Keys may be `(index,
+    seed)` pairs (the project's samplers); the seed has nothing to draw."""
+
+    def __init__(self, folder: Path, table: TaskTable, split: str):
+        meta = read_meta(folder)
+        self.features = np.load(folder / FEATURES, mmap_mode="r")
+        self.valid = np.load(folder / VALID)
+        self.labels = torch.from_numpy(table.labels(split))
+        self.paths = [str(table.resolve(p)) for p in table.frame(split)["path"]]
+        self.errors = {s["path"]: s["error"] for s in meta["skipped"]}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index = int(key) if isinstance(key, (int, np.integer)) else int(key[0])
+        if not self.valid[index]:
+            return {"bad": self.paths[index], "error": self.errors.get(self.paths[index], "unreadable")}
+        return {"image": torch.from_numpy(np.array(self.features[index])), "labels": self.labels[index],
+                "index": index}
+
+
+# ------------------------------------------------------------------------------------------------ training on it
+class FromBackbone(nn.Module):
+    """The model from its backbone's feature map on: forward(features) gives what forward(images) gives."""
+
+    def __init__(self, model: DeepArtNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, fmap: torch.Tensor) -> dict:
+        out = self.model.from_backbone(fmap)
+        return {"logits": out["logits"], "attention": out["attention"]}
+
+
+@dataclass
+class FeaturePath:
+    """A phase's training on cached features: its train loader (the image loader's sampler: the same batches),
+    its val loader (None: validation runs on images, as trainer.tta_hflip needs) and the model as trained."""
+
+    train_dl: DataLoader
+    val_dl: DataLoader | None
+    net: nn.Module
+
+    @staticmethod
+    def wrap(model: DeepArtNet) -> nn.Module:
+        return FromBackbone(model)
+
+
+def open_feature_path(cfg: DictConfig, model: DeepArtNet, table: TaskTable, phase: DictConfig, rt: Runtime,
+                      distributed: bool, eval_batch_size: int) -> FeaturePath | None:
+    """The phase's FeaturePath, its caches built or reused, when `use_feature_cache` says so; else None."""
+    if not use_feature_cache(cfg, model, str(phase.name), distributed):
+        return None
+    trainer = cfg.trainer
+    chunk = trainer.get("feature_cache_chunk", 256)
+    require(isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 1, "trainer.feature_cache_chunk",
+            chunk, "an integer >= 1")
+    root = Path(trainer.get("feature_cache_dir") or "data/features")
+    splits = ["train"] if trainer.tta_hflip else ["train", "val"]
+    folders = {split: cached_features(model, table, split, cfg.data, rt, root, chunk, eval_batch_size,
+                                      bool(trainer.progress_bar)) for split in splits}
+    device = str(rt.device)
+    train_dl = train_loader(table, cfg.data, cfg.sampler, phase.batch_size, cfg.seed, device,
+                            dataset=FeatureDataset(folders["train"], table, "train"), workers=0)
+    val_dl = eval_loader(table, cfg.data, eval_batch_size, device, workers=0,
+                         dataset=FeatureDataset(folders["val"], table, "val")) if "val" in folders else None
+    net = FromBackbone(model)
+    log.info("phase %s: trains%s on cached backbone features%s", phase.name, "" if val_dl is None else
+             " and validates", " (validation on images: trainer.tta_hflip)" if val_dl is None else "")
+    return FeaturePath(train_dl, val_dl, torch.compile(net) if trainer.compile else net)
