@@ -2,6 +2,7 @@
 required `key=` arguments are given, and the composed config of the `python -m deepart.<command>` tools."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -9,6 +10,58 @@ from omegaconf import DictConfig, OmegaConf
 from deepart.core.config import CONF_DIR, compose_config, config_groups, quote_numeric_choices, refuse_renamed
 from deepart.core.errors import ConfigError, first_line
 from deepart.core.rundir import run_dir_of
+
+#: Options of Hydra's own groups that a Hydra plugin provides: the plugin's distribution and the extra that
+#: installs it, named when the option is chosen and Hydra cannot find it.
+PLUGIN_EXTRAS = {
+    ("hydra/launcher", "submitit_slurm"): ("hydra-submitit-launcher", "cluster"),
+    ("hydra/launcher", "submitit_local"): ("hydra-submitit-launcher", "cluster"),
+}
+
+
+def _hydra_choices(argv: list[str]) -> list[tuple[str, str, str]]:
+    """(Hydra group, option, the argument choosing it) for each option of a hydra/ group the arguments choose,
+    directly (`hydra/launcher=slurm`) or through the defaults of a chosen option (an `override /hydra/sweeper: x`
+    in an hparams_search option; hydra/launcher/slurm.yaml: `- submitit_slurm`)."""
+    from deepart.core.yamldoc import read
+
+    out = []
+    for arg in argv:
+        m = re.match(r"^\+{0,2}([\w/]+)=([\w.,-]+)$", arg)
+        if not m:
+            continue
+        group = m.group(1)
+        for option in m.group(2).split(","):
+            if group.startswith("hydra/"):
+                out.append((group, option, arg))
+            path = CONF_DIR / group / f"{option}.yaml"
+            if not path.is_file():
+                continue
+            for entry in read(path).defaults:
+                name = entry.group.removeprefix("override").strip().lstrip("/")
+                if entry.option is None and group.startswith("hydra/") and name != "_self_":
+                    out.append((group, name, arg))
+                elif entry.option is not None and name.startswith("hydra/"):
+                    out.append((name, entry.option, arg))
+    return out
+
+
+def require_plugins(argv: list[str]) -> None:
+    """Refuse, in one line naming the extra that installs it, an option of a Hydra group (launcher, sweeper)
+    that a plugin provides when Hydra cannot find it (the plugin is not installed)."""
+    missing = [(group, option, arg) for group, option, arg in _hydra_choices(argv) if (group, option) in PLUGIN_EXTRAS]
+    if not missing:
+        return
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for group, option, arg in missing:
+            if option not in loader.get_group_options(group):
+                dist, extra = PLUGIN_EXTRAS[(group, option)]
+                raise ConfigError(f"{arg} needs {group}={option} from the {dist} plugin, which is not installed: "
+                                  f"pip install 'deepart[{extra}]'")
 
 
 def _last_value(argv: list[str], key: str) -> str | None:
@@ -19,8 +72,10 @@ def _last_value(argv: list[str], key: str) -> str | None:
 def prepare_argv(argv: list[str]) -> list[str]:
     """Quote numeric group choices (`phase=2`), send `resume=<run>` back into that run's dir and
     `resume_sweep=<sweep>` back into that sweep's dir (keeping the runs' original .hydra/ files). A renamed key
-    (`data.source.root=`) is a ConfigError naming the new one."""
+    (`data.source.root=`) is a ConfigError naming the new one, a launcher or sweeper whose plugin is not installed
+    one naming the extra."""
     refuse_renamed(argv[1:])
+    require_plugins(argv[1:])
     argv = [argv[0], *quote_numeric_choices(argv[1:], config_groups())]
     resume = _last_value(argv, "resume")
     if resume and not any(a.startswith("hydra.run.dir=") for a in argv):

@@ -329,7 +329,7 @@ def import_gradio():
     try:
         import gradio as gr
     except ImportError:
-        raise ConfigError('the web app needs Gradio: pip install -e ".[app]"') from None
+        raise ConfigError("the web app needs Gradio, which is not installed: pip install 'deepart[app]'") from None
     return gr
 
 

@@ -14,6 +14,7 @@ its weak spot) the TorchScript-based one (`dynamo=False`) is used instead, and `
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
 from pathlib import Path
@@ -42,14 +43,15 @@ class OnnxUnavailable(DeepArtError):
     """onnx / onnxruntime are not installed."""
 
 
-def require_onnx() -> None:
-    """Raise OnnxUnavailable with the install command unless onnx and onnxruntime import."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        raise OnnxUnavailable(f"ONNX needs the packages onnx and onnxruntime ({exc.name} is missing): "
-                              f"pip install 'deepart[onnx]'") from None
+def require_onnx(packages: tuple[str, ...] = ("onnx", "onnxruntime")) -> None:
+    """Raise OnnxUnavailable with the install command unless `packages` import (the export needs onnxscript
+    too)."""
+    for name in packages:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise OnnxUnavailable(f"ONNX needs the packages {', '.join(packages)} ({name} is missing): "
+                                  f"pip install 'deepart[onnx]'") from None
 
 
 class _Flat(nn.Module):
@@ -75,7 +77,7 @@ def output_names(model: DeepArtNet) -> list[str]:
 def export_onnx(model: DeepArtNet, path: str | Path, exporter: str = "auto", batch: int = 2) -> str:
     """Write `model` as ONNX to `path`; returns the exporter used: dynamo, or torchscript where dynamo failed
     (`exporter=auto`) or was asked for."""
-    require_onnx()
+    require_onnx(("onnx", "onnxscript", "onnxruntime"))
     model = model.eval().cpu()
     size = model.input_cfg["image_size"]
     example = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)

