@@ -132,3 +132,30 @@ def test_bad_launcher_options_are_one_line_before_any_run(demo_root, tmp_path, o
     assert len(lines) == 1 and "Traceback" not in out, out[-3000:]
     assert ("ray start --head" if "address" in option else "gpus_per_run=0 for runs on CPU only") in lines[0]
     assert not any(p.is_dir() for p in sweep.glob("[0-9]*"))  # no run started
+
+
+def test_a_search_through_ray_prunes_trials_two_at_a_time(demo_root, tmp_path):
+    """hparams_search=optuna with the Ray launcher: trials two at a time (one logical GPU each) report every
+    epoch to the study's journal; the median pruner stops at least one, which ends pruned, not failed."""
+    pytest.importorskip("optuna")
+    sweep = tmp_path / "search"
+    tiny = [o for o in ARGS if not o.startswith("phase.lr=")]
+    res = run_script("train.py", "hparams_search=optuna", *RAY, *demo_overrides(demo_root), *tiny, "phase.epochs=3",
+                     "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.n_startup_trials=2",
+                     "hydra.sweeper.pruner.startup_trials=2", "hydra.sweeper.pruner.warmup_epochs=0",
+                     "hydra.sweeper.params.sequencer='choice(bilstm,gru)'", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    trials = pd.read_csv(sweep / "optuna_trials.csv")
+    assert len(trials) == 6 and set(trials["state"]) <= {"complete", "pruned"}
+    pruned = trials[trials["state"] == "pruned"]
+    assert len(pruned) >= 1 and (pruned["epochs_reported"] < 3).all()
+    assert (trials[trials["state"] == "complete"]["epochs_reported"] == 3).all()
+    for run in pruned["run"]:
+        assert (sweep / str(run) / "pruned.json").is_file() and not (sweep / str(run) / "failure.json").exists()
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert sorted(summary["status"]) == sorted(trials["state"].replace({"complete": "done"}))
+    placed = [json.loads((sweep / str(n) / "placement.json").read_text()) for n in (0, 1)]
+    assert {p["CUDA_VISIBLE_DEVICES"] for p in placed} == {"0", "1"}  # the first two trials side by side
+    best = yaml.safe_load((sweep / "optuna_best.yaml").read_text())
+    assert best["best_value"] == pytest.approx(trials["value"][trials["state"] == "complete"].max())
+    assert "pruned" in (sweep / "report.md").read_text().split("## Comparison")[0]

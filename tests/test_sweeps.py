@@ -1,6 +1,8 @@
 """Sweeps beyond the basic launcher: a crashing run, resume_sweep=, Optuna, submitit_local, the report."""
 import json
+import os
 import runpy
+import subprocess
 import sys
 
 import pandas as pd
@@ -11,9 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from deepart.report.sweeps import main as report_main
 from deepart.report.sweeps import write_report
 from deepart.training import trainer as trainer_module
-from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, run_script
+from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, hold_env, run_script, wait_until_held
 
-pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
 def train_in_process(monkeypatch, *args: str) -> None:
@@ -65,17 +66,68 @@ def test_a_crashing_run_is_reported_and_resume_sweep_finishes_it(demo_root, tmp_
 
 
 def test_optuna_search_runs_three_trials(demo_root, tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
     sweep = tmp_path / "optuna"
     tiny = [o for o in TINY if not o.startswith("phase.lr=")]  # a fixed value would take lr out of the search
     train_in_process(monkeypatch, "hparams_search=optuna", *demo_overrides(demo_root), *tiny, *TINY_SEQUENCER,
                      "hydra.sweeper.n_trials=3", "hydra.sweeper.params.sequencer='choice(bilstm,gru)'",
                      f"hydra.sweep.dir={sweep}")
     scores = [json.loads((sweep / str(i) / "metrics.json").read_text())["best"]["val/mean_top1"] for i in range(3)]
-    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert result["best_value"] == pytest.approx(max(scores))
+    best = yaml.safe_load((sweep / "optuna_best.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(scores)) and best["trials"] == {"complete": 3}
+    assert best["best_params"]["sequencer"] in ("bilstm", "gru")
+    trials = pd.read_csv(sweep / "optuna_trials.csv")
+    assert trials["run"].tolist() == [0, 1, 2] and trials["value"].tolist() == pytest.approx(scores)
+    assert (sweep / "optuna.journal").is_file()  # the study, in the sweep dir
     table = pd.read_csv(write_report(sweep)["csv"])
     assert {"phase.lr", "loss.gamma"} <= set(table.columns) and len(table) == 3
     assert len(set(table["phase.lr"])) == 3
+    assert "## Hyper-parameter search" in (sweep / "report.md").read_text()
+
+
+def test_a_killed_search_resumed_from_its_study_repeats_no_finished_trial(demo_root, tmp_path):
+    """A real search is killed (SIGKILL) during its third trial's first epoch; the same command with
+    resume_sweep= continues that trial from its checkpoint, adds the fourth, and runs trials 1-2 not again."""
+    pytest.importorskip("optuna")
+    sweep, hold = tmp_path / "search", tmp_path / "held"
+    tiny = [o for o in TINY if not o.startswith("phase.lr=")]
+    args = ["hparams_search=optuna", *demo_overrides(demo_root), *tiny, *TINY_SEQUENCER, "phase.epochs=2",
+            "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner.name=none",
+            "hydra.sweeper.params.sequencer='choice(bilstm,gru)'", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **hold_env("epoch_end:5", hold),  # 2 trials x 2 epochs, then 1
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with open(tmp_path / "search.log", "w") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env, text=True,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until_held(proc, hold)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        hold.unlink(missing_ok=True)
+    assert [(sweep / str(n) / "metrics.json").is_file() for n in range(3)] == [True, True, False]
+    finished = {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns for n in (0, 1)}
+
+    res = run_script("train.py", *args, f"resume_sweep={sweep}")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns for n in (0, 1)} == finished  # not run again
+    assert "phase 3: resumed after epoch 1" in (sweep / "2" / "train.log").read_text()
+    trials = pd.read_csv(sweep / "optuna_trials.csv")
+    assert trials["trial"].tolist() == [0, 1, 2, 3] and trials["run"].tolist() == [0, 1, 2, 3]
+    assert set(trials["state"]) == {"complete"} and (sweep / "3" / "metrics.json").is_file()
+    assert not (sweep / "4").exists()
+
+
+def test_an_unknown_search_key_is_one_line_before_any_trial(demo_root, tmp_path):
+    pytest.importorskip("optuna")
+    sweep = tmp_path / "search"
+    res = run_script("train.py", "hparams_search=optuna", *demo_overrides(demo_root), *TINY, *TINY_SEQUENCER,
+                     "+hydra.sweeper.params.loss.gama='interval(0,4)'", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 2, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    line = [x for x in out.splitlines() if "hydra.sweeper.params.loss.gama" in x]
+    assert len(line) == 1 and "did you mean loss.gamma" in line[0] and "Traceback" not in out
+    assert not any(p.is_dir() for p in sweep.glob("[0-9]*"))
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(demo_root, tmp_path):

@@ -28,6 +28,7 @@ import yaml
 
 METRICS = "metrics.json"
 FAILURE = "failure.json"
+PRUNED = "pruned.json"        # a search trial its pruner stopped (hparams_search=optuna)
 PREDICTIONS = "val_predictions.csv"
 CHECKPOINTS = "checkpoints"
 SUMMARY = "summary.csv"
@@ -60,14 +61,20 @@ def write_metrics(run_dir: str | Path, summary: dict[str, Any]) -> Path:
     """Write `<run>/metrics.json`: final, best (val metrics of the last and the best epoch), best_epoch,
     best_phase, epochs, skipped_images, runtime_s, phases ({name: final, best, best_epoch, epochs}), history
     (one record per epoch). Its presence marks the run as finished."""
-    path = Path(run_dir) / METRICS
-    path.write_text(json.dumps(summary, indent=2))
-    return path
+    return _write_json(Path(run_dir) / METRICS, summary)
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     """A finished run's metrics.json, or None when the run has not finished."""
-    path = Path(run_dir) / METRICS
+    return _read_json(Path(run_dir) / METRICS)
+
+
+def _write_json(path: Path, info: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(info, indent=2))
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -107,6 +114,18 @@ def read_failure(run_dir: str | Path) -> str | None:
         return None
     info = json.loads(path.read_text())
     return ("out of memory: " if info.get("oom") else "") + f"{info['error']}: {info['message']}"
+
+
+# ------------------------------------------------------------------------------------------ pruned.json
+def write_pruned(run_dir: str | Path, info: dict[str, Any]) -> Path:
+    """Write `<run>/pruned.json`: a search trial stopped by its pruner (keys: epoch, value, and the final, best,
+    best_epoch, epochs it had reached, as metrics.json names them)."""
+    return _write_json(Path(run_dir) / PRUNED, info)
+
+
+def read_pruned(run_dir: str | Path) -> dict[str, Any] | None:
+    """A pruned trial's pruned.json, or None."""
+    return _read_json(Path(run_dir) / PRUNED)
 
 
 # ------------------------------------------------------------------------------------------ overrides

@@ -29,9 +29,13 @@ def read_overrides(run_dir: Path) -> dict[str, str]:
 
 
 def run_status(run_dir: Path) -> tuple[str, str | None]:
-    """done (metrics.json) | failed (failure.json: its error) | unfinished (killed, or still running)."""
+    """done (metrics.json) | pruned (pruned.json: a search trial its pruner stopped) | failed (failure.json: its
+    error) | unfinished (killed, or still running)."""
     if (run_dir / rundir.METRICS).is_file():
         return "done", None
+    pruned = rundir.read_pruned(run_dir)
+    if pruned is not None:
+        return "pruned", f"stopped by the pruner after epoch {pruned['epoch']} ({OBJECTIVE} {pruned['value']:.3f})"
     error = rundir.read_failure(run_dir)
     return ("failed", error) if error is not None else ("unfinished", None)
 
@@ -54,8 +58,8 @@ def collect_runs(sweep_dir: str | Path) -> pd.DataFrame:
         status, error = run_status(run_dir)
         row: dict[str, Any] = {"run": run_dir.name, "run_dir": str(run_dir), **read_overrides(run_dir),
                                "status": status, "error": error}
-        if status == "done":
-            row.update(rundir.summary_row(rundir.read_metrics(run_dir), OBJECTIVE))
+        if status in ("done", "pruned"):  # a pruned trial: the metrics it had reached
+            row.update(rundir.summary_row(rundir.read_metrics(run_dir) or rundir.read_pruned(run_dir), OBJECTIVE))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -51,8 +51,9 @@ from deepart.report.compare import (
     resolve_baseline,
 )
 from deepart.report.figures import bar_figure, curve_figure, objective_figure
-from deepart.report.html_page import report_page
+from deepart.report.html_page import html_table, paragraph, report_page
 from deepart.report.runs import collect_sweeps, override_keys, swept_keys
+from deepart.report.search import search_summary
 from deepart.report.tables import (
     EVERY_RUN_NOTE,
     HOW_TO_READ,
@@ -175,6 +176,15 @@ def write_report(sweep_dirs: str | Path | Sequence[str | Path], out_dir: str | P
     title, intro = _title_intro(t)
     paths["html"].write_text(report_page(title, intro, t.note, t.compare_text, t.paired_text, t.sentences, t.table,
                                          paths, t.notes))
+    search = search_summary(dirs[0])
+    if search is not None:  # hparams_search=optuna: the best trial and every trial, first in both pages
+        text, trials = search
+        md = paths["md"].read_text().split("\n", 1)
+        paths["md"].write_text(f"{md[0]}\n\n## Hyper-parameter search\n\n{text}\n\n{text_markdown(trials)}\n{md[1]}")
+        page_html = paths["html"].read_text()
+        head, _, rest = page_html.partition("<h2>")
+        section = f"<h2>Hyper-parameter search</h2>\n{paragraph(text)}\n{html_table(trials)}\n"
+        paths["html"].write_text(head + section + "<h2>" + rest)
     return paths
 
 

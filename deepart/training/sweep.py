@@ -21,6 +21,7 @@ from deepart.core.config import OBJECTIVE, sweep_group
 from deepart.core.errors import ConfigError, DeepArtError, report_errors
 from deepart.report.runs import NOT_SWEPT, collect_runs, override_keys, swept_keys
 from deepart.report.sweeps import log_report, write_report
+from deepart.training.pruning import TrialPruned
 
 log = logging.getLogger("deepart")
 
@@ -95,8 +96,14 @@ def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
             return done
     if main_rank:
         rundir.clear_failure(run_dir)
+        (run_dir / rundir.PRUNED).unlink(missing_ok=True)
     try:
         summary = train_fn(cfg)
+    except TrialPruned as pruned:  # a search trial its pruner stopped: pruned.json, not a failure
+        if main_rank:
+            rundir.write_pruned(run_dir, pruned.info())
+        log.info("run %s: %s; recorded in %s/%s", run_dir.name, pruned, run_dir, rundir.PRUNED)
+        return pruned.value
     except Exception as exc:  # noqa: BLE001 - one run's crash must not end the sweep
         info = record_failure(run_dir, exc) if main_rank else {}
         if not multirun:
@@ -159,7 +166,7 @@ class SweepSummary(Callback):
             return
         print(f"\nSweep summary ({sweep_dir / rundir.SUMMARY}):\n{format_summary(frame)}", flush=True)
         self._report(config, sweep_dir)
-        failed = frame[frame["status"] != "done"]
+        failed = frame[~frame["status"].isin(["done", "pruned"])]  # a pruned search trial ended as it should
         for row in failed.itertuples():
             print(f"run {row.run} {row.status}: {row.error or 'no ' + rundir.METRICS}", flush=True)
         if len(failed):

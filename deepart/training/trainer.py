@@ -205,6 +205,9 @@ class Trainer:
                                     p.val_dl.dataset)
             self._save(ckpt_dir, phase, index, state, p, best=improved)
             faults.point("epoch_end")
+            from deepart.training import pruning  # a search trial reports the epoch; its pruner may stop it
+
+            pruning.after_epoch(self.cfg, self.plan.phases, index, state)
             if stop:
                 log.info("early stopping: no %s improvement for %d epochs", OBJECTIVE, stopping.patience)
                 break
