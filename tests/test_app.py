@@ -22,6 +22,8 @@ from deepart.core.errors import CheckpointError, ConfigError
 from deepart.inference.app import Analyser, BadImage, card_top1, load_predictor, parse_args
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 
 # ------------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="session")

@@ -23,6 +23,8 @@ from PIL import Image
 
 from tests.test_app import Server, app_run, paintings, uploads  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

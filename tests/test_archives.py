@@ -14,6 +14,8 @@ from deepart.data.wikiart import load_wikiart
 from tests.conftest import REPO, hold_env, wait_until_held
 from tests.wikiart_copies import jpeg, labels_root, make_tar, make_tree, make_zip, stored_names
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 NAMES = stored_names()
 BAD_CRC, CUT = NAMES[0], NAMES[5]  # Realism/ilya-repin_horse.jpg, Art_Nouveau_Modern/nicholas-roerich_...
 

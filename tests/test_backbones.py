@@ -178,6 +178,7 @@ def vit_run(demo_root, tmp_path_factory):
     return run_dir, res.stdout + res.stderr
 
 
+@pytest.mark.slow
 def test_a_tiny_vit_and_a_tiny_swin_train_one_demo_epoch_through_train_py(vit_run, demo_root, tmp_path):
     import json
 
@@ -193,6 +194,7 @@ def test_a_tiny_vit_and_a_tiny_swin_train_one_demo_epoch_through_train_py(vit_ru
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_a_vit_run_exports_to_onnx_and_is_evaluated_from_the_folder(vit_run, demo_root, tmp_path):
     """Export (safetensors + ONNX, onnxruntime checked against PyTorch by the command itself), then predict with
     both backends agrees, and eval.py from the folder gives the run's own val metrics."""

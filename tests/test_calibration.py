@@ -25,6 +25,8 @@ from deepart.objectives.calibration import (
 from deepart.objectives.metrics import MetricAccumulator
 from tests.test_export import cli, one_line_error
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 # top probabilities 0.95 (right), 0.55 (wrong), 0.75 (right); the fourth row has no label
 PROBS = torch.tensor([[0.95, 0.05], [0.55, 0.45], [0.25, 0.75], [0.8, 0.2]])
 LABELS = torch.tensor([0, 1, 1, -1])

@@ -31,6 +31,7 @@ def test_python_m_deepart_lists_its_commands_and_refuses_an_unknown_one():
 
 @pytest.mark.parametrize("command, needle", [("predict", "ckpt=... is required"), ("export", "ckpt=... is required"),
                                              ("report", "usage:")])
+@pytest.mark.slow
 def test_each_command_runs_its_module(command, needle):
     res = deepart_cli(command)
     assert res.returncode == 2, res.stdout + res.stderr
@@ -44,6 +45,7 @@ def test_old_spellings_of_the_data_root_are_refused_with_the_new_key(old):
         compose_config(["data=csv", f"{old}=/x"])
 
 
+@pytest.mark.slow
 def test_train_py_refuses_data_source_root_before_writing_anything(tmp_path):
     res = run_script("train.py", "experiment=demo", "logger=none", f"data.source.root={tmp_path / 'demo'}",
                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)

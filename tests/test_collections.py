@@ -146,6 +146,7 @@ def test_paintings_sample_as_csv(tmp_path):
     assert table.val["period"].value_counts().tolist() == [4] * 7  # 10% of 40 per style
 
 
+@pytest.mark.slow
 def test_train_script_on_image_folder_with_bad_images(tmp_path):
     """`train.py data=imagefolder data.root=<dir>` as written; unreadable files are skipped and counted per
     epoch (in the epoch line) and in total (end of run, metrics.json); odd modes train normally."""

@@ -104,6 +104,7 @@ def test_unknown_keys_and_options_are_refused():
         compose_config(["loss=ce", "loss.gamma=2"])  # gamma belongs to focal only
 
 
+@pytest.mark.slow
 def test_cli_errors_are_short_and_name_the_problem(tmp_path):
     res = run_script("train.py", "loss=nope", f"hydra.run.dir={tmp_path}/a")
     assert res.returncode != 0
@@ -115,6 +116,7 @@ def test_cli_errors_are_short_and_name_the_problem(tmp_path):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_impossible_freeze_stages_in_phase_3_of_a_chain_fails_at_start_up(tmp_path):
     """Checked against the chosen backbone for every phase before anything is built or read: the demo data is
     never generated, phase 1 never starts, and the one error line names the key."""

@@ -197,6 +197,7 @@ def test_bad_parameters_are_refused(tmp_path):
             generate_demo(tmp_path / "x", **{key: value})
 
 
+@pytest.mark.slow
 def test_bad_demo_size_is_one_line_from_train_py(tmp_path):
     from tests.conftest import run_script
 

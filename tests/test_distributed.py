@@ -13,6 +13,8 @@ from deepart.inference.evaluate import evaluate_checkpoint
 from deepart.training.trainer import train
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 KEYS = ["val/style/top1", "val/style/top5", "val/genre/top1", "val/genre/top5", "val/artist/top1",
         "val/artist/top5", "val/mean_top1", "val/loss"]
 

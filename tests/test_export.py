@@ -19,6 +19,8 @@ from deepart.inference.pretrained import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FI
 from deepart.models import build_model
 from tests.conftest import REPO, SHARED, TINY, TINY_SEQUENCER, compose_config, demo_overrides, tiny_sequencer
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 SEQUENCERS = ("bilstm", "gru", "transformer", "pool")
 
 

@@ -22,6 +22,8 @@ from deepart.training.optim import build_optimizer
 from deepart.vis.saliency import grad_cam, guided_backprop
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides, run_script
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 CPU_FP32 = Runtime.resolve({"device": "cpu", "precision": "fp32", "channels_last": False})
 CPU_BF16 = Runtime.resolve({"device": "cpu", "precision": "bf16", "channels_last": False})
 #: bf16 keeps 8 bits of mantissa: losses of the same batch agree to about 1 %

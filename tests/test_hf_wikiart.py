@@ -19,6 +19,8 @@ from deepart.data.table import MISSING  # noqa: E402
 from tests.conftest import REPO, TINY, TINY_SEQUENCER  # noqa: E402
 from tests.wikiart_copies import HF_NAMES, make_parquet  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 
 @pytest.fixture
 def shards(tmp_path) -> Path:

@@ -23,6 +23,8 @@ from deepart.inference.similar import Finder, read_query
 from deepart.objectives.retrieval import per_query, retrieval_quality
 from tests.conftest import REPO, compose_config
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 N_IMAGES = 240  # demo paintings of 64 px: enough for a small CNN to learn style and artist in a minute
 DEMO = ["data=demo", f"data.source.n_images={N_IMAGES}", "data.source.image_size=64"]
 MODEL = ["experiment=demo", "data.image_size=64", "data.resize_size=64", "data.num_workers=0", "logger=none",

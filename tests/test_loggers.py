@@ -21,6 +21,8 @@ import pytest
 from tests.conftest import TINY, TINY_SEQUENCER, demo_overrides, hold_env, run_script, wait_until_held
 from tests.test_resume_kill import finish, start
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
 

@@ -24,6 +24,8 @@ from deepart.data.wikiart import load_wikiart
 from deepart.models import build_model
 from tests.conftest import REPO, SHARED, TINY, TINY_SEQUENCER, demo_overrides, run_script
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")

@@ -18,6 +18,8 @@ from deepart.inference.pretrained import ONNX_FILE  # noqa: E402
 from tests.conftest import compose_config, demo_overrides  # noqa: E402
 from tests.test_export import SEQUENCERS, cli, save_checkpoint  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 
 @pytest.fixture(scope="module")
 def val_paths(demo_root):

@@ -40,6 +40,7 @@ def folder(demo_root, tmp_path):
     return target
 
 
+@pytest.mark.slow
 def test_cli_on_a_folder_with_a_bad_file_reports_it_and_goes_on(trained, folder, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}

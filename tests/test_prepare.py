@@ -80,6 +80,7 @@ def test_cache_is_resumable_and_ignored_when_stale_or_different(tmp_path, caplog
     assert load_table(config(tmp_path, root, "data.cache=off").data).image_root == root.absolute()
 
 
+@pytest.mark.slow
 def test_prepare_command_in_parallel(tmp_path):
     root = collection(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "deepart.data.prepare", "data=imagefolder", f"data.root={root}",

@@ -17,6 +17,8 @@ from deepart.training.optim import build_optimizer
 from deepart.training.trainer import train
 from tests.conftest import SHARED, TINY, TINY_SEQUENCER, compose_config, run_script
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 TASKS = {"style": ["a", "b", "c"], "genre": ["x", "y"]}
 
 

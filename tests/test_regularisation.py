@@ -70,6 +70,7 @@ def test_bad_values_name_the_key(override, key):
         validate(compose_config([*TINY, override]))
 
 
+@pytest.mark.slow
 def test_a_bad_value_stops_the_run_with_one_line(tmp_path):
     res = run_script("train.py", "experiment=demo", "logger=none", f"data.root={tmp_path}/never",
                      "augment.policy=autoaugment", f"hydra.run.dir={tmp_path}/run")
@@ -183,6 +184,7 @@ def test_layer_decay_slows_each_earlier_stage_and_composes_with_the_backbone_sca
     assert seen == {None, *range(last + 1)} and opt.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_with_every_option_on_completes_and_repeats(demo_root, tmp_path):
     runs = []
     for name in ("a", "b"):

@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, hold_env, wait_until_held
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 # the tiny demo config with the default number of data-loader workers and the 3-phase chain
 CHAIN = [*TINY, *TINY_SEQUENCER, "data.num_workers=null", "phase=all", "phase.epochs=2"]
 KEYS = ["val/style/top1", "val/style/top5", "val/genre/top1", "val/artist/top1", "val/mean_top1", "val/loss"]

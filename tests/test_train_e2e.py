@@ -11,6 +11,8 @@ from deepart.training import trainer as trainer_module
 from deepart.training.trainer import train
 from tests.conftest import TINY, TINY_SEQUENCER, demo_overrides, run_script
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 KEYS = ["val/style/top1", "val/style/top5", "val/genre/top1", "val/genre/top5", "val/artist/top1",
         "val/artist/top5", "val/mean_top1"]
 
