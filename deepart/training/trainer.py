@@ -30,6 +30,7 @@ from deepart.data.mixing import mixer_from_config
 from deepart.models import build_model
 from deepart.objectives.metrics import MetricAccumulator
 from deepart.tracking import NullLogger
+from deepart.training import pruning
 from deepart.training.checks import RunPlan, check_config
 from deepart.training.ema import EMA
 from deepart.training.engine import Optimization, Progress, train_epoch
@@ -205,9 +206,7 @@ class Trainer:
                                     p.val_dl.dataset)
             self._save(ckpt_dir, phase, index, state, p, best=improved)
             faults.point("epoch_end")
-            from deepart.training import pruning  # a search trial reports the epoch; its pruner may stop it
-
-            pruning.after_epoch(self.cfg, self.plan.phases, index, state)
+            pruning.after_epoch(self.cfg, self.plan.phases, index, state)  # a search trial reports the epoch
             if stop:
                 log.info("early stopping: no %s improvement for %d epochs", OBJECTIVE, stopping.patience)
                 break
