@@ -20,8 +20,9 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv = report_errors(prepare_argv, sys.argv)
-    # before Hydra resolves its run dir from ckpt= and makes <run>/eval
-    report_errors(require_args, sys.argv[1:], ["ckpt"], "python eval.py ckpt=<run>/checkpoints/best.pt "
-                  "(or a run dir, or an export folder with dataset=<option> data_root=<labelled images>)")
-    report_errors(require_checkpoint_arg, sys.argv)
+    if not {"-h", "--help", "--hydra-help"} & set(sys.argv[1:]):
+        # before Hydra resolves its run dir from ckpt= and makes <run>/eval
+        report_errors(require_args, sys.argv[1:], ["ckpt"], "python eval.py ckpt=<run>/checkpoints/best.pt "
+                      "(or a run dir, or an export folder with dataset=<option> data_root=<labelled images>)")
+        report_errors(require_checkpoint_arg, sys.argv)
     main()

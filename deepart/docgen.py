@@ -251,7 +251,7 @@ def _command_section(title: str, what: str, module: str | None, config: str | No
         doc = yamldoc.read(CONF_DIR / f"{config}.yaml")
         out += [*_header(doc), f"Options (`key=value`, from `conf/{config}.yaml`):", ""]
         rows = _key_table(doc, "")
-        picks = [d for d in doc.defaults if d.option is not None]
+        picks = [d for d in doc.defaults if d.option is not None and not d.group.startswith("override")]
         if picks:
             rows += [f"| {_code(d.group + '=<option>')} | {_code(d.option)} | {_cell(d.comment)} |" for d in picks]
         out += [*rows, ""]

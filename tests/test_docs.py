@@ -284,6 +284,9 @@ def check_script(doc: Doc, cmd: Command) -> list[str]:
             continue
         if word in HYDRA_FLAGS or word.startswith("--cfg="):
             continue
+        if word.startswith("~") and "=" not in word:     # a deletion: ~key
+            overrides.append(word)
+            continue
         if "=" not in word or word.startswith("-"):
             if not placeholder(word):
                 problems.append(f"{where}: {word!r} is neither a key=value override, a Hydra flag nor a "

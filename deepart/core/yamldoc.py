@@ -206,7 +206,8 @@ def help_text(path: str | Path, usage: str, reference: str) -> str:
     doc = read(path)
     rows = [(k.path, "required" if k.default == "???" else k.default, k.comment)
             for k in doc.keys if not is_section(k)]
-    rows += [(f"{d.group}=<option>", str(d.option), d.comment) for d in doc.defaults if d.option is not None]
+    rows += [(f"{d.group}=<option>", str(d.option), d.comment) for d in doc.defaults
+             if d.option is not None and not d.group.startswith("override")]
     key_width = max((len(r[0]) for r in rows), default=0)
     value_width = min(max((len(r[1]) for r in rows), default=0), 24)
     lines = [f"  {key:<{key_width}}  {value:<{value_width}}" + (f"  {comment}" if comment else "")
