@@ -103,14 +103,19 @@ def test_built_once_reused_rebuilt_under_a_new_key_and_equal_to_images(demo_root
 
 
 def test_a_build_killed_mid_way_resumes_and_trains_as_without_the_cache(demo_root, tmp_path, on_images):
-    cache = tmp_path / "features"
+    """A build killed after its 2nd chunk continues from there; that run killed after its 1st epoch and resumed
+    (resume=) ends with the metrics of the uninterrupted run on images."""
+    cache, run_dir = tmp_path / "features", tmp_path / "run"
     killed = train(demo_root, tmp_path / "killed", cache, env={"DEEPART_KILL_AT": "feature_chunk:2"})
     assert killed.returncode == -9, (killed.stdout + killed.stderr)[-2000:]
     (folder,) = cache.iterdir()
     assert not json.loads((folder / META).read_text())["complete"] and len(list((folder / "chunks").iterdir())) == 2
-    out = ok(train(demo_root, tmp_path / "again", cache))
-    assert "resuming after 2 of 5 chunks" in out
-    assert_same_metrics(history(tmp_path / "again"), on_images)
+    again = train(demo_root, run_dir, cache, env={"DEEPART_KILL_AT": "epoch_end:1"})
+    assert again.returncode == -9 and "resuming after 2 of 5 chunks" in again.stdout + again.stderr, \
+        (again.stdout + again.stderr)[-2000:]
+    out = ok(run_script("train.py", f"resume={run_dir}"))
+    assert REUSE in out and BUILD not in out
+    assert_same_metrics(history(run_dir), on_images)
 
 
 @pytest.mark.parametrize("extra, mode, used", [
