@@ -85,6 +85,7 @@ def run_without(modules: list[str], args: list[str], tmp_path: Path, timeout: in
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_the_demo_trains_with_only_the_core_dependencies(demo_root, tmp_path):
     """`python train.py experiment=demo` (its own logger, W&B offline) on a small demo set, every optional
     package missing."""
@@ -98,6 +99,7 @@ def test_the_demo_trains_with_only_the_core_dependencies(demo_root, tmp_path):
     assert (tmp_path / "run" / "wandb").is_dir()
 
 
+@pytest.mark.slow
 def test_the_slurm_launcher_without_its_plugin_names_the_extra(tmp_path):
     """The real train.py: hydra-submitit-launcher missing, one line naming the extra, exit status 2, no sweep."""
     proc = run_without(["hydra_plugins.hydra_submitit_launcher"],

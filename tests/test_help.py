@@ -10,6 +10,7 @@ from deepart.core.config import CONF_DIR, config_groups, group_options
 from tests.conftest import run_script
 
 
+@pytest.mark.slow
 def test_train_help_lists_every_group_and_option_and_the_reference():
     proc = run_script("train.py", "--help", timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -21,6 +22,7 @@ def test_train_help_lists_every_group_and_option_and_the_reference():
     assert "docs/reference/config.md" in proc.stdout
 
 
+@pytest.mark.slow
 def test_eval_help_needs_no_checkpoint_and_lists_the_options():
     proc = run_script("eval.py", "--help", timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -14,6 +14,8 @@ import yaml
 
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, hold_env, run_script, wait_until_held
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 pytest.importorskip("ray")
 
 #: data.num_workers left at null: the launcher sizes it to the run's cores
@@ -66,7 +68,6 @@ def test_ray_sweep_files_equal_the_basic_launchers(ray_sweep, basic_sweep):
     assert (ray_dir / "report.html").is_file() and "Sweep summary" in ray_res.stdout
 
 
-@pytest.mark.slow  # two Ray start-ups: about 70 s on 2 cores
 def test_killed_launcher_then_resume_sweep_finishes_and_a_failing_run_is_listed(demo_root, tmp_path):
     """Run 0 trains 2 epochs, run 1 raises (batch size 0). The launcher is killed while run 0 waits after its
     first epoch; resume_sweep= continues run 0 from its checkpoint, runs run 1 again, lists it, exits 1."""

@@ -15,6 +15,8 @@ from deepart.report.sweeps import write_report
 from deepart.training import trainer as trainer_module
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, hold_env, run_script, wait_until_held
 
+pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
+
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
 def train_in_process(monkeypatch, *args: str) -> None:
