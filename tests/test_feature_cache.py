@@ -61,6 +61,7 @@ def on_images(demo_root, tmp_path_factory) -> list[dict]:
     return history(run_dir)
 
 
+@pytest.mark.slow
 def test_built_once_reused_rebuilt_under_a_new_key_and_equal_to_images(demo_root, tmp_path, on_images):
     cache = tmp_path / "features"
     out = ok(train(demo_root, tmp_path / "first", cache))
@@ -102,6 +103,7 @@ def test_built_once_reused_rebuilt_under_a_new_key_and_equal_to_images(demo_root
     assert proc.returncode != 0 and "the feature cache is damaged" in out and "delete the folder" in out, out[-2000:]
 
 
+@pytest.mark.slow
 def test_a_build_killed_mid_way_resumes_and_trains_as_without_the_cache(demo_root, tmp_path, on_images):
     """A build killed after its 2nd chunk continues from there; that run killed after its 1st epoch and resumed
     (resume=) ends with the metrics of the uninterrupted run on images."""
