@@ -77,9 +77,14 @@ def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `gpu` need CUDA: skipped (with the reason) where there is none."""
+    """Files with end-to-end (slow) tests run first: with the suite spread over the cores one file per worker
+    (pyproject's addopts), the long files start at once and the short ones fill in behind them, instead of a long
+    file starting last and running alone. Tests marked `gpu` need CUDA: skipped (with the reason) where there is
+    none."""
     import torch
 
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file keeps its own order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

@@ -1,18 +1,13 @@
 """hydra/launcher=ray as users meet it: a real local Ray (loopback only) that declares two logical GPUs runs a
-4-run sweep two at a time, each run with a GPU of its own, and the sweep's files equal the basic launcher's; a
-failing run, a killed launcher and resume_sweep=, and the one-line errors of bad launcher options."""
+4-run sweep two at a time, each run with a GPU of its own, and the sweep's files equal the basic launcher's; the
+one-line errors of bad launcher options; a search through it (a killed launcher: tests/test_launcher_resume.py)."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, hold_env, run_script, wait_until_held
+from tests.conftest import TINY, TINY_SEQUENCER, demo_overrides, run_script
 
 pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
 
@@ -66,58 +61,6 @@ def test_ray_sweep_files_equal_the_basic_launchers(ray_sweep, basic_sweep):
     compared = [c for c in basic_table.columns if c != "runtime_s"]
     pd.testing.assert_frame_equal(ray_table[compared], basic_table[compared])
     assert (ray_dir / "report.html").is_file() and "Sweep summary" in ray_res.stdout
-
-
-def test_killed_launcher_then_resume_sweep_finishes_and_a_failing_run_is_listed(demo_root, tmp_path):
-    """Run 0 trains 2 epochs, run 1 raises (batch size 0). The launcher is killed while run 0 waits after its
-    first epoch; resume_sweep= continues run 0 from its checkpoint, runs run 1 again, lists it, exits 1."""
-    sweep, hold = tmp_path / "sweep", tmp_path / "held"
-    args = ["-m", *RAY, *demo_overrides(demo_root), *ARGS, "phase.epochs=2", "phase.batch_size=16,0",
-            f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **hold_env("epoch_end:1", hold),
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with open(tmp_path / "launcher.log", "w") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env, text=True,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until_held(proc, hold)
-        worker = int(hold.read_text())
-        os.kill(proc.pid, signal.SIGKILL)  # the launcher dies; its Ray and the held run with it
-        proc.wait(timeout=60)
-        wait_until_gone(worker)
-    except AssertionError:
-        print((tmp_path / "launcher.log").read_text()[-3000:])
-        raise
-    finally:
-        hold.unlink(missing_ok=True)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert (sweep / "0" / "checkpoints" / "last.pt").is_file() and not (sweep / "0" / "metrics.json").exists()
-    assert (sweep / "1" / "failure.json").is_file()
-
-    again = run_script("train.py", *args, f"resume_sweep={sweep}")
-    assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]
-    assert json.loads((sweep / "0" / "metrics.json").read_text())["epochs"] == 2
-    assert "resumed after epoch 1" in (sweep / "0" / "train.log").read_text()
-    table = pd.read_csv(sweep / "summary.csv")
-    assert table["status"].tolist() == ["done", "failed"] and "batch" in table.loc[1, "error"]
-    assert "1 of 2 runs have no results" in again.stdout
-
-
-def wait_until_gone(pid: int, timeout: float = 120) -> None:
-    """Block until process `pid` has ended (gone, or a zombie nobody reaped yet)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return
-        except FileNotFoundError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the held run (pid {pid}) outlived its launcher by {timeout} s")
 
 
 @pytest.mark.parametrize("option, message", [
