@@ -66,10 +66,11 @@ def tiny_cfg(demo_root):
     return make
 
 
-def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 300,
+def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 1200,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run train.py / eval.py in a subprocess (as a user would) and return the finished process; `env`: variables
-    set on top of the usual ones."""
+    set on top of the usual ones. `timeout` only catches a hung process: a Ray search takes a minute on idle cores
+    and several times that beside another CPU-heavy job."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd or REPO, env=env,
@@ -108,7 +109,7 @@ def hold_env(point: str, hold_file: Path) -> dict[str, str]:
     return {"DEEPART_HOLD_AT": point, "DEEPART_HOLD_FILE": str(hold_file)}
 
 
-def wait_until_held(proc: subprocess.Popen, hold_file: Path, timeout: float = 300) -> None:
+def wait_until_held(proc: subprocess.Popen, hold_file: Path, timeout: float = 1200) -> None:
     """Block until `proc` has reached its hold point (its `hold_file` exists): an event, so the test acts on the
     process at a known moment however busy the machine is. Fails if the process ends first."""
     import time

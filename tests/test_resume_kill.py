@@ -35,7 +35,7 @@ def start(args: list[str], kill_at: str | None = None, env: dict[str, str] | Non
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def finish(proc: subprocess.Popen, timeout: int = 240) -> tuple[int, str]:
+def finish(proc: subprocess.Popen, timeout: int = 1200) -> tuple[int, str]:
     out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out
 
