@@ -108,10 +108,13 @@ def test_stages_are_non_empty_in_forward_order_and_freezing_freezes_exactly_them
         apply_freezing(model, [], k)
         for n, p in backbone.named_parameters():
             assert p.requires_grad == (backbone.stage_of()[n] >= k), (family, k, n)
-    scales = backbone_lr_scales(backbone, 0.5, 0.8)
-    last = backbone.num_stages - 1
+    scales, layers = backbone_lr_scales(backbone, 0.5, 0.8), backbone.layer_of()
+    last = backbone.num_layers - 1
+    assert backbone.num_layers >= backbone.num_stages  # layer decay is as fine as the stages freezing counts or finer
     for n, p in backbone.named_parameters():
-        assert scales[id(p)] == pytest.approx(0.5 * 0.8 ** (last - backbone.stage_of()[n]))
+        assert scales[id(p)] == pytest.approx(0.5 * 0.8 ** (last - layers[n]))
+    stage_of = backbone.stage_of()  # an earlier stage never holds a later layer
+    assert all(layers[a] <= layers[b] for a in layers for b in layers if stage_of[a] < stage_of[b]), family
 
 
 @pytest.mark.parametrize("option", SHIPPED)

@@ -1,14 +1,19 @@
 """timm backbone reduced to its feature stages, with stage bookkeeping for freezing and offline weights."""
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import logging
+import math
 import re
 import sys
+from itertools import chain
 from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
+from timm.models import group_parameters
 from torch import nn
 
 from deepart.core.errors import ConfigError, require
@@ -87,10 +92,15 @@ class Backbone(nn.Module):
     Stage k holds the parameters that run after stage k-1's last module and up to stage k's: a parameter outside
     every stage module (a stem, a class token, a downsampling layer between stages) belongs to the next stage to
     end, and one after the last stage module (a final norm) to the last stage.
+
+    Stages are what `phase.freeze_stages` counts; `layer_of` is what `optimizer.layer_decay` counts (by default
+    the stages too) and `no_weight_decay` the parameters weight decay leaves alone beside biases and norms.
     """
 
     body: nn.Module
     stage_modules: list[str]
+    #: inputs are zero-padded (after normalisation) at the bottom and right to a multiple of this (1: never)
+    pad_multiple: int = 1
 
     @property
     def num_stages(self) -> int:
@@ -109,6 +119,38 @@ class Backbone(nn.Module):
                 stage, entered = min(stage + 1, last), stage + 1 > last
             stages["body." + name] = stage
         return stages
+
+    def layer_of(self) -> dict[str, int]:
+        """Parameter name (relative to this module) -> layer of layer-wise lr decay, 0 = first to run: the body's
+        `group_matcher(coarse=False)` read by timm's own `group_parameters`, as timm's `param_groups_layer_decay`
+        reads it (names it does not match come last); the stages where the body has no group_matcher."""
+        matcher = getattr(self.body, "group_matcher", None)
+        if not callable(matcher):
+            return self.stage_of()
+        return {"body." + name: int(k) for name, k in
+                group_parameters(self.body, matcher(coarse=False), reverse=True).items()}
+
+    @property
+    def num_layers(self) -> int:
+        return max(self.layer_of().values()) + 1
+
+    def no_weight_decay(self) -> set[str]:
+        """Names (relative to this module) of the parameters the body's `no_weight_decay()` names (names or
+        wildcard patterns, as timm matches them): weight-shaped tensors that weight decay leaves alone (position
+        embeddings, class / register tokens, relative position bias tables)."""
+        listed = getattr(self.body, "no_weight_decay", None)
+        patterns = set(listed()) if callable(listed) else set()
+        return {"body." + name for name, _ in self.body.named_parameters()
+                if any(fnmatch.fnmatch(name, pattern) for pattern in patterns)}
+
+    def grid(self, image_size: int) -> tuple[int, int]:
+        """(h, w) of the feature grid at `image_size` px: this module's forward run on the meta device with its
+        parameters and buffers stood in for by meta tensors (shapes only, no compute, the module untouched)."""
+        stand_ins = {name: torch.empty_like(t, device="meta")
+                     for name, t in chain(self.named_parameters(), self.named_buffers())}
+        with torch.device("meta"), torch.no_grad():
+            fmap = torch.func.functional_call(self, stand_ins, (torch.empty(1, 3, image_size, image_size),))
+        return int(fmap.shape[-2]), int(fmap.shape[-1])
 
     def stage_summary(self) -> list[tuple[str, int]]:
         """Per stage: the span of top-level modules it holds (e.g. "conv_stem..blocks.0") and its parameter count."""
@@ -168,13 +210,51 @@ def _create_timm(name: str, pretrained: bool, img_size: int | None, kwargs: dict
     raise AssertionError("unreachable")
 
 
+def _unpadded_patch(body: nn.Module) -> int | None:
+    """The side of a square patch embedding that neither pads nor resizes its input (timm's `dynamic_img_pad`
+    off, e.g. BEiT's): such a model drops the pixels past the last whole patch; None for any other model."""
+    embed = getattr(body, "patch_embed", None)
+    size = getattr(embed, "patch_size", None)
+    if embed is None or size is None or getattr(embed, "dynamic_img_pad", False):
+        return None
+    size = tuple(size) if isinstance(size, tuple | list) else (size, size)
+    return int(size[0]) if len(set(size)) == 1 else None
+
+
+def _head_norm(body: nn.Module) -> tuple[str, nn.Module] | None:
+    """The pretrained norm a model's classifier applies after pooling, which `prune_intermediate_layers` drops
+    with the head: `fc_norm` (BEiT, EVA-02 and ViTs with average pooling: a LayerNorm over a token's channels) or
+    the norm of a `NormMlpClassifierHead` (ConvNeXt: a LayerNorm2d over a position's channels). None where the
+    final norm runs before pooling (`norm`, kept by `forward_intermediates(norm=True)`) or there is none."""
+    candidates = [("fc_norm", getattr(body, "fc_norm", None))]
+    head = getattr(body, "head", None)
+    if isinstance(head, timm.layers.NormMlpClassifierHead):
+        candidates.append(("head.norm", head.norm))
+    for path, module in candidates:
+        if isinstance(module, nn.Module) and not isinstance(module, nn.Identity) and any(True for _ in
+                                                                                          module.parameters()):
+            return path, module
+    return None
+
+
 class TimmBackbone(Backbone):
     """Feature extractor: a timm model (CNN, hierarchical transformer or plain ViT) up to its last feature map,
     through timm's `forward_intermediates` (channels first, class / register tokens dropped), with the layers
     after it pruned (`prune_intermediate_layers`).
 
-    Stages: a CNN's or a hierarchical model's feature stages as timm's `feature_info` lists them (the stem in
-    stage 0); a plain ViT's blocks in `vit_stages` equal groups (patch embedding and tokens in stage 0).
+    Stages (what `phase.freeze_stages` counts): a CNN's or a hierarchical model's feature stages as timm's
+    `feature_info` lists them (the stem in stage 0); a plain ViT's blocks in `vit_stages` equal groups (patch
+    embedding and tokens in stage 0). Layers (what `optimizer.layer_decay` counts): the model's own
+    `group_matcher(coarse=False)`, as timm's `param_groups_layer_decay` reads it: per block for ViTs, per block
+    (a stage's downsampling with its first block) for hierarchical models and CNNs. `no_weight_decay`: the
+    parameters the model's own `no_weight_decay()` names (position embeddings, class / register tokens, relative
+    position bias tables).
+
+    Features are normed as the pretrained classifier saw them: by the final `norm` where it runs before pooling,
+    else by the norm the classifier applies after pooling (`fc_norm` of BEiT / EVA-02, `head.norm` of ConvNeXt),
+    kept under its own name and applied per token. A model whose patch embedding can neither pad nor resize is
+    built for `img_size` rounded up to whole patches and its input zero-padded at the bottom and right, as timm's
+    `dynamic_img_pad` does.
     `lr_scale` / `layer_decay`: what this backbone trains best with (optimizer.backbone_lr_scale and
     optimizer.layer_decay default to them).
     """
@@ -199,17 +279,32 @@ class TimmBackbone(Backbone):
                     "Without internet, pass backbone.weights=<local file> or backbone.pretrained=false."
                 ) from exc
             raise
+        patch = _unpadded_patch(body)
+        if img_size and patch and img_size % patch:
+            padded = math.ceil(img_size / patch) * patch
+            try:  # built for whole patches; forward pads its input to them
+                body = _create_timm(name, pretrained and not weights, padded, kwargs)
+            except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+                raise ConfigError(f"data.image_size={img_size}: backbone '{name}' takes whole {patch}-px patches "
+                                  f"and cannot pad ({type(exc).__name__}); use {padded - patch} or {padded}") from exc
+            self.pad_multiple = patch
         info = getattr(body, "feature_info", None)
         if not info or not callable(getattr(body, "forward_intermediates", None)):
             raise ConfigError(f"backbone.name={name!r}: timm gives no feature grid for this model (no "
                               "forward_intermediates / feature_info); pick a CNN, Swin-like or ViT-like model")
         modules = [d["module"] for d in info]
         self.last_index = len(modules) - 1
+        head_norm = _head_norm(body)
         try:
             body.prune_intermediate_layers([self.last_index], prune_norm=False, prune_head=True)
         except (NotImplementedError, AttributeError, TypeError) as exc:
             raise ConfigError(f"backbone.name={name!r}: timm cannot cut this model at its last feature map "
                               f"({exc}); pick a CNN, Swin-like or ViT-like model") from exc
+        self.head_norm: str | None = None  # where the kept post-pooling norm lives in `body` ("fc_norm", ...)
+        if head_norm is not None:  # put back under its own name: pretrained weights and timm's groups find it
+            self.head_norm, module = head_norm
+            parent, _, leaf = self.head_norm.rpartition(".")
+            setattr(body.get_submodule(parent), leaf, module)
         self.body = body
         self.name = name
         self.out_channels = int(info[-1]["num_chs"])
@@ -252,10 +347,37 @@ class TimmBackbone(Backbone):
             raise ConfigError(f"backbone.weights: {path} lacks {len(missing)} tensors, e.g. {missing[:3]}")
         log.info("backbone '%s': loaded %d tensors from %s", self.name, len(state), path)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the post-pooling norm was kept have none: the backbone runs without it,
+        # as the checkpoint was trained.
+        key = f"{prefix}body.{self.head_norm}."
+        if self.head_norm and any(k.startswith(prefix + "body.") for k in state_dict) and \
+                not any(k.startswith(key) for k in state_dict):
+            parent, _, leaf = self.head_norm.rpartition(".")
+            setattr(self.body.get_submodule(parent), leaf, nn.Identity())
+            log.warning("backbone '%s': the checkpoint has no %s (written before it was kept); features unnormed, "
+                        "as it was trained", self.name, self.head_norm)
+            self.head_norm = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_multiple > 1:  # whole patches: zeros at the bottom and right (timm's dynamic_img_pad)
+            x = F.pad(x, (0, -x.shape[-1] % self.pad_multiple, 0, -x.shape[-2] % self.pad_multiple))
         # (B, C, H/r, W/r): r = 32 for CNNs and Swin, the patch size for ViTs (prefix tokens dropped)
-        return self.body.forward_intermediates(x, indices=[self.last_index], intermediates_only=True,
+        fmap = self.body.forward_intermediates(x, indices=[self.last_index], intermediates_only=True,
                                                output_fmt="NCHW", norm=True)[-1]
+        if self.head_norm == "fc_norm":  # a LayerNorm over each token's channels
+            fmap = self.body.fc_norm(fmap.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        elif self.head_norm:  # a LayerNorm2d over each position's channels
+            fmap = self.body.get_submodule(self.head_norm)(fmap)
+        return fmap
+
+
+class _Blocks(nn.Sequential):
+    """SmallCNN's layers, with timm's `group_matcher`: one group per conv block (the max-pools hold nothing)."""
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        return {"blocks": r"^(\d+)\."}
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -283,7 +405,7 @@ class SmallCNN(Backbone):
             if i:
                 layers.append(nn.MaxPool2d(2))
             layers.append(_conv_block(cin, cout))
-        self.body = nn.Sequential(*layers)
+        self.body = _Blocks(*layers)
         self.name = name
         self.out_channels = widths[-1]
         self.stage_modules = [str(i) for i, m in enumerate(layers) if isinstance(m, nn.Sequential)]

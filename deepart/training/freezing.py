@@ -12,11 +12,14 @@ log = logging.getLogger(__name__)
 
 
 def log_stages(backbone: Backbone, image_size: int) -> None:
-    """The start-up line that shows what `phase.freeze_stages` and `optimizer.layer_decay` act on."""
-    side = -(-image_size // backbone.reduction)
+    """The start-up line that shows what `phase.freeze_stages` and `optimizer.layer_decay` act on, and the token
+    grid the backbone gives at `image_size` (its forward run on the meta device)."""
+    h, w = backbone.grid(image_size)
     stages = " | ".join(f"{k}: {span} {n / 1e6:.2f}M" for k, (span, n) in enumerate(backbone.stage_summary()))
-    log.info("backbone %s: %d stages (%s); %dx%d tokens at %d px", backbone.name, backbone.num_stages, stages,
-             side, side, image_size)
+    padded = (f" (padded to whole {backbone.pad_multiple}-px patches)"
+              if image_size % backbone.pad_multiple else "")
+    log.info("backbone %s: %d stages (%s), %d layers for optimizer.layer_decay; %dx%d tokens at %d px%s",
+             backbone.name, backbone.num_stages, stages, backbone.num_layers, h, w, image_size, padded)
 
 
 def apply_freezing(model: DeepArtNet, freeze: list[str], freeze_stages: int) -> dict[str, int]:
