@@ -4,28 +4,77 @@ The cache is built once and reused (its build line and its files' mtimes), rebui
 backbone's weights or the eval transform change, refused when damaged, resumed after a build killed mid-way; and
 training on it gives the metrics of training on the images (augmentation off in both: the same batches through
 the same layers; the backbone's features come from eval batches instead of training batches, so equality is to
-float rounding, asserted to 1e-5, and on this CPU it is exact)."""
+float rounding, asserted to 1e-5, and on this CPU it is exact). Two runs at once build it once: the second waits
+on the first's lock and reads its cache, or finishes its build when the first is killed mid-way. The key changes
+with every input of the features and with nothing else."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import timm
+import torch
+from torchvision.transforms import v2
 
+from deepart.core.errors import DataError
+from deepart.core.runtime import Runtime
+from deepart.data.loaders import load_table
+from deepart.data.transforms import transform_from_config
 from deepart.models import build_model
-from deepart.training.feature_cache import FEATURES, META, use_feature_cache
+from deepart.training.feature_cache import FEATURES, META, cache_key, use_feature_cache
 from deepart.training.freezing import apply_freezing
-from tests.conftest import TINY, TINY_SEQUENCER, demo_overrides, run_script
+from deepart.training.trainer import train as train_in_process
+from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, hold_env, run_script, wait_until_held
 
 # the backbone frozen for the whole phase, nothing that varies a training image
 FROZEN = ["phase.freeze=[backbone]", "phase.epochs=2", "data.hflip=false", "data.train_crop_scale=[1.0,1.0]",
           "trainer.feature_cache_chunk=16"]  # 68 train images: 5 chunks
-BUILD, REUSE = "feature cache: building", "feature cache: reusing"
+BUILD, REUSE, WAIT = "feature cache: building", "feature cache: reusing", "feature cache: waiting for"
+
+
+def args(demo_root: Path, run_dir: Path, cache: Path, *extra: str) -> list[str]:
+    return [*demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, *FROZEN, f"trainer.feature_cache_dir={cache}",
+            f"hydra.run.dir={run_dir}", *extra]
 
 
 def train(demo_root: Path, run_dir: Path, cache: Path, *extra: str, env: dict | None = None):
-    return run_script("train.py", *demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, *FROZEN,
-                      f"trainer.feature_cache_dir={cache}", f"hydra.run.dir={run_dir}", *extra, env=env)
+    return run_script("train.py", *args(demo_root, run_dir, cache, *extra), env=env)
+
+
+def start(demo_root: Path, run_dir: Path, cache: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """A real train.py in the background, its output (stdout and stderr) in `log`."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args(demo_root, run_dir, cache)], cwd=REPO,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for_line(proc: subprocess.Popen, log: Path, text: str, timeout: float = 1200) -> None:
+    """Block until `proc` has written `text` to `log` (an event); fails if it ends first. `timeout` only catches a
+    hang."""
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert proc.poll() is None, f"the process ended (exit {proc.returncode}) before logging {text!r}:\n" \
+                                    f"{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} in {timeout} s"
+        time.sleep(0.01)
+
+
+def ended(proc: subprocess.Popen, log: Path) -> str:
+    """The output of `proc` once it has ended with exit status 0."""
+    proc.wait(timeout=1200)
+    out = log.read_text()
+    assert proc.returncode == 0, out[-3000:]
+    return out
 
 
 def ok(proc) -> str:
@@ -49,7 +98,8 @@ def assert_same_metrics(a: list[dict], b: list[dict]) -> None:
 
 
 def folders(cache: Path) -> dict[str, dict]:
-    return {p.name: json.loads((p / META).read_text()) for p in sorted(cache.iterdir())}
+    """The cache folders (not their lock files) with their meta.json."""
+    return {p.name: json.loads((p / META).read_text()) for p in sorted(cache.iterdir()) if p.is_dir()}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +160,7 @@ def test_a_build_killed_mid_way_resumes_and_trains_as_without_the_cache(demo_roo
     cache, run_dir = tmp_path / "features", tmp_path / "run"
     killed = train(demo_root, tmp_path / "killed", cache, env={"DEEPART_KILL_AT": "feature_chunk:2"})
     assert killed.returncode == -9, (killed.stdout + killed.stderr)[-2000:]
-    (folder,) = cache.iterdir()
+    (folder,) = (p for p in cache.iterdir() if p.is_dir())
     assert not json.loads((folder / META).read_text())["complete"] and len(list((folder / "chunks").iterdir())) == 2
     again = train(demo_root, run_dir, cache, env={"DEEPART_KILL_AT": "epoch_end:1"})
     assert again.returncode == -9 and "resuming after 2 of 5 chunks" in again.stdout + again.stderr, \
@@ -136,3 +186,116 @@ def test_when_the_cache_is_used(tiny_cfg, extra, mode, used):
     stages = model.backbone.num_stages if "all stages" in extra else cfg.phase.freeze_stages
     apply_freezing(model, list(cfg.phase.freeze), stages)
     assert use_feature_cache(cfg, model, "1", distributed=False) is used
+
+
+@pytest.fixture
+def processes():
+    """The processes a test starts: any still running when it ends (after a failed assertion) is killed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def a_holds_the_lock_b_waits(demo_root: Path, tmp_path: Path, processes: list):
+    """Run A held after the 1st chunk of its build (the lock taken), run B started on the same cache and waiting
+    for A (its log says so, naming A's pid): (A, B, their logs, A's hold file)."""
+    cache, hold = tmp_path / "features", tmp_path / "a.hold"
+    logs = {name: tmp_path / f"{name}.log" for name in "ab"}
+    a = start(demo_root, tmp_path / "a", cache, logs["a"], env=hold_env("feature_chunk:1", hold))
+    processes.append(a)
+    wait_until_held(a, hold)
+    b = start(demo_root, tmp_path / "b", cache, logs["b"])
+    processes.append(b)
+    wait_for_line(b, logs["b"], WAIT)
+    assert f"another process is building it (pid {a.pid} on " in logs["b"].read_text()
+    return a, b, logs, hold
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_build_the_cache_once(demo_root, tmp_path, on_images, processes):
+    """A holds the lock mid-build (held after its 1st chunk); B, started on the same cache, waits for A, then reads
+    the cache A built: one build of each split across both runs, and both train as on images."""
+    a, b, logs, hold = a_holds_the_lock_b_waits(demo_root, tmp_path, processes)
+    hold.unlink()
+    out_a, out_b = ended(a, logs["a"]), ended(b, logs["b"])
+    assert out_a.count(BUILD) == 2 and BUILD not in out_b and out_b.count(REUSE) == 2  # train and val, by A alone
+    assert "trains and validates on cached backbone features" in out_b
+    assert_same_metrics(history(tmp_path / "a"), on_images)
+    assert_same_metrics(history(tmp_path / "b"), on_images)
+
+
+@pytest.mark.slow
+def test_a_run_killed_holding_the_lock_leaves_its_build_to_the_waiting_run(demo_root, tmp_path, on_images,
+                                                                           processes):
+    """A holds the lock after its 1st chunk; B waits for it; A is killed (SIGKILL): the kernel frees the lock, B
+    takes it, finishes A's build from its chunk on, and trains as on images."""
+    a, b, logs, _ = a_holds_the_lock_b_waits(demo_root, tmp_path, processes)
+    a.send_signal(signal.SIGKILL)
+    assert a.wait(timeout=1200) == -signal.SIGKILL
+    out_b = ended(b, logs["b"])
+    assert "resuming after 1 of 5 chunks" in out_b and out_b.count(BUILD) == 2, out_b[-3000:]  # train resumed, val
+    cache = tmp_path / "features"
+    assert [m["complete"] for m in folders(cache).values()] == [True, True]
+    assert not any((cache / name / "chunks").exists() for name in folders(cache))
+    assert_same_metrics(history(tmp_path / "b"), on_images)
+
+
+def test_the_key_covers_every_input_of_the_features_and_nothing_else(tiny_cfg, monkeypatch):
+    """Each input of the features gives a new key with the backbone's weights unchanged (the same seed, the same
+    tensors); options that act only above the backbone or on the training keep it."""
+    table = load_table(tiny_cfg(*FROZEN).data)
+
+    def key(*overrides: str, interpolation: v2.InterpolationMode | None = None) -> str:
+        cfg = tiny_cfg(*FROZEN, *overrides)
+        torch.manual_seed(0)
+        model = build_model(cfg, table.tasks)
+        transform = transform_from_config(cfg.data, train=False)
+        if interpolation is not None:
+            (resize,) = (step for step in transform.transforms if isinstance(step, v2.Resize))
+            resize.interpolation = interpolation
+        weights.append(model.backbone.state_dict())
+        return cache_key(cfg, model, table, "train", Runtime.resolve(cfg.trainer), transform)["key"]
+
+    weights = []
+    base = key()
+    for irrelevant in [("loss.gamma=0",), ("phase.lr=0.5",), ("backbone.lr_scale=0.3",), ("model.dim=16",),
+                       ("sampler=random",)]:
+        assert key(*irrelevant) == base, irrelevant
+    changed = {
+        "output_stride": key("backbone.model_kwargs={output_stride:16}"),
+        "interpolation": key(interpolation=v2.InterpolationMode.BICUBIC),
+        "image size": key("data.image_size=48", "data.resize_size=48"),
+        "resize (crop)": key("data.resize_size=72"),
+        "square pad": key("data.square_pad=true"),
+    }
+    monkeypatch.setattr(timm, "__version__", "0.0.1")
+    changed["timm version"] = key()
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    changed["torch version"] = key()
+    assert all(k != base for k in changed.values()) and len(set(changed.values())) == len(changed), changed
+    for state in weights:  # the key did not change through the weights
+        assert state.keys() == weights[0].keys() and all(torch.equal(t, weights[0][n]) for n, t in state.items())
+
+
+def test_without_file_locks_auto_trains_on_images_and_true_stops_in_one_line(tiny_cfg, tmp_path, monkeypatch,
+                                                                             caplog):
+    """A file system without flock (ENOLCK, as on some cluster file systems): nothing is built unlocked."""
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    cache = tmp_path / "features"
+    cfg = tiny_cfg(*FROZEN, f"trainer.feature_cache_dir={cache}")
+    with caplog.at_level(logging.INFO, logger="deepart"):
+        metrics = train_in_process(cfg, run_dir=tmp_path / "auto")
+    assert "building the feature cache needs a file lock" in caplog.text and "No locks available" in caplog.text
+    assert "cached backbone features" not in caplog.text and BUILD not in caplog.text and metrics["history"]
+    assert not [p for p in cache.iterdir() if p.is_dir()]
+    cfg.trainer.feature_cache = True
+    with pytest.raises(DataError, match=r"feature_cache=true: .*\.lock: cannot lock \(No locks available\); put "
+                                        r"trainer.feature_cache_dir on a file system with file locks"):
+        train_in_process(cfg, run_dir=tmp_path / "true")

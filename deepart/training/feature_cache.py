@@ -3,13 +3,16 @@ backbone wholly frozen, the backbone's feature map of every train and val image 
 and every epoch trains and validates the rest of the model (projection, sequencer, pooling, heads) on it.
 
 One cache is one folder `<trainer.feature_cache_dir>/<backbone name>-<split>-<key>/`. The key is a hash of all
-that the features depend on: the backbone's name and weights (every tensor of its state dict, BatchNorm
-statistics included), the split's images (the path, size and mtime of each file, in the table's order), the
-eval transform (data.image_size, data.resize_size, data.square_pad, the decode size, the backbone's mean / std)
-and how the backbone runs (device type, bf16 autocast, channels_last). Inputs that differ in any of these give
-another key, hence another folder, built on first use: a stale cache is never read (older folders stay on disk
-until deleted; the build's log line names the folder). A folder whose meta.json names another key, or a
-complete one without its features, is refused with a line that says to delete it.
+that the features depend on: the backbone's name, its constructor's options (backbone.*: model_kwargs such as
+output_stride, drop_path_rate, ...; not the optimizer's lr_scale / layer_decay, the stage grouping vit_stages, nor
+pretrained / weights, whose tensors are hashed instead) and weights (every tensor of its state dict, BatchNorm
+statistics included), the split's images (the path, size and mtime of each file, in the table's order), the eval
+transform (data.image_size, data.resize_size, data.square_pad, the decode size, the backbone's mean / std, and
+each step of the transform as built: resize interpolation and antialiasing, crop, pad), how the backbone runs
+(device type, bf16 autocast, channels_last) and the versions of torch, torchvision, timm and Pillow. Inputs that
+differ in any of these give another key, hence another folder, built on first use: a stale cache is never read
+(older folders stay on disk until deleted; the build's log line names the folder). A folder whose meta.json
+names another key, or a complete one without its features, is refused with a line that says to delete it.
 
 The folder: meta.json (what it was built from; "complete": false until the build's last step), features.npy
 (float32 (N, C, h, w), one row per image of the split, read memory-mapped), valid.npy (which rows were readable;
@@ -17,6 +20,12 @@ an unreadable image is skipped and counted each epoch, as when training on image
 chunks/ holds the features of each finished chunk of `trainer.feature_cache_chunk` images, each written
 atomically (deepart.core.builds, as the vector index does): a killed build continues after its last complete
 chunk when training starts again.
+
+Runs at the same time (the runs of a parallel sweep) build a folder once: the build holds an exclusive lock on
+`.<folder name>.lock` beside it (deepart.core.locks); another run that needs the folder logs that it waits for
+the holder (its pid and host), then reads the finished cache, or, when the holder died mid-way (the kernel frees
+its lock), continues its build from the chunks on disk. A complete folder is never written again, so it is read
+without the lock.
 """
 from __future__ import annotations
 
@@ -29,15 +38,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import PIL
+import timm
 import torch
-from omegaconf import DictConfig
+import torchvision
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from deepart.core.builds import ChunkedBuild, read_record, update_with_tensors
+from deepart.core.builds import CHUNKS, ChunkedBuild, read_record, update_with_tensors
 from deepart.core.errors import ConfigError, DataError, require
 from deepart.core.files import atomic_write, atomic_write_text
+from deepart.core.locks import LockError, exclusive
 from deepart.core.runtime import Runtime
 from deepart.data.dataset import PaintingDataset, collate
 from deepart.data.images import source_file
@@ -122,16 +136,34 @@ def use_feature_cache(cfg: DictConfig, model: DeepArtNet, phase: str, distribute
 
 
 # ------------------------------------------------------------------------------------------------ the cache
-def cache_key(model: DeepArtNet, table: TaskTable, split: str, data_cfg: DictConfig, rt: Runtime) -> dict:
-    """What a split's features are computed from, and its `key` (see the module docstring)."""
-    backbone = model.backbone
+#: backbone.* keys that leave the features as they are: the optimizer's (lr_scale, layer_decay), the grouping of
+#: blocks into stages (vit_stages), and where the weights come from (pretrained, weights: the tensors are hashed).
+NOT_FEATURES = ("lr_scale", "layer_decay", "vit_stages", "pretrained", "weights")
+
+
+def versions() -> dict[str, str]:
+    """The libraries whose code computes the features: the backbone's layers, the decoding and the resizing."""
+    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "timm": str(timm.__version__), "Pillow": str(PIL.__version__)}
+
+
+def cache_key(cfg: DictConfig, model: DeepArtNet, table: TaskTable, split: str, rt: Runtime,
+              transform: v2.Compose | None = None) -> dict:
+    """What a split's features are computed from, and its `key` (see the module docstring); `transform`: the eval
+    transform the build applies (default: the one of cfg.data)."""
+    backbone, data_cfg = model.backbone, cfg.data
+    transform = transform or transform_from_config(data_cfg, train=False)
+    options = OmegaConf.to_container(cfg.backbone, resolve=True)
     image_size = int(data_cfg.image_size)
     inputs = {
         "backbone": str(getattr(backbone, "name", type(backbone).__name__)), "split": split,
+        "backbone_options": {k: v for k, v in sorted(options.items()) if k not in NOT_FEATURES},
         "transform": {"image_size": image_size, "resize_size": resize_size(image_size, data_cfg.get("resize_size")),
                       "square_pad": bool(data_cfg.get("square_pad")), "decode_side": min_decode_side(data_cfg),
-                      "mean": list(backbone.mean), "std": list(backbone.std)},
+                      "mean": list(backbone.mean), "std": list(backbone.std),
+                      "steps": [repr(step) for step in transform.transforms]},
         "runtime": {"device": rt.device.type, "bf16": rt.bf16, "channels_last": rt.channels_last},
+        "versions": versions(),
     }
     digest = hashlib.sha256(json.dumps({"format": FORMAT, "version": VERSION, **inputs}, sort_keys=True).encode())
     update_with_tensors(digest, backbone.state_dict())
@@ -151,37 +183,66 @@ def cache_folder(root: Path, inputs: dict) -> Path:
     return root / f"{name}-{inputs['split']}-{inputs['key']}"
 
 
+def lock_file(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.lock")
+
+
 def read_meta(folder: Path) -> dict | None:
     return read_record(folder / META, FORMAT, f"delete {folder} to build the cache again",
                        f"not a deepart feature cache; delete {folder} or set trainer.feature_cache_dir")
 
 
-def cached_features(model: DeepArtNet, table: TaskTable, split: str, data_cfg: DictConfig, rt: Runtime,
-                    root: Path, chunk_size: int, batch_size: int, bar: bool) -> Path:
-    """The folder of the split's complete feature cache: reused when there, else built (or its interrupted build
-    finished)."""
-    inputs = cache_key(model, table, split, data_cfg, rt)
-    folder = cache_folder(root, inputs)
+def complete_meta(folder: Path, inputs: dict) -> dict | None:
+    """The folder's meta.json (None when there is none), checked: of these inputs, and when complete, whole."""
     meta = read_meta(folder)
     if meta is not None and meta.get("key") != inputs["key"]:
         raise DataError(f"{folder}: holds a feature cache of other inputs (key {meta.get('key')}, not "
                         f"{inputs['key']}); delete the folder to build it again")
-    if meta is not None and meta["complete"]:
-        if not ((folder / FEATURES).is_file() and (folder / VALID).is_file()):
-            raise DataError(f"{folder}: the feature cache is damaged ({FEATURES} or {VALID} missing); delete the "
-                            f"folder to build it again")
-        log.info("feature cache: reusing %s (%d %s images)", folder, meta["n_items"], split)
-        return folder
-    if meta is None:
-        meta = {"format": FORMAT, "version": VERSION, "complete": False, "chunk_size": chunk_size, **inputs}
+    if meta is not None and meta["complete"] and not ((folder / FEATURES).is_file() and (folder / VALID).is_file()):
+        raise DataError(f"{folder}: the feature cache is damaged ({FEATURES} or {VALID} missing); delete the "
+                        f"folder to build it again")
+    return meta
+
+
+def cached_features(cfg: DictConfig, model: DeepArtNet, table: TaskTable, split: str, rt: Runtime, root: Path,
+                    chunk_size: int, batch_size: int, bar: bool) -> Path:
+    """The folder of the split's complete feature cache: reused when there, else built under its lock (or its
+    interrupted build finished); while another process holds the lock, this one waits for it."""
+    transform = transform_from_config(cfg.data, train=False)
+    inputs = cache_key(cfg, model, table, split, rt, transform)
+    folder = cache_folder(root, inputs)
+
+    def waiting(holder: str) -> None:
+        log.info("feature cache: waiting for %s: another process is building it (%s)", folder, holder or "pid unknown")
+
+    meta = complete_meta(folder, inputs)
+    if meta is None or not meta["complete"]:
+        root.mkdir(parents=True, exist_ok=True)
+        with exclusive(lock_file(folder), waiting):
+            meta = complete_meta(folder, inputs)  # what the process this one waited for left
+            if meta is None or not meta["complete"]:
+                meta = meta or {"format": FORMAT, "version": VERSION, "complete": False, "chunk_size": chunk_size,
+                                **inputs}
+                dataset = PaintingDataset(table, split, transform, min_decode_side(cfg.data))
+                _build(model, dataset, rt, folder, meta, batch_size, num_workers(cfg.data), bar)
+                return folder
+    log.info("feature cache: reusing %s (%d %s images)", folder, meta["n_items"], split)
+    return folder
+
+
+def _build(model: DeepArtNet, dataset: PaintingDataset, rt: Runtime, folder: Path, meta: dict, batch_size: int,
+           workers: int, bar: bool) -> None:
+    """Build the folder (its lock held) after the chunks already on disk; half-written files that a killed build
+    left (.*.tmp) are removed first."""
+    if not (folder / META).is_file():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / META, json.dumps(meta, indent=2))
+    for partial in [*folder.glob(".*.tmp"), *(folder / CHUNKS).glob(".*.tmp")]:
+        partial.unlink(missing_ok=True)
     build = ChunkedBuild(folder, meta["n_items"], meta["chunk_size"], "feature_chunk")
     done = build.done()
-    log.info("feature cache: building %s (%d %s images%s)", folder, meta["n_items"], split,
+    log.info("feature cache: building %s (%d %s images%s)", folder, meta["n_items"], meta["split"],
              f"; resuming after {len(done)} of {build.n_chunks} chunks" if done else "")
-    dataset = PaintingDataset(table, split, transform_from_config(data_cfg, train=False), min_decode_side(data_cfg))
-    workers = num_workers(data_cfg)
 
     def compute(rows: range, progress: tqdm) -> dict[str, np.ndarray]:
         loader = DataLoader(Subset(dataset, list(rows)), batch_size=batch_size, collate_fn=collate,
@@ -202,11 +263,10 @@ def cached_features(model: DeepArtNet, table: TaskTable, split: str, data_cfg: D
     training = model.training
     model.eval()
     try:
-        build.run(compute, desc=f"features {split}", bar=bar)
+        build.run(compute, desc=f"features {meta['split']}", bar=bar)
     finally:
         model.train(training)
     _finish(folder, build, meta)
-    return folder
 
 
 def _finish(folder: Path, build: ChunkedBuild, meta: dict) -> None:
@@ -298,8 +358,16 @@ def open_feature_path(cfg: DictConfig, model: DeepArtNet, table: TaskTable, phas
             chunk, "an integer >= 1")
     root = Path(trainer.get("feature_cache_dir") or "data/features")
     splits = ["train"] if trainer.tta_hflip else ["train", "val"]
-    folders = {split: cached_features(model, table, split, cfg.data, rt, root, chunk, eval_batch_size,
-                                      bool(trainer.progress_bar)) for split in splits}
+    try:
+        folders = {split: cached_features(cfg, model, table, split, rt, root, chunk, eval_batch_size,
+                                          bool(trainer.progress_bar)) for split in splits}
+    except LockError as exc:
+        where = "put trainer.feature_cache_dir on a file system with file locks (flock), e.g. a local disk"
+        if trainer.feature_cache is True:
+            raise DataError(f"trainer.feature_cache=true: {exc}; {where}, or set trainer.feature_cache=false") from None
+        log.warning("phase %s trains on images: building the feature cache needs a file lock (%s); %s to use it",
+                    phase.name, exc, where)
+        return None
     device = str(rt.device)
     train_dl = train_loader(table, cfg.data, cfg.sampler, phase.batch_size, cfg.seed, device,
                             dataset=FeatureDataset(folders["train"], table, "train"), workers=0)
