@@ -77,6 +77,14 @@ def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def the_sweep_dir(cwd: Path) -> Path:
+    """The one sweep dir that a `train.py -m` typed in `cwd` with Hydra's default sweep dir made
+    (multirun/<date>/<time>): a sweep whose jobs scattered into several dirs fails here."""
+    found = sorted(p for p in (cwd / "multirun").glob("*/*") if p.is_dir())
+    assert len(found) == 1, f"expected one sweep dir under {cwd / 'multirun'}, found {found}"
+    return found[0]
+
+
 def pytest_collection_modifyitems(config, items):
     """Files with end-to-end (slow) tests run first: with the suite spread over the cores one file per worker
     (pyproject's addopts), the long files start at once and the short ones fill in behind them, instead of a long

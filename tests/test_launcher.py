@@ -1,13 +1,19 @@
-"""hydra/launcher=ray as users meet it: a real local Ray (loopback only) that declares two logical GPUs runs a
-4-run sweep two at a time, each run with a GPU of its own, and the sweep's files equal the basic launcher's; the
-one-line errors of bad launcher options; a search through it (a killed launcher: tests/test_launcher_resume.py)."""
+"""hydra/launcher=ray as users meet it, typed in a fresh folder with Hydra's default sweep dir: a real local Ray
+(loopback only) that declares two logical GPUs runs a 4-run sweep two at a time on two warm workers, each with a GPU
+of its own, and the sweep's files equal the basic launcher's; the one-line errors of bad launcher options; a search
+through it (a killed launcher: tests/test_launcher_resume.py)."""
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import TINY, TINY_SEQUENCER, demo_overrides, run_script
+from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, run_script, the_sweep_dir
 
 pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
 
@@ -19,48 +25,83 @@ RAY = ["hydra/launcher=ray", "hydra.launcher.num_gpus=2", "hydra.launcher.num_cp
 SEEDS = "seed=0,1,2,3"
 
 
+def held(folder: Path) -> dict[int, Path]:
+    """The runs waiting at their hold point now: {pid: hold file}."""
+    return {int(p.name.split("-")[1]): p for p in folder.glob("held-*") if not p.name.endswith(".tmp")}
+
+
 @pytest.fixture(scope="module")
 def ray_sweep(demo_root, tmp_path_factory):
-    sweep = tmp_path_factory.mktemp("ray") / "sweep"
-    res = run_script("train.py", "-m", *RAY, *demo_overrides(demo_root), *ARGS, SEEDS, f"hydra.sweep.dir={sweep}")
-    return sweep, res
+    """The 4-run sweep; every run waits after its first epoch until the test lets it go. When two runs wait at
+    once (an event: both hold files exist), the test notes which runs had started and where, then releases
+    them, and each later run as it arrives."""
+    cwd = tmp_path_factory.mktemp("ray")
+    holds = cwd / "holds"
+    holds.mkdir()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "DEEPART_HOLD_AT": "epoch_end:1",
+           "DEEPART_HOLD_FILE": str(holds / "held-{pid}"),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    log = cwd / "sweep.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "-m", *RAY, *demo_overrides(demo_root),
+                                 *ARGS, SEEDS], cwd=cwd, env=env, text=True, stdout=out, stderr=subprocess.STDOUT)
+    both, most, deadline = None, 0, time.monotonic() + 1200  # the deadline only catches a hung sweep
+    while proc.poll() is None and time.monotonic() < deadline:
+        now = held(holds)
+        most = max(most, len(now))
+        if len(now) == 2 and both is None:
+            sweep = the_sweep_dir(cwd)
+            both = {"pids": set(now), "placed": {p.parent.name: json.loads(p.read_text())
+                                                 for p in sweep.glob("*/placement.json")}}
+        if both is not None:  # from then on every run goes on as soon as it arrives
+            for path in now.values():
+                path.unlink()
+        try:
+            proc.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    return the_sweep_dir(cwd), proc.returncode, log.read_text(), both, most
 
 
 @pytest.fixture(scope="module")
 def basic_sweep(demo_root, tmp_path_factory):
-    sweep = tmp_path_factory.mktemp("basic") / "sweep"
-    res = run_script("train.py", "-m", *demo_overrides(demo_root), *ARGS, "data.num_workers=0", SEEDS,
-                     f"hydra.sweep.dir={sweep}")
-    return sweep, res
+    cwd = tmp_path_factory.mktemp("basic")
+    res = run_script("train.py", "-m", *demo_overrides(demo_root), *ARGS, "data.num_workers=0", SEEDS, cwd=cwd)
+    return the_sweep_dir(cwd), res
 
 
 def test_two_gpus_run_two_runs_at_a_time_each_on_its_own_gpu(ray_sweep):
-    sweep, res = ray_sweep
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    sweep, code, out, both, most = ray_sweep
+    assert code == 0, out[-3000:]
+    assert both is not None, f"two runs never waited at the same time:\n{out[-3000:]}"
+    assert most == 2  # never a third run while two held their slots
+    running = both["placed"]
+    assert len(running) == 2 and {p["pid"] for p in running.values()} == both["pids"]  # only the held two started
+    assert {p["CUDA_VISIBLE_DEVICES"] for p in running.values()} == {"0", "1"}  # each on a GPU of its own
     placed = [json.loads((sweep / str(n) / "placement.json").read_text()) for n in range(4)]
     assert all(p["CUDA_VISIBLE_DEVICES"] in ("0", "1") and p["gpu_ids"] == [p["CUDA_VISIBLE_DEVICES"]] for p in placed)
-    assert len({p["pid"] for p in placed}) == 4  # a fresh worker process per run
-    overlapping = [(a, b) for i, a in enumerate(placed) for b in placed[i + 1:]
-                   if a["started"] < b["ended"] and b["started"] < a["ended"]]
-    assert overlapping, "no two runs ran at the same time"
-    assert all(a["CUDA_VISIBLE_DEVICES"] != b["CUDA_VISIBLE_DEVICES"] for a, b in overlapping)
-    for p in placed:  # at most 2 at once: no moment inside a run has 3 runs running
-        assert sum(q["started"] <= p["started"] < q["ended"] for q in placed) <= 2
+    assert {p["pid"] for p in placed} == both["pids"]  # one warm worker per slot ran all four runs
+    for p in placed:  # a worker keeps its GPU from run to run
+        assert {q["CUDA_VISIBLE_DEVICES"] for q in placed if q["pid"] == p["pid"]} == {p["CUDA_VISIBLE_DEVICES"]}
     for n in range(4):  # the run saw its GPU, and its data-loading workers fit its one core
         log = (sweep / str(n) / "train.log").read_text()
         assert f"CUDA_VISIBLE_DEVICES={placed[n]['CUDA_VISIBLE_DEVICES']}, 1 CPU" in log
         assert yaml.safe_load((sweep / str(n) / ".hydra" / "config.yaml").read_text())["data"]["num_workers"] == 0
-    assert "up to 2 at once" in res.stdout + res.stderr
+    assert "up to 2 at once" in out
 
 
 def test_ray_sweep_files_equal_the_basic_launchers(ray_sweep, basic_sweep):
-    (ray_dir, ray_res), (basic_dir, basic_res) = ray_sweep, basic_sweep
-    assert ray_res.returncode == 0 and basic_res.returncode == 0, basic_res.stderr[-3000:]
+    (ray_dir, ray_code, ray_out, _, _), (basic_dir, basic_res) = ray_sweep, basic_sweep
+    assert ray_code == 0 and basic_res.returncode == 0, basic_res.stderr[-3000:]
     ray_table, basic_table = pd.read_csv(ray_dir / "summary.csv"), pd.read_csv(basic_dir / "summary.csv")
     assert len(ray_table) == 4 and ray_table["seed"].tolist() == [0, 1, 2, 3]
     compared = [c for c in basic_table.columns if c != "runtime_s"]
     pd.testing.assert_frame_equal(ray_table[compared], basic_table[compared])
-    assert (ray_dir / "report.html").is_file() and "Sweep summary" in ray_res.stdout
+    assert (ray_dir / "report.html").is_file() and "Sweep summary" in ray_out
+    assert (ray_dir / "multirun.yaml").is_file() and (basic_dir / "multirun.yaml").is_file()
 
 
 @pytest.mark.parametrize("option, message", [
@@ -80,16 +121,19 @@ def test_bad_launcher_options_are_one_line_before_any_run(demo_root, tmp_path, o
 
 
 def test_a_search_through_ray_prunes_trials_two_at_a_time(demo_root, tmp_path):
-    """hparams_search=optuna with the Ray launcher: trials two at a time (one logical GPU each) report every
-    epoch to the study's journal; the median pruner stops at least one, which ends pruned, not failed."""
+    """hparams_search=optuna with the Ray launcher as the preset's comment shows it, CPU-only runs on a machine
+    whose CUDA_VISIBLE_DEVICES names a GPU: trials two at a time report every epoch to the study's journal in the
+    one sweep dir; the median pruner stops at least one, which ends pruned, not failed; no run sees a GPU."""
     pytest.importorskip("optuna")
-    sweep = tmp_path / "search"
     tiny = [o for o in ARGS if not o.startswith("phase.lr=")]
-    res = run_script("train.py", "hparams_search=optuna", *RAY, *demo_overrides(demo_root), *tiny, "phase.epochs=3",
-                     "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.n_startup_trials=2",
-                     "hydra.sweeper.pruner.startup_trials=2", "hydra.sweeper.pruner.warmup_epochs=0",
-                     "hydra.sweeper.params.sequencer='choice(bilstm,gru)'", f"hydra.sweep.dir={sweep}")
+    res = run_script("train.py", "hparams_search=optuna", "hydra/launcher=ray", "hydra.launcher.gpus_per_run=0",
+                     "hydra.launcher.cpus_per_run=1", "hydra.launcher.num_cpus=2", *demo_overrides(demo_root), *tiny,
+                     "phase.epochs=3", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
+                     "hydra.sweeper.sampler.n_startup_trials=2", "hydra.sweeper.pruner.startup_trials=2",
+                     "hydra.sweeper.pruner.warmup_epochs=0", "hydra.sweeper.params.sequencer='choice(bilstm,gru)'",
+                     cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": "0"})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    sweep = the_sweep_dir(tmp_path)
     trials = pd.read_csv(sweep / "optuna_trials.csv")
     assert len(trials) == 6 and set(trials["state"]) <= {"complete", "pruned"}
     pruned = trials[trials["state"] == "pruned"]
@@ -99,8 +143,8 @@ def test_a_search_through_ray_prunes_trials_two_at_a_time(demo_root, tmp_path):
         assert (sweep / str(run) / "pruned.json").is_file() and not (sweep / str(run) / "failure.json").exists()
     summary = pd.read_csv(sweep / "summary.csv")
     assert sorted(summary["status"]) == sorted(trials["state"].replace({"complete": "done"}))
-    placed = [json.loads((sweep / str(n) / "placement.json").read_text()) for n in (0, 1)]
-    assert {p["CUDA_VISIBLE_DEVICES"] for p in placed} == {"0", "1"}  # the first two trials side by side
+    placed = [json.loads((sweep / str(n) / "placement.json").read_text()) for n in range(6)]
+    assert {p["CUDA_VISIBLE_DEVICES"] for p in placed} == {""} and len({p["pid"] for p in placed}) <= 2
     best = yaml.safe_load((sweep / "optuna_best.yaml").read_text())
     assert best["best_value"] == pytest.approx(trials["value"][trials["state"] == "complete"].max())
     assert "pruned" in (sweep / "report.md").read_text().split("## Comparison")[0]

@@ -195,6 +195,27 @@ def test_an_interrupted_run_is_marked_killed_and_a_crashed_one_failed(demo_root,
     assert [e.step for e in events(crashed / "tensorboard").Scalars("val/mean_top1")] == [4]
 
 
+def test_a_pruned_search_trial_ends_its_records_finished_not_failed(tiny_cfg, tmp_path, monkeypatch):
+    """A trial its pruner stops after epoch 1 ended as it should: its MLflow run is FINISHED (not FAILED), with the
+    epoch it was pruned at and its best metrics; the pruned exception still reaches the sweep."""
+    from deepart.training import pruning
+    from deepart.training import trainer as trainer_module
+
+    def prune_after_the_first_epoch(cfg, phases, index, state):
+        raise pruning.TrialPruned(state.epoch, float(state.final["val/mean_top1"]),
+                                  {"final": state.final, "best": state.best, "best_epoch": state.best_epoch,
+                                   "epochs": state.epoch})
+
+    monkeypatch.setattr(pruning, "after_epoch", prune_after_the_first_epoch)
+    run_dir = tmp_path / "pruned"
+    with pytest.raises(pruning.TrialPruned):
+        trainer_module.train(tiny_cfg("logger=many", "logger.loggers=[mlflow,tensorboard]", "phase.epochs=2"),
+                             run_dir=run_dir)
+    (run,) = training_runs(mlflow_client(run_dir))
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["pruned_epoch"] == 1 and "best/val/mean_top1" in run.data.metrics
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -209,8 +209,15 @@ def launch_keys() -> tuple[str, ...]:
 
 
 def sweep_group(sweep_dir: str | Path) -> str:
-    """The W&B group of a sweep's runs (and of its summary run): its dir as given to Hydra, `/` as `_`."""
-    return Path(sweep_dir).as_posix().replace("/", "_")
+    """The W&B group of a sweep's runs (and of its summary run): its dir (relative to the working dir when it is
+    inside it, as Hydra's default multirun/<date>/<time> is), `/` as `_`."""
+    path = Path(sweep_dir)
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            pass
+    return path.as_posix().replace("/", "_")
 
 
 def eval_batch_size(cfg: DictConfig, phase: DictConfig | None = None) -> int:

@@ -7,7 +7,10 @@
   writes its pid to <path> and waits there until <path> is removed. A test waits for the file (an event, not a
   guess at timing), acts on the held process (a real SIGINT or SIGKILL from outside, a file-size limit, ...),
   then removes the file to let it go on. A signal that ends the process ends the wait too (Ctrl-C raises
-  KeyboardInterrupt at the point, as it would anywhere else).
+  KeyboardInterrupt at the point, as it would anywhere else). `{pid}` in the path is replaced by the process id,
+  so that several processes (the runs of a parallel sweep) each hold on a file of their own. The n-th pass is
+  counted per run: a process that runs several jobs one after the other (a warm sweep worker) starts counting
+  afresh at each job (`reset()`).
 
 Points:
 
@@ -20,6 +23,8 @@ Points:
     index_chunk a chunk of an index's vectors written (python -m deepart index), before the next one starts
     feature_chunk a chunk of the backbone-feature cache written (training with trainer.feature_cache), before
                 the next one starts
+    trial_asked an Optuna search asked its study for a trial and has not yet given it a run (hparams_search=optuna;
+                counted per search, not per job)
 
 Unset (the normal case) a point costs two dictionary lookups.
 """
@@ -45,9 +50,20 @@ def _reached(variable: str, name: str) -> bool:
     return _passed[key] == int(nth or 1)
 
 
+#: Points of the process that launches a sweep, counted across its jobs (reset() keeps them).
+SWEEP_POINTS = ("trial_asked",)
+
+
+def reset() -> None:
+    """Count every job point's passes from zero again (a new job in the same process)."""
+    for key in [k for k in _passed if k[1] not in SWEEP_POINTS]:
+        del _passed[key]
+
+
 def hold(path: str) -> None:
     """Announce this process at `path` (written whole: a reader never sees it half-written), then wait until
     the file is gone."""
+    path = path.replace("{pid}", str(os.getpid()))
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         f.write(str(os.getpid()))

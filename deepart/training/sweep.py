@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 import torch
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from deepart.core import rundir
+from deepart.core import faults, rundir
 from deepart.core.config import OBJECTIVE, sweep_group
 from deepart.core.errors import ConfigError, DeepArtError, report_errors
 from deepart.report.runs import NOT_SWEPT, collect_runs, override_keys, swept_keys
@@ -65,6 +65,10 @@ def _prepare_resumed_job(cfg: DictConfig, run_dir: Path, overrides: list[str] | 
     if metrics is not None:
         log.info("resume_sweep: %s already finished; skipped", run_dir)
         return metrics["best"].get(OBJECTIVE, FAILED_OBJECTIVE)
+    pruned = rundir.read_pruned(run_dir)
+    if pruned is not None:  # a search trial its pruner stopped stays stopped
+        log.info("resume_sweep: %s was pruned after epoch %s; skipped", run_dir, pruned.get("epoch"))
+        return float(pruned.get("value", FAILED_OBJECTIVE))
     if rundir.newest_last(run_dir) is not None:
         cfg.resume = str(run_dir)
     return None
@@ -81,6 +85,7 @@ def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
 
     from deepart.core import distributed
 
+    faults.reset()  # fault points count per job (a warm sweep worker runs several)
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -151,19 +156,51 @@ def format_summary(frame: pd.DataFrame) -> str:
     return shown.to_string(index=False)
 
 
+def pin_sweep_dir(config: DictConfig) -> Path:
+    """Resolve the sweep dir once, in the process that starts the sweep, and give every job that absolute path.
+
+    Hydra composes each job's config again from the command line's overrides (`hydra.overrides.hydra`), and a
+    job that runs in another process (a Ray worker, a SLURM job) would resolve `${launch_time:...}` at its own
+    start: its run dir would land in another sweep dir than multirun.yaml and the summary. Appending
+    `hydra.sweep.dir=<absolute path>` to those overrides makes every job, on every launcher, use the driver's
+    dir (the Optuna journal lives there too)."""
+    from omegaconf import flag_override
+
+    sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+    line = "hydra.sweep.dir='" + sweep_dir.as_posix().replace("'", "\\'") + "'"
+    with flag_override(config, ["readonly", "struct"], [False, False]):
+        config.hydra.sweep.dir = sweep_dir.as_posix()
+        overrides = [str(o) for o in config.hydra.overrides.hydra]
+        config.hydra.overrides.hydra = [*(o for o in overrides if not o.startswith("hydra.sweep.dir=")), line]
+    return sweep_dir
+
+
+def is_search(config: DictConfig) -> bool:
+    """Whether this multirun is an Optuna search (hparams_search=optuna) rather than a grid sweep."""
+    from deepart.training.pruning import SWEEPER
+
+    return str(OmegaConf.select(config, "hydra.sweeper._target_", default="")) == SWEEPER
+
+
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a multirun, compare its runs (summary.csv and a printed table), write the
-    report (report.html, ...; to the sweep's trackers too), and exit with status 1 when runs failed."""
+    """Hydra callback: at the start of a multirun, one sweep dir for every job (`pin_sweep_dir`); at its end,
+    compare its runs (summary.csv and a printed table), write the report (report.html, ...; to the sweep's trackers
+    too), and exit with status 1 when runs failed, when no run wrote into the sweep dir, or when a search has no
+    completed trial (whatever `fail_on_run_error` says: a search without a result has nothing to give)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        pin_sweep_dir(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from deepart.core import distributed
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir() or not distributed.current().is_main:
+        if not distributed.current().is_main:
             return
-        frame = summarize(sweep_dir)
+        frame = summarize(sweep_dir) if sweep_dir.is_dir() else None
         if frame is None:
-            return
+            print(f"no run of this sweep wrote into {sweep_dir}: nothing to summarize", flush=True)
+            raise SystemExit(1)
         print(f"\nSweep summary ({sweep_dir / rundir.SUMMARY}):\n{format_summary(frame)}", flush=True)
         self._report(config, sweep_dir)
         failed = frame[~frame["status"].isin(["done", "pruned"])]  # a pruned search trial ended as it should
@@ -172,8 +209,11 @@ class SweepSummary(Callback):
         if len(failed):
             print(f"{len(failed)} of {len(frame)} runs have no results; continue the sweep with the same command "
                   f"plus resume_sweep={sweep_dir}", flush=True)
-            if config.get("fail_on_run_error", True):
-                raise SystemExit(1)  # so that scripts and SLURM notice (fail_on_run_error=false: exit 0)
+        if is_search(config) and not (frame["status"] == "done").any():
+            print(f"the search has no completed trial (of {len(frame)}): no best value", flush=True)
+            raise SystemExit(1)
+        if len(failed) and config.get("fail_on_run_error", True):
+            raise SystemExit(1)  # so that scripts and SLURM notice (fail_on_run_error=false: exit 0)
 
     @staticmethod
     def _report(config: DictConfig, sweep_dir: Path) -> None:

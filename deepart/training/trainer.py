@@ -365,6 +365,10 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, info: RunInfo | No
                  result["suggestion"])
     try:
         summary = trainer.run()
+    except pruning.TrialPruned as pruned:  # a search trial its pruner stopped ended as it should: a finished record
+        best = {f"best/{k}": v for k, v in (pruned.reached.get("best") or {}).items()}
+        trainer.logger.finish({**best, "pruned_epoch": float(pruned.epoch)})
+        raise
     except BaseException as exc:  # the loggers' records end as failed / killed, then the error goes on
         try:
             trainer.logger.abort("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

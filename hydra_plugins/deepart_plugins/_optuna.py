@@ -1,10 +1,13 @@
 """The Optuna sweeper's work: the search space from Hydra's sweep syntax (each key checked against the config
-before any trial), the study in the sweep dir, batches of trials asked, launched and told, and at the end the
-trials' table (optuna_trials.csv) and the best trial (optuna_best.yaml) in the sweep dir."""
+before any trial), the study in the sweep dir, trials asked, launched and told asynchronously (`n_jobs` slots,
+each asking its next trial as soon as its run ends), and at the end the trials' table (optuna_trials.csv) and the
+best trial (optuna_best.yaml) in the sweep dir."""
 from __future__ import annotations
 
 import difflib
 import logging
+import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,13 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSw
 from hydra.core.utils import JobStatus
 from omegaconf import DictConfig, OmegaConf
 
+from deepart.core import faults, rundir
+from deepart.core.config import OBJECTIVE
 from deepart.core.errors import ConfigError
 from deepart.report.runs import run_status
 from deepart.training.pruning import RUN_ATTR, make_pruner, open_storage
+
+from ._threads import run_all
 
 log = logging.getLogger("deepart")
 
@@ -68,13 +75,25 @@ def check_keys(config: DictConfig, keys: list[str]) -> None:
 
 
 def search_space(sweeper, arguments: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """(fixed overrides, {key: Optuna distribution}): the sweeper's params and the command line's sweeps; a key
-    given a plain value on the command line is fixed and leaves the search."""
+    """(fixed overrides, {key: Optuna distribution}) of the sweeper's params and the command line (`parse_space`),
+    every key checked against the config."""
+    params = OmegaConf.to_container(sweeper.params, resolve=True) if isinstance(sweeper.params, DictConfig) \
+        else sweeper.params
+    fixed, space = parse_space(params, arguments)
+    check_keys(sweeper.config, [*space, *(line.split("=", 1)[0] for line in fixed)])
+    return fixed, space
+
+
+def parse_space(params: Any, arguments: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """(fixed overrides, {key: Optuna distribution}): `hydra.sweeper.params` and the command line's sweeps, read
+    as Hydra's own Optuna sweeper reads them: choice() a categorical, interval() a float range (an integer one
+    when tagged int: `tag(int, interval(1, 8))`; `tag(log, ...)` log-uniform), range(lo, hi[, step]) the
+    integers lo, lo + step, ... below hi. A key given a plain value on the command line is fixed and leaves the
+    search."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     parser = OverridesParser.create()
-    params = flat_params(OmegaConf.to_container(sweeper.params, resolve=True)
-                         if isinstance(sweeper.params, DictConfig) else sweeper.params)
+    params = flat_params(params)
     searched = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
     given = parser.parse_overrides(arguments)
     fixed_keys = {o.get_key_element() for o in given if not o.is_sweep_override()}
@@ -86,36 +105,61 @@ def search_space(sweeper, arguments: list[str]) -> tuple[list[str], dict[str, An
             continue
         value = override.value()
         if isinstance(value, ChoiceSweep):
-            space[key] = CategoricalDistribution([v for v in value.list])
-        elif isinstance(value, RangeSweep):
+            space[key] = CategoricalDistribution(list(value.list))
+        elif isinstance(value, RangeSweep):  # range(lo, hi[, step]): Python's range, hi excluded
             values = list(override.sweep_iterator())
-            space[key] = CategoricalDistribution(values)
-        elif isinstance(value, IntervalSweep):
+            if not values:
+                raise ConfigError(f"hydra.sweeper.params.{key}={override.input_line.split('=', 1)[1]}: an empty "
+                                  f"range; give range(lo, hi[, step]) with lo < hi")
+            if all(isinstance(v, int) for v in values):
+                step = int(value.step or 1)
+                space[key] = IntDistribution(min(values), max(values), step=abs(step))
+            else:
+                space[key] = CategoricalDistribution(values)
+        elif isinstance(value, IntervalSweep):  # floats, unless tagged int: tag(int, interval(1, 8))
             log_scale = "log" in value.tags
-            if isinstance(value.start, int) and isinstance(value.end, int):
-                space[key] = IntDistribution(value.start, value.end, log=log_scale)
+            if "int" in value.tags:
+                space[key] = IntDistribution(int(value.start), int(value.end), log=log_scale)
             else:
                 space[key] = FloatDistribution(float(value.start), float(value.end), log=log_scale)
         else:
             fixed.append(override.input_line)
-    check_keys(sweeper.config, [*space, *(line.split("=", 1)[0] for line in fixed)])
     return fixed, space
 
 
-def make_sampler(cfg: dict[str, Any]):
+def make_sampler(cfg: dict[str, Any], trials_so_far: int = 0):
+    """The sampler of `hydra.sweeper.sampler`. A resumed study (`trials_so_far` trials in it) seeds it with
+    seed + trials_so_far, so it does not replay the values of the first trials."""
     import optuna
 
     name = str(cfg.get("name", "tpe"))
     seed = cfg.get("seed")
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(cfg.get("n_startup_trials", 10)))
+    if seed is not None:
+        seed = int(seed) + int(trials_so_far)
+    if name == "tpe":  # constant_liar: trials running at once are told apart, so a slot asks no near-duplicate
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(cfg.get("n_startup_trials", 10)),
+                                          constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"hydra.sweeper.sampler.name={name!r} is not allowed: expected tpe | random.")
 
 
+_BARE = re.compile(r"[A-Za-z_][\w\-./]*")
+_WORDS = {"true", "false", "null", "nan", "inf", "-inf", "+inf"}
+
+
 def _value(v: Any) -> str:
-    return repr(v) if isinstance(v, float) else str(v)
+    """A value as Hydra's override grammar reads it back unchanged: floats in full, null and booleans as Hydra
+    writes them, a string quoted when it holds spaces, commas, quotes or brackets or would read as another type."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str) and not (_BARE.fullmatch(v) and v.lower() not in _WORDS):
+        return "'" + v.replace("'", "\\'") + "'"
+    return str(v)
 
 
 def overrides_of(fixed: list[str], params: dict[str, Any], space: dict[str, Any]) -> list[str]:
@@ -123,9 +167,103 @@ def overrides_of(fixed: list[str], params: dict[str, Any], space: dict[str, Any]
     return [*fixed, *(f"{k}={_value(params[k])}" for k in space if k in params)]
 
 
+def _slots(sweeper) -> int:
+    """Trials that can run at once: `n_jobs`, except on Hydra's basic launcher, which runs jobs one at a time in
+    this process."""
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+    n_jobs = int(sweeper.n_jobs)
+    if n_jobs < 1:
+        raise ConfigError(f"hydra.sweeper.n_jobs={sweeper.n_jobs} is not allowed: expected a number >= 1")
+    if n_jobs > 1 and isinstance(sweeper.launcher, BasicLauncher):
+        log.warning("Optuna: hydra.sweeper.n_jobs=%d, but the basic launcher runs one job at a time in this "
+                    "process: trials run one after the other (hydra/launcher=ray runs them at once)", n_jobs)
+        return 1
+    return n_jobs
+
+
+def recover(study, sweep_dir: Path) -> list[Any]:
+    """A resumed study's trials that a killed search left RUNNING: one asked but never given a run is failed; one
+    whose run finished or was pruned is told so (pruned stays pruned); the others are returned, to run again in
+    their own run dirs (resuming from their last.pt)."""
+    from optuna.trial import TrialState
+
+    again = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        run = trial.user_attrs.get(RUN_ATTR)
+        if run is None:
+            study.tell(trial.number, state=TrialState.FAIL)
+            log.info("Optuna: trial %d was asked but never launched (the search was stopped); marked failed",
+                     trial.number)
+            continue
+        status = run_status(sweep_dir / str(run))[0]
+        if status in ("done", "pruned"):
+            tell_status(study, trial.number, sweep_dir / str(run), status)
+        else:
+            again.append(trial)
+    return sorted(again, key=lambda t: t.user_attrs[RUN_ATTR])
+
+
+class Search:
+    """The asynchronous search: `slots` threads, each asking a trial (or taking one a killed search left), running
+    it through the sweep's launcher and telling the study, then asking the next as soon as its run ends, so that a
+    slot whose trial finished early or was pruned never waits for the others."""
+
+    def __init__(self, sweeper, study, fixed: list[str], space: dict[str, Any], sweep_dir: Path,
+                 again: list[Any]) -> None:
+        self.sweeper, self.study, self.fixed, self.space, self.sweep_dir = sweeper, study, fixed, space, sweep_dir
+        self.again = list(again)
+        trials = study.get_trials(deepcopy=False)
+        runs = [t.user_attrs[RUN_ATTR] for t in trials if RUN_ATTR in t.user_attrs]
+        self.next_run = max(runs, default=-1) + 1
+        self.launched = len(runs) - len(self.again)  # trials with a run: each counts towards n_trials once
+        self.lock = threading.Lock()
+        self.returns: list[Any] = []
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+
+    def next_job(self) -> tuple[int, int, dict[str, Any]] | None:
+        with self.lock:
+            if self.stop.is_set():
+                return None
+            if self.again:
+                trial = self.again.pop(0)
+                return trial.number, trial.user_attrs[RUN_ATTR], trial.params
+            if self.launched >= int(self.sweeper.n_trials):
+                return None
+            trial = self.study.ask(self.space)
+            faults.point("trial_asked")  # asked, not yet given its run (a kill here: failed on resume)
+            run, self.next_run = self.next_run, self.next_run + 1
+            trial.set_user_attr(RUN_ATTR, run)
+            self.launched += 1
+            return trial.number, run, trial.params
+
+    def slot(self) -> None:
+        try:
+            while (job := self.next_job()) is not None:
+                number, run, params = job
+                results = self.sweeper.launcher.launch([overrides_of(self.fixed, params, self.space)],
+                                                       initial_job_idx=run)
+                with self.lock:
+                    tell(self.study, number, self.sweep_dir / str(run), results[0])
+                    self.returns.append(results)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the searching thread
+            self.errors.append(exc)
+            self.stop.set()
+
+    def run(self, slots: int) -> list[Any]:
+        warm_up = getattr(self.sweeper.launcher, "warm_up", None)
+        if warm_up is not None:  # e.g. Ray started in this (the main) thread, before the slots' threads
+            warm_up()
+        threads = [threading.Thread(target=self.slot, daemon=True, name=f"optuna-slot-{i}") for i in range(slots)]
+        run_all(threads, self.stop.set)
+        if self.errors:
+            raise self.errors[0]
+        return self.returns
+
+
 def sweep(sweeper, arguments: list[str]) -> list[Any]:
     import optuna
-    from optuna.trial import TrialState
 
     config = sweeper.config
     sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -133,63 +271,50 @@ def sweep(sweeper, arguments: list[str]) -> list[Any]:
     if not space:
         raise ConfigError("hydra.sweeper.params is empty: nothing to search; give it keys, e.g. "
                           "'hydra.sweeper.params.loss.gamma=interval(0,4)'")
-    sampler, pruner = make_sampler(dict(sweeper.sampler)), make_pruner(dict(sweeper.pruner))
+    slots = _slots(sweeper)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
-    study = optuna.create_study(study_name=sweeper.study_name, storage=open_storage(sweeper.storage, sweep_dir),
-                                sampler=sampler, pruner=pruner, direction=sweeper.direction, load_if_exists=True)
-    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    stale = sorted(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
-                   key=lambda t: t.user_attrs.get(RUN_ATTR, t.number))
-    done = len(study.get_trials(deepcopy=False, states=finished))
-    if done or stale:
-        log.info("Optuna: study %s in %s has %d finished trials; %d left running are run again", sweeper.study_name,
-                 sweep_dir, done, len(stale))
-    log.info("Optuna: %d trials of %s over %s, %d at a time", sweeper.n_trials, sweeper.direction,
-             ", ".join(space), sweeper.n_jobs)
-    returns = []
-    while True:
-        done = len(study.get_trials(deepcopy=False, states=finished))
-        if stale:  # a killed search's trials: the same runs (same dirs, same values) again, contiguous runs together
-            batch = [stale.pop(0)]
-            while stale and len(batch) < sweeper.n_jobs and \
-                    stale[0].user_attrs.get(RUN_ATTR) == batch[-1].user_attrs.get(RUN_ATTR) + 1:
-                batch.append(stale.pop(0))
-            jobs = [(t.number, t.user_attrs[RUN_ATTR], t.params) for t in batch]
-        else:
-            todo = min(sweeper.n_jobs, sweeper.n_trials - done)
-            if todo <= 0:
-                break
-            runs = [t.user_attrs.get(RUN_ATTR, -1) for t in study.get_trials(deepcopy=False)]
-            first = max(runs, default=-1) + 1
-            jobs = []
-            for i in range(todo):
-                trial = study.ask(space)
-                trial.set_user_attr(RUN_ATTR, first + i)
-                jobs.append((trial.number, first + i, trial.params))
-        results = sweeper.launcher.launch([overrides_of(fixed, p, space) for _, _, p in jobs],
-                                          initial_job_idx=jobs[0][1])
-        for (number, run, _), result in zip(jobs, results):
-            tell(study, number, sweep_dir / str(run), result)
-        returns.append(results)
-    write_results(study, sweep_dir, space)
+    storage = open_storage(sweeper.storage, sweep_dir)
+    study = optuna.create_study(study_name=sweeper.study_name, storage=storage, direction=sweeper.direction,
+                                pruner=make_pruner(dict(sweeper.pruner)), load_if_exists=True)
+    before = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(dict(sweeper.sampler), trials_so_far=before)
+    again = recover(study, sweep_dir) if before else []
+    if before:
+        log.info("Optuna: study %s in %s has %d trials; %d left unfinished are run again", sweeper.study_name,
+                 sweep_dir, before, len(again))
+    log.info("Optuna: %d trials of %s over %s, %d at a time (a new trial as soon as one ends)", sweeper.n_trials,
+             sweeper.direction, ", ".join(space), slots)
+    search = Search(sweeper, study, fixed, space, sweep_dir, again)
+    try:
+        returns = search.run(slots)
+    finally:
+        write_results(study, sweep_dir, space)
     return returns
 
 
 def tell(study, number: int, run_dir: Path, result) -> None:
     """Tell the study how trial `number` ended: its objective (done), pruned, or failed."""
-    from optuna.trial import TrialState
-
     output = OmegaConf.select(result.hydra_cfg or {}, "hydra.runtime.output_dir", default=None)
     status = "failed" if result.status == JobStatus.FAILED else run_status(Path(output or run_dir))[0]
+    tell_status(study, number, run_dir, status, result.return_value if status == "done" else None)
+
+
+def tell_status(study, number: int, run_dir: Path, status: str, value: Any = None) -> None:
+    """Tell the study that trial `number` (run `run_dir`) ended `status`; a done run's value is `value`, or the
+    objective in its metrics.json."""
+    from optuna.trial import TrialState
+
     if status == "done":
-        study.tell(number, float(result.return_value))
+        if value is None:
+            value = (rundir.read_metrics(run_dir) or {}).get("best", {}).get(OBJECTIVE)
+        study.tell(number, float(value))
     elif status == "pruned":
         study.tell(number, state=TrialState.PRUNED)
     else:
         study.tell(number, state=TrialState.FAIL)
     log.info("Optuna: trial %d (run %s) %s%s", number, run_dir.name, status,
-             f", {float(result.return_value):.4f}" if status == "done" else "")
+             f", {float(value):.4f}" if status == "done" else "")
 
 
 def write_results(study, sweep_dir: Path, space: dict[str, Any]) -> None:

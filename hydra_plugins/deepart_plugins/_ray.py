@@ -1,6 +1,7 @@
-"""The Ray launcher's work: connect to (or start) Ray, check that a run fits on its nodes, run every job as a Ray
-task in a fresh worker process, and give the sweep one JobReturn per job in job order (a worker that died is a
-failed run of the sweep, not the end of it)."""
+"""The Ray launcher's work: connect to (or start) Ray, check that a run fits on its nodes, run every job on a warm
+worker of its own slot (a Ray actor with the run's GPUs and cores, reused from run to run), and give the sweep one
+JobReturn per job in job order (a worker that died is a failed run of the sweep, not the end of it, and its slot
+gets a new worker)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +22,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deepart.core.errors import ConfigError
 
+from ._threads import run_all
+
 log = logging.getLogger("deepart")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # each run's own log lines, not "[repeated 3x]" (read at Ray's import)
 
 #: Written into each run dir by the task: where the run ran (node, pid, the GPUs Ray gave it) and when.
 PLACEMENT = "placement.json"
@@ -53,7 +58,6 @@ def connect(launcher) -> bool:
 
     if ray.is_initialized():
         return False
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # each run's own log lines, not "[repeated 3x]"
     init = {"include_dashboard": False, "log_to_driver": True, **launcher.init}
     if launcher.address:
         if launcher.address != "auto":
@@ -121,7 +125,7 @@ def size_workers(sweep_config: DictConfig, cpus: float) -> None:
 
 
 def run(hydra_context, sweep_config: DictConfig, task_function, singleton_state: dict, cpus: float) -> Any:
-    """One job in a Ray worker process: Hydra's globals as in the launching process, then Hydra's run_job; what
+    """One job in a slot's worker process: Hydra's globals as in the launching process, then Hydra's run_job; what
     Ray gave the run is logged and written to <run>/placement.json. A SystemExit (a job refusing to start, e.g.
     resume_sweep= with other overrides) comes back as ("exit", code) for the launcher to raise."""
     import ray
@@ -154,6 +158,84 @@ def run(hydra_context, sweep_config: DictConfig, task_function, singleton_state:
     return result
 
 
+class SlotWorker:
+    """A warm worker process of one slot (a Ray actor holding `gpus_per_run` GPUs and `cpus_per_run` cores): it
+    runs the slot's jobs one after the other, so Python, torch and timm are imported once per slot rather than
+    once per run. Between runs it frees what the run left (its model, CUDA's cached memory)."""
+
+    def __init__(self, cwd: str, cpu_only: bool) -> None:
+        if cpu_only:  # newer Ray leaves CUDA_VISIBLE_DEVICES alone for a 0-GPU actor: hide the GPUs ourselves
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        if os.path.isdir(cwd):  # relative paths of the config (data.root=data/...) as in the launching shell
+            os.chdir(cwd)
+
+    def run(self, *args: Any) -> Any:
+        import gc
+
+        try:
+            return run(*args)
+        finally:
+            gc.collect()
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+class Slots:
+    """The sweep's warm workers: at most `at_once` of them, each lent to one job at a time. Shared by every
+    launch() of the sweep (an Optuna search launches each trial on its own as a slot frees), so workers stay
+    warm from run to run; a worker that died (killed for memory, a crash of the process) is replaced."""
+
+    def __init__(self, gpus: float, cpus: float, at_once: int) -> None:
+        import ray
+
+        self.gpus, self.cpus, self.at_once = gpus, cpus, at_once
+        self.actor = ray.remote(num_gpus=gpus, num_cpus=cpus, max_restarts=0, max_task_retries=0)(SlotWorker)
+        self.idle: list[Any] = []
+        self.live = 0
+        self.closed = False
+        self.cond = threading.Condition()
+
+    def acquire(self) -> Any | None:
+        """An idle worker, a new one while fewer than `at_once` live, else wait for one; None once closed."""
+        with self.cond:
+            while not self.closed and not self.idle and self.live >= self.at_once:
+                self.cond.wait()
+            if self.closed:
+                return None
+            if self.idle:
+                return self.idle.pop()
+            self.live += 1
+        return self.actor.remote(os.getcwd(), self.gpus == 0)
+
+    def release(self, worker: Any, dead: bool = False) -> None:
+        import ray
+
+        with self.cond:
+            if dead or self.closed:
+                self.live -= 1
+            else:
+                self.idle.append(worker)
+            self.cond.notify()
+        if dead or self.closed:
+            try:
+                ray.kill(worker, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+    def close(self) -> None:
+        """Stop every worker (Ctrl-C, or a job that refused to start): the runs still running stop with them."""
+        import ray
+
+        with self.cond:
+            self.closed = True
+            workers, self.idle = list(self.idle), []
+            self.cond.notify_all()
+        for worker in workers:
+            ray.kill(worker, no_restart=True)
+
+
 def lost_job(sweep_config: DictConfig, overrides: Sequence[str], exc: BaseException) -> JobReturn:
     """The JobReturn of a job whose worker died (killed for memory, a crash of the process, a lost node): its
     failure.json is written as for a run that raised, and the sweep goes on."""
@@ -167,18 +249,47 @@ def lost_job(sweep_config: DictConfig, overrides: Sequence[str], exc: BaseExcept
                      task_name=sweep_config.hydra.job.name, status=JobStatus.COMPLETED, _return_value=FAILED_OBJECTIVE)
 
 
-def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+_start_lock = threading.Lock()
+
+
+def slots(launcher) -> Slots:
+    """The launcher's slots, made at its first launch: Ray joined or started, the runs' resources planned."""
+    with _start_lock:
+        if getattr(launcher, "slots", None) is None:
+            setup_globals()
+            configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+            Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+            connect(launcher)
+            gpus, cpus, at_once = plan_resources(launcher, cluster_nodes())
+            log.info("Ray launcher: runs into %s, %g GPU(s) and %g CPU(s) each, up to %d at once (one warm worker "
+                     "per slot)", launcher.config.hydra.sweep.dir, gpus, cpus, at_once)
+            launcher.slots = Slots(gpus, cpus, at_once)
+        return launcher.slots
+
+
+def run_on_slot(launcher, pool: Slots, idx: int, overrides: list[str], sweep_config: DictConfig) -> Any:
+    """Run one job on a worker of `pool` (waiting for a free one); a worker that dies is a failed run."""
     import ray
 
-    setup_globals()
-    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    connect(launcher)
-    gpus, cpus, at_once = plan_resources(launcher, cluster_nodes())
-    log.info("Ray launcher: %d runs into %s, %g GPU(s) and %g CPU(s) each, up to %d at once", len(job_overrides),
-             sweep_dir, gpus, cpus, at_once)
-    remote = ray.remote(num_gpus=gpus, num_cpus=cpus, max_calls=1, max_retries=0)(run)  # a fresh process per run
+    worker = pool.acquire()
+    if worker is None:
+        return None
+    log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+    try:
+        result = ray.get(worker.run.remote(launcher.hydra_context, sweep_config, launcher.task_function,
+                                           Singleton.get_state(), pool.cpus))
+    except ray.exceptions.RayActorError as exc:  # the worker process died: replace it
+        pool.release(worker, dead=True)
+        return None if pool.closed else lost_job(sweep_config, overrides, exc)
+    except ray.exceptions.RayError as exc:
+        pool.release(worker)
+        return lost_job(sweep_config, overrides, exc)
+    pool.release(worker)
+    return result
+
+
+def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    pool = slots(launcher)
     jobs = []
     for offset, overrides in enumerate(job_overrides):
         idx = initial_job_idx + offset
@@ -187,28 +298,24 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             sweep_config.hydra.job.id = f"ray_{idx}"
             sweep_config.hydra.job.num = idx
         jobs.append((idx, list(overrides), sweep_config))
-    singleton_state = Singleton.get_state()
-    results: dict[int, Any] = {}
-    running: dict[Any, tuple[int, list[str], DictConfig]] = {}
-    queue = list(jobs)
-    try:
-        while queue or running:
-            while queue and len(running) < at_once:
-                idx, overrides, sweep_config = queue.pop(0)
-                log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-                ref = remote.remote(launcher.hydra_context, sweep_config, launcher.task_function, singleton_state, cpus)
-                running[ref] = (idx, overrides, sweep_config)
-            done, _ = ray.wait(list(running), num_returns=1)
-            for ref in done:
-                idx, overrides, sweep_config = running.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    result = lost_job(sweep_config, overrides, exc)
-                if isinstance(result, tuple) and result[:1] == ("exit",):
-                    raise SystemExit(result[1])
-                results[idx] = result
-    finally:
-        for ref in running:  # Ctrl-C or a job's SystemExit: the other runs stop too
-            ray.cancel(ref, force=True)
-    return [results[idx] for idx, _, _ in jobs]
+    results: list[Any] = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            results[i] = run_on_slot(launcher, pool, *jobs[i])
+            if isinstance(results[i], tuple) and results[i][:1] == ("exit",):
+                pool.close()  # a job refused to start: the others stop too
+        except BaseException as exc:  # noqa: BLE001 - raised again in the launching thread
+            errors.append(exc)
+            pool.close()
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True, name=f"ray-run-{jobs[i][0]}")
+               for i in range(len(jobs))]
+    run_all(threads, pool.close)  # each waits for a slot of its own; at most `at_once` run at a time
+    for result in results:
+        if isinstance(result, tuple) and result[:1] == ("exit",):
+            raise SystemExit(result[1])
+    if errors:
+        raise errors[0]
+    return [r for r in results if r is not None]

@@ -1,6 +1,8 @@
-"""hydra/launcher=ray: the runs of a sweep as Ray tasks, each with `gpus_per_run` GPUs (its own
-CUDA_VISIBLE_DEVICES, set by Ray) and `cpus_per_run` CPU cores, as many at once as the resources allow; on a
-Ray of the sweep's own (started on this machine) or on a running cluster (`address=<head>`). The options are
+"""hydra/launcher=ray: the runs of a sweep on warm Ray workers, one per slot, each slot with `gpus_per_run` GPUs
+(its own CUDA_VISIBLE_DEVICES, set by Ray; none at all with gpus_per_run=0) and `cpus_per_run` CPU cores, as many
+slots as the resources allow; on a Ray of the sweep's own (started on this machine) or on a running cluster
+(`address=<head>`). launch() may be called from several threads at once (the Optuna search starts each trial as
+a slot frees). The options are
 described in conf/hydra/launcher/ray.yaml."""
 from __future__ import annotations
 
@@ -23,9 +25,18 @@ class RayLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        self.slots = None  # the sweep's warm workers (_ray.Slots), made at the first launch
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def warm_up(self) -> None:
+        """Join or start Ray and plan the slots now (the Optuna search calls it before its threads start)."""
+        from deepart.core.errors import report_errors
+
+        from . import _ray
+
+        report_errors(_ray.slots, self)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from deepart.core.errors import report_errors
