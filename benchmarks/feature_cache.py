@@ -2,8 +2,8 @@
 (trainer.feature_cache), and the top-1 of the two runs against each other (the same seed, augmentation off in both).
 
     python benchmarks/feature_cache.py --preset demo             # the synthetic demo (generated into a temp folder)
-    python benchmarks/feature_cache.py --preset paintings --data ../shared/paintings-dev   # Lite0, ImageNet weights
-    python benchmarks/feature_cache.py --preset paintings --data <dir> --epochs 3 -- trainer.threads=1
+    python benchmarks/feature_cache.py --preset paintings       # Lite0, ImageNet weights, on data/paintings-dev
+    python benchmarks/feature_cache.py --preset paintings --data <dir> --epochs 3 -- trainer.threads=1 sequencer=pool
 
 Three real `train.py` runs: (1) trainer.feature_cache=false; (2) trainer.feature_cache=auto: the cache built in a
 new folder, then training on it; (3) the same again, reusing the cache. Seconds per epoch are each run's
@@ -60,14 +60,15 @@ def per_epoch(metrics: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
-    parser.add_argument("--data", help="data.root (paintings: the paintings-dev folder; demo: generated if unset)")
+    parser.add_argument("--data", help="data.root (paintings: default data/paintings-dev, built by `python -m deepart "
+                                       "paintings`; demo: generated if unset)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("overrides", nargs="*", help="more train.py overrides (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        root = args.data or (str(tmp / "demo") if args.preset == "demo" else None)
+        root = args.data or str(tmp / "demo" if args.preset == "demo" else REPO / "data" / "paintings-dev")
         common = [*PRESETS[args.preset], *FROZEN, f"phase.epochs={args.epochs}", f"seed={args.seed}",
                   *([f"data.root={root}"] if root else []), f"trainer.feature_cache_dir={tmp / 'features'}",
                   *args.overrides]

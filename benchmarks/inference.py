@@ -195,8 +195,9 @@ def main() -> None:
                                         "folder whose checkpoint's data is at hand); none: skip that part")
     parser.add_argument("--models", default="reference,lite0", help="comma list of: reference, lite0")
     parser.add_argument("--batches", default="1,32", help="comma list of batch sizes")
-    parser.add_argument("--images", default=str(Path(__file__).resolve().parents[2] / "shared" / "paintings-sample"),
-                        help="folder of JPEGs to time on (default ../shared/paintings-sample; random pixels if absent)")
+    parser.add_argument("--images", default=str(Path(__file__).resolve().parents[1] / "data" / "paintings-dev" / "val"),
+                        help="folder of JPEGs to time on (default data/paintings-dev/val, the paintings set's val "
+                             "images: python -m deepart paintings; random pixels if absent)")
     parser.add_argument("--min-seconds", type=float, default=4.0, help="timed seconds per row, at least")
     parser.add_argument("--min-iters", type=int, default=3, help="timed calls per row, at least")
     parser.add_argument("--skip", default="", help=f"comma list of paths to leave out: {', '.join(PATHS[1:])}; "

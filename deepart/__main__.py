@@ -8,6 +8,7 @@
     python -m deepart report <sweep dir> [...]                              # deepart.report
     python -m deepart download wikiart [--images | --from <file>]           # deepart.data.download
     python -m deepart prepare data=<option>                                 # deepart.data.prepare
+    python -m deepart paintings --from <WikiArt copy>                       # deepart.data.paintings
 
 Each command is also its module: `python -m deepart.inference.predict ...` is the same as the first line.
 """
@@ -25,6 +26,7 @@ COMMANDS = {
     "report": ("deepart.report", "the report of one or more sweep dirs"),
     "download": ("deepart.data.download", "WikiArt's label files and images"),
     "prepare": ("deepart.data.prepare", "the resized preprocessing cache of a data option"),
+    "paintings": ("deepart.data.paintings", "the painting set of experiment=paintings, from a WikiArt copy"),
 }
 
 

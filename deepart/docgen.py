@@ -33,6 +33,7 @@ ARGPARSE_COMMANDS = {
     "report": "deepart.report.sweeps",
     "download": "deepart.data.download",
     "prepare": "deepart.data.prepare",
+    "paintings": "deepart.data.paintings",
 }
 #: Entry points of the repository that are not `python -m deepart` commands.
 SCRIPTS = {

@@ -375,15 +375,37 @@ def command_problems(doc: Doc) -> list[str]:
     return problems
 
 
+#: Pages that may name a folder beside the checkout (the contributing guide: the test data in ../shared/) or
+#: record what earlier versions did.
+OUTSIDE_OK = {"docs/contributing.md", "CHANGELOG.md"}
+_UPWARD = re.compile(r"(?<![\w./'-])((?:\.\./)+[\w.-][\w./-]*)")   # a quoted '../x' is a name in a message
+
+
+def outside_problems(doc: Doc) -> list[str]:
+    """A `../` path that leaves the repository: from the page's folder (a link), or from the repository root (a
+    command's argument) where the page's folder has no such file. A user with only the repo has nothing there."""
+    if doc.name in OUTSIDE_OK:
+        return []
+    problems = []
+    for n, line in enumerate(doc.lines, 1):
+        for m in _UPWARD.finditer(line):
+            rel = m.group(1).rstrip(".")
+            from_page, from_root = (doc.path.parent / rel).resolve(), (ROOT / rel).resolve()
+            if not from_page.is_relative_to(ROOT) or (not from_root.is_relative_to(ROOT) and not from_page.exists()):
+                problems.append(f"{doc.name}:{n}: {rel} is outside the repository; name what the repo makes (e.g. "
+                                f"data/paintings-dev, built by `python -m deepart paintings`) or a <placeholder>")
+    return problems
+
+
 CHECKS = {"links": link_problems, "fences": fence_problems, "overrides": script_problems,
-          "commands": command_problems}
+          "commands": command_problems, "inside": outside_problems}
 
 
 @pytest.mark.parametrize("path", DOCS, ids=_ids(DOCS))
 @pytest.mark.parametrize("check", CHECKS)
 def test_docs(check: str, path: Path) -> None:
     """links: relative links and #anchors resolve; fences: closed; overrides: `python train.py` / `eval.py`
-    commands compose; commands: `python -m deepart <command>` names a command."""
+    commands compose; commands: `python -m deepart <command>` names a command; inside: no path leaves the repo."""
     problems = CHECKS[check](PARSED[path])
     assert not problems, "\n".join(problems)
 
@@ -430,3 +452,16 @@ def test_the_checker_finds_what_it_must(tmp_path: Path) -> None:
     problems = command_problems(doc)
     assert len(problems) == 2 and all(p.startswith("page.md:9: ") for p in problems), problems
     assert "no command 'predictt'" in problems[0] and "python -m deepart download" in problems[1]
+
+
+def test_a_path_outside_the_repository_is_found(tmp_path: Path) -> None:
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    page.write_text("See [results](../RESULTS.md).\n\n    python train.py data.root=../shared/paintings-dev\n")
+    (tmp_path / "RESULTS.md").write_text("# Results\n")
+    problems = outside_problems(parse(page))
+    assert len(problems) == 2 and "../RESULTS.md" in problems[0] and ":3: ../shared/paintings-dev" in problems[1]
+    inside = ROOT / "docs" / "data.md"
+    assert outside_problems(Doc(inside, ["[r](../RESULTS.md)", "x=../shared/paintings-dev"], [], [], None)) == [
+        "docs/data.md:2: ../shared/paintings-dev is outside the repository; name what the repo makes (e.g. "
+        "data/paintings-dev, built by `python -m deepart paintings`) or a <placeholder>"]
