@@ -107,7 +107,23 @@ def test_the_slurm_launcher_without_its_plugin_names_the_extra(tmp_path):
                        tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
-    assert "hydra/launcher=slurm" in lines[0] and "pip install 'deepart[cluster]'" in lines[0], lines[0]
+    assert "hydra/launcher=slurm" in lines[0] and 'pip install -e ".[cluster]"' in lines[0], lines[0]
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, args, line", [
+    ("ray", ["-m", "hydra/launcher=ray", "seed=1,2"],
+     'error: hydra/launcher=ray runs on ray, which is not installed: pip install -e ".[cluster]"'),
+    ("optuna", ["hparams_search=optuna"],
+     "error: hparams_search=optuna (hydra/sweeper=deepart_optuna) runs on optuna, which is not installed: "
+     'pip install -e ".[cluster]"'),
+], ids=["ray", "optuna"])
+def test_the_ray_launcher_and_the_optuna_search_without_their_package_name_the_extra(module, args, line, tmp_path):
+    """The real train.py with ray / optuna missing: one line naming the extra, no traceback, exit status 2, checked
+    before Hydra starts (no sweep dir)."""
+    proc = run_without([module], ["train.py", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == line, proc.stderr[-3000:]
     assert not (tmp_path / "sweep").exists()
 
 

@@ -17,6 +17,26 @@ PLUGIN_EXTRAS = {
     ("hydra/launcher", "submitit_slurm"): ("hydra-submitit-launcher", "cluster"),
     ("hydra/launcher", "submitit_local"): ("hydra-submitit-launcher", "cluster"),
 }
+#: Options of Hydra's own groups that deepart's plugins (hydra_plugins/deepart_plugins) provide on top of a package
+#: of an extra: the module they import and the extra, named when the option is chosen and the module is missing.
+PACKAGE_EXTRAS = {
+    ("hydra/launcher", "ray"): ("ray", "cluster"),
+    ("hydra/sweeper", "deepart_optuna"): ("optuna", "cluster"),
+}
+
+
+def install_line(extra: str) -> str:
+    """What installs an extra into the checkout: `pip install -e ".[cluster]"`."""
+    return f'pip install -e ".[{extra}]"'
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that is missing; a module set to None (blocked)
+        return False
 
 
 def _hydra_choices(argv: list[str]) -> list[tuple[str, str, str]]:
@@ -48,8 +68,16 @@ def _hydra_choices(argv: list[str]) -> list[tuple[str, str, str]]:
 
 def require_plugins(argv: list[str]) -> None:
     """Refuse, in one line naming the extra that installs it, an option of a Hydra group (launcher, sweeper)
-    that a plugin provides when Hydra cannot find it (the plugin is not installed)."""
-    missing = [(group, option, arg) for group, option, arg in _hydra_choices(argv) if (group, option) in PLUGIN_EXTRAS]
+    that a plugin provides when Hydra cannot find it (the plugin is not installed), or that needs a package that
+    is not installed (Ray, Optuna)."""
+    choices = _hydra_choices(argv)
+    for group, option, arg in choices:
+        if (group, option) in PACKAGE_EXTRAS:
+            module, extra = PACKAGE_EXTRAS[(group, option)]
+            if not _importable(module):
+                what = arg if arg == f"{group}={option}" else f"{arg} ({group}={option})"
+                raise ConfigError(f"{what} runs on {module}, which is not installed: {install_line(extra)}")
+    missing = [(group, option, arg) for group, option, arg in choices if (group, option) in PLUGIN_EXTRAS]
     if not missing:
         return
     from hydra import initialize_config_dir
@@ -61,7 +89,7 @@ def require_plugins(argv: list[str]) -> None:
             if option not in loader.get_group_options(group):
                 dist, extra = PLUGIN_EXTRAS[(group, option)]
                 raise ConfigError(f"{arg} needs {group}={option} from the {dist} plugin, which is not installed: "
-                                  f"pip install 'deepart[{extra}]'")
+                                  f"{install_line(extra)}")
 
 
 def _last_value(argv: list[str], key: str) -> str | None:
