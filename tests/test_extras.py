@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,24 @@ def test_every_optional_package_has_its_module_listed():
     unknown = sorted(optional - set(OPTIONAL_MODULES))
     assert not unknown, f"add the module names of {unknown} to OPTIONAL_MODULES in tests/test_extras.py"
     assert not core & set(OPTIONAL_MODULES), "a core dependency is listed as optional"
+
+
+def test_the_package_metadata_builds_without_a_deprecation_warning():
+    """What `pip install -e .` builds from: pyproject.toml applied by setuptools with every warning an error (a
+    `project.license` table is deprecated and stops building after 2027-02-18), the license an SPDX expression with
+    its file at hand, and the build requiring a setuptools that reads both (>= 77)."""
+    pytest.importorskip("setuptools", minversion="77")
+    tomllib = pytest.importorskip("tomllib")
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dist = apply_configuration(Distribution(), REPO / "pyproject.toml")
+    assert dist.metadata.license_expression == "MIT"
+    assert dist.metadata.license_files and all((REPO / f).is_file() for f in dist.metadata.license_files)
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert [r.replace(" ", "") for r in requires if _name(r) == "setuptools"] == ["setuptools>=77"], requires
 
 
 SITECUSTOMIZE = '''
