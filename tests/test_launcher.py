@@ -32,9 +32,9 @@ def held(folder: Path) -> dict[int, Path]:
 
 @pytest.fixture(scope="module")
 def ray_sweep(demo_root, tmp_path_factory):
-    """The 4-run sweep; every run waits after its first epoch until the test lets it go. When two runs wait at
-    once (an event: both hold files exist), the test notes which runs had started and where, then releases
-    them, and each later run as it arrives."""
+    """The 4-run sweep; the first run of each warm worker waits after its first epoch (fault points count per
+    process) until the test lets it go. When two runs wait at once (an event: both hold files exist), the test
+    notes which runs had started and where, then releases them."""
     cwd = tmp_path_factory.mktemp("ray")
     holds = cwd / "holds"
     holds.mkdir()

@@ -13,7 +13,16 @@ from hydra.core.global_hydra import GlobalHydra
 from deepart.report.sweeps import main as report_main
 from deepart.report.sweeps import write_report
 from deepart.training import trainer as trainer_module
-from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, hold_env, run_script, wait_until_held
+from tests.conftest import (
+    REPO,
+    TINY,
+    TINY_SEQUENCER,
+    demo_overrides,
+    hold_env,
+    run_script,
+    the_sweep_dir,
+    wait_until_held,
+)
 
 pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
 
@@ -68,12 +77,13 @@ def test_a_crashing_run_is_reported_and_resume_sweep_finishes_it(demo_root, tmp_
 
 
 def test_optuna_search_runs_three_trials(demo_root, tmp_path, monkeypatch):
+    """The search typed in a fresh folder with Hydra's default sweep dir: its trials, study and tables in one dir."""
     pytest.importorskip("optuna")
-    sweep = tmp_path / "optuna"
+    monkeypatch.chdir(tmp_path)
     tiny = [o for o in TINY if not o.startswith("phase.lr=")]  # a fixed value would take lr out of the search
     train_in_process(monkeypatch, "hparams_search=optuna", *demo_overrides(demo_root), *tiny, *TINY_SEQUENCER,
-                     "hydra.sweeper.n_trials=3", "hydra.sweeper.params.sequencer='choice(bilstm,gru)'",
-                     f"hydra.sweep.dir={sweep}")
+                     "hydra.sweeper.n_trials=3", "hydra.sweeper.params.sequencer='choice(bilstm,gru)'")
+    sweep = the_sweep_dir(tmp_path)
     scores = [json.loads((sweep / str(i) / "metrics.json").read_text())["best"]["val/mean_top1"] for i in range(3)]
     best = yaml.safe_load((sweep / "optuna_best.yaml").read_text())
     assert best["best_value"] == pytest.approx(max(scores)) and best["trials"] == {"complete": 3}
@@ -88,18 +98,20 @@ def test_optuna_search_runs_three_trials(demo_root, tmp_path, monkeypatch):
 
 
 def test_a_killed_search_resumed_from_its_study_repeats_no_finished_trial(demo_root, tmp_path):
-    """A real search is killed (SIGKILL) during its third trial's first epoch; the same command with
-    resume_sweep= continues that trial from its checkpoint, adds the fourth, and runs trials 1-2 not again."""
+    """A real search, typed in a fresh folder, is killed (SIGKILL) during its third trial's first epoch; the same
+    command with resume_sweep=multirun/<date>/<time> continues that trial from its checkpoint and runs trials 1-2
+    not again, and is killed in turn right after asking its next trial, before giving it a run; resumed once more,
+    it fails that half-asked trial cleanly and asks a new one for the fourth run."""
     pytest.importorskip("optuna")
-    sweep, hold = tmp_path / "search", tmp_path / "held"
+    hold = tmp_path / "held"
     tiny = [o for o in TINY if not o.startswith("phase.lr=")]
     args = ["hparams_search=optuna", *demo_overrides(demo_root), *tiny, *TINY_SEQUENCER, "phase.epochs=2",
             "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner.name=none",
-            "hydra.sweeper.params.sequencer='choice(bilstm,gru)'", f"hydra.sweep.dir={sweep}"]
+            "hydra.sweeper.params.sequencer='choice(bilstm,gru)'"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **hold_env("epoch_end:5", hold),  # 2 trials x 2 epochs, then 1
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with open(tmp_path / "search.log", "w") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env, text=True,
+        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=tmp_path, env=env, text=True,
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until_held(proc, hold)
@@ -107,17 +119,26 @@ def test_a_killed_search_resumed_from_its_study_repeats_no_finished_trial(demo_r
         proc.wait(timeout=60)
     finally:
         hold.unlink(missing_ok=True)
+    sweep = the_sweep_dir(tmp_path)
     assert [(sweep / str(n) / "metrics.json").is_file() for n in range(3)] == [True, True, False]
     finished = {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns for n in (0, 1)}
+    resume = f"resume_sweep={sweep.relative_to(tmp_path)}"
 
-    res = run_script("train.py", *args, f"resume_sweep={sweep}")
+    killed = run_script("train.py", *args, resume, cwd=tmp_path, env={"DEEPART_KILL_AT": "trial_asked:1"})
+    assert killed.returncode == -9, killed.stdout[-3000:] + killed.stderr[-3000:]
+    assert (sweep / "2" / "metrics.json").is_file() and not (sweep / "3").exists()
+    assert "phase 3: resumed after epoch 1" in (sweep / "2" / "train.log").read_text()
+
+    res = run_script("train.py", *args, resume, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns for n in (0, 1)} == finished  # not run again
-    assert "phase 3: resumed after epoch 1" in (sweep / "2" / "train.log").read_text()
+    assert "trial 3 was asked but never launched" in res.stdout + res.stderr
     trials = pd.read_csv(sweep / "optuna_trials.csv")
-    assert trials["trial"].tolist() == [0, 1, 2, 3] and trials["run"].tolist() == [0, 1, 2, 3]
-    assert set(trials["state"]) == {"complete"} and (sweep / "3" / "metrics.json").is_file()
-    assert not (sweep / "4").exists()
+    assert trials["trial"].tolist() == [0, 1, 2, 3, 4]
+    assert trials["state"].tolist() == ["complete", "complete", "complete", "fail", "complete"]
+    assert trials["run"].fillna(-1).astype(int).tolist() == [0, 1, 2, -1, 3]
+    assert (sweep / "3" / "metrics.json").is_file() and not (sweep / "4").exists()
+    assert the_sweep_dir(tmp_path) == sweep
 
 
 def test_an_unknown_search_key_is_one_line_before_any_trial(demo_root, tmp_path):
@@ -133,14 +154,43 @@ def test_an_unknown_search_key_is_one_line_before_any_trial(demo_root, tmp_path)
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(demo_root, tmp_path):
-    sweep = tmp_path / "submitit"
+    """Typed in a fresh folder with Hydra's default sweep dir: the jobs (other processes) land in the sweep dir of
+    multirun.yaml, which gets the summary and the report."""
     res = run_script("train.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-                     *demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, "loss.gamma=1,3", f"hydra.sweep.dir={sweep}")
+                     *demo_overrides(demo_root), *TINY, *TINY_SEQUENCER, "loss.gamma=1,3", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+    sweep = the_sweep_dir(tmp_path)
     for run in ("0", "1"):
         assert json.loads((sweep / run / "metrics.json").read_text())["epochs"] == 1
-    assert (sweep / ".submitit").is_dir()
+    assert (sweep / ".submitit").is_dir() and (sweep / "multirun.yaml").is_file()
     assert pd.read_csv(sweep / "summary.csv")["loss.gamma"].tolist() == [1, 3]
+    assert (sweep / "report.html").is_file() and "Sweep summary" in res.stdout
+
+
+def test_a_search_through_submitit_runs_its_trials_two_at_a_time_in_one_sweep_dir(demo_root, tmp_path):
+    pytest.importorskip("optuna")
+    tiny = [o for o in TINY if not o.startswith("phase.lr=")]
+    res = run_script("train.py", "hparams_search=optuna", "hydra/launcher=submitit_local",
+                     "hydra.launcher.timeout_min=5", *demo_overrides(demo_root), *tiny, *TINY_SEQUENCER,
+                     "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner.name=none",
+                     "hydra.sweeper.params.sequencer='choice(bilstm,gru)'", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    sweep = the_sweep_dir(tmp_path)
+    trials = pd.read_csv(sweep / "optuna_trials.csv")
+    assert trials["state"].tolist() == ["complete"] * 3 and sorted(trials["run"]) == [0, 1, 2]
+    assert (sweep / "optuna.journal").is_file() and len(pd.read_csv(sweep / "summary.csv")) == 3
+
+
+def test_a_search_without_a_completed_trial_exits_non_zero_and_lists_its_trials(demo_root, tmp_path):
+    """Every trial fails (batch size 0): the search lists them and exits 1, even with fail_on_run_error=false."""
+    pytest.importorskip("optuna")
+    res = run_script("train.py", "hparams_search=optuna", *demo_overrides(demo_root), *TINY, *TINY_SEQUENCER,
+                     "phase.batch_size=0", "hydra.sweeper.n_trials=2", "fail_on_run_error=false", cwd=tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out[-3000:]
+    assert "run 0 failed" in out and "run 1 failed" in out and "the search has no completed trial (of 2)" in out
+    trials = pd.read_csv(the_sweep_dir(tmp_path) / "optuna_trials.csv")
+    assert trials["state"].tolist() == ["fail", "fail"]
 
 
 def fake_run(sweep, name, overrides, best=None, failure=None, runtime=10.0):

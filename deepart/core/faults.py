@@ -9,8 +9,8 @@
   then removes the file to let it go on. A signal that ends the process ends the wait too (Ctrl-C raises
   KeyboardInterrupt at the point, as it would anywhere else). `{pid}` in the path is replaced by the process id,
   so that several processes (the runs of a parallel sweep) each hold on a file of their own. The n-th pass is
-  counted per run: a process that runs several jobs one after the other (a warm sweep worker) starts counting
-  afresh at each job (`reset()`).
+  counted per process: one that runs several jobs one after the other (Hydra's basic launcher, a warm worker of
+  the Ray launcher) counts across them.
 
 Points:
 
@@ -23,8 +23,7 @@ Points:
     index_chunk a chunk of an index's vectors written (python -m deepart index), before the next one starts
     feature_chunk a chunk of the backbone-feature cache written (training with trainer.feature_cache), before
                 the next one starts
-    trial_asked an Optuna search asked its study for a trial and has not yet given it a run (hparams_search=optuna;
-                counted per search, not per job)
+    trial_asked an Optuna search asked its study for a trial and has not yet given it a run (hparams_search=optuna)
 
 Unset (the normal case) a point costs two dictionary lookups.
 """
@@ -48,16 +47,6 @@ def _reached(variable: str, name: str) -> bool:
     key = (variable, name)
     _passed[key] = _passed.get(key, 0) + 1
     return _passed[key] == int(nth or 1)
-
-
-#: Points of the process that launches a sweep, counted across its jobs (reset() keeps them).
-SWEEP_POINTS = ("trial_asked",)
-
-
-def reset() -> None:
-    """Count every job point's passes from zero again (a new job in the same process)."""
-    for key in [k for k in _passed if k[1] not in SWEEP_POINTS]:
-        del _passed[key]
 
 
 def hold(path: str) -> None:

@@ -16,7 +16,7 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from deepart.core import faults, rundir
+from deepart.core import rundir
 from deepart.core.config import OBJECTIVE, sweep_group
 from deepart.core.errors import ConfigError, DeepArtError, report_errors
 from deepart.report.runs import NOT_SWEPT, collect_runs, override_keys, swept_keys
@@ -85,7 +85,6 @@ def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
 
     from deepart.core import distributed
 
-    faults.reset()  # fault points count per job (a warm sweep worker runs several)
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
