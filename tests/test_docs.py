@@ -465,3 +465,29 @@ def test_a_path_outside_the_repository_is_found(tmp_path: Path) -> None:
     assert outside_problems(Doc(inside, ["[r](../RESULTS.md)", "x=../shared/paintings-dev"], [], [], None)) == [
         "docs/data.md:2: ../shared/paintings-dev is outside the repository; name what the repo makes (e.g. "
         "data/paintings-dev, built by `python -m deepart paintings`) or a <placeholder>"]
+
+
+#: A measured figure: a mean ± std, points, a percentage, a time or a speed-up. Measured figures stand in RESULTS.md
+#: and BENCHMARKS.md only; a conf comment (which the reference pages and --help copy) links there instead.
+FIGURE = re.compile(r"±|\+/-|\b\d+(?:\.\d+)?\s?(?:%|points?\b|pp\b|min\b|minutes?\b|hours?\b|seconds?\b|s/epoch|"
+                    r"img/s|images/s)|\b\d+(?:\.\d+)?x (?:faster|slower|speed)")
+_COMMENT = re.compile(r"(?:^|\s)#(.*)$")
+
+
+def figure_problems(path: Path) -> list[str]:
+    problems = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        comment = _COMMENT.search(line)
+        if comment and FIGURE.search(comment.group(1)):
+            problems.append(f"{path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name}:{n}: "
+                            f"a measured figure ({FIGURE.search(comment.group(1)).group(0)!r}) in a comment; put it "
+                            f"in RESULTS.md or BENCHMARKS.md and link there")
+    return problems
+
+
+def test_conf_comments_hold_no_measured_figures(tmp_path: Path) -> None:
+    problems = [p for path in sorted((ROOT / "conf").rglob("*.yaml")) for p in figure_problems(path)]
+    assert not problems, "\n".join(problems)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("size: 160   # beat 128 by 4.6 points\n# 49.4 ± 2.4\n# about 6.5 min\nbatch: 64  # 2x the size\n")
+    assert [p.split(":")[1] for p in figure_problems(bad)] == ["1", "2", "3"]
