@@ -72,7 +72,8 @@ def test_decay_and_lr_multipliers_equal_timms_param_groups_layer_decay(option):
 @pytest.mark.parametrize("option", ["vit_small", "swin_tiny", "convnextv2_tiny"])
 def test_layers_do_not_depend_on_frozen_stages_and_compose_with_the_backbone_scale(option, caplog):
     """Phase 2 freezes coarse stages; the trainable parameters keep their per-layer multipliers (timm's too),
-    times optimizer.backbone_lr_scale; the log names the number of learning rates."""
+    times optimizer.backbone_lr_scale, while the sequencer and heads train at the full lr; the log names the number
+    of learning rates."""
     cfg, model = shipped_model(option, "optimizer.backbone_lr_scale=0.1", "optimizer.layer_decay=0.8")
     apply_freezing(model, [], 2)
     with caplog.at_level(logging.INFO, logger="deepart.training.optim"):
@@ -80,6 +81,8 @@ def test_layers_do_not_depend_on_frozen_stages_and_compose_with_the_backbone_sca
     want = timms(model.backbone.body, 0.8)
     assert set(want) == {id(p) for p in model.backbone.parameters() if p.requires_grad}
     assert all(got[k][0] == pytest.approx(0.1 * scale) and got[k][1] == decay for k, (scale, decay) in want.items())
+    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    assert rest and all(got[id(p)][0] == 1.0 for p in rest)
     rates = len({round(m, 12) for m, _ in got.values()})
     assert f"learning rates: {rates}, backbone layer_decay 0.8 over {model.backbone.num_layers} layers" in caplog.text
     assert 3 < rates < model.backbone.num_layers + 1  # the frozen early layers have no group

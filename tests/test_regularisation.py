@@ -169,21 +169,6 @@ def test_policy_and_erasing_are_a_function_of_the_items_seed(tmp_path):
     assert not torch.equal(first, plain[(0, 11)]["image"])  # the same crop and flip, then policy and erasing
 
 
-def test_layer_decay_slows_each_earlier_stage_and_composes_with_the_backbone_scale():
-    cfg = compose_config([*TINY, *TINY_SEQUENCER, "optimizer.layer_decay=0.5", "optimizer.backbone_lr_scale=0.1"])
-    model = build_model(cfg, TASKS)
-    opt = build_optimizer(cfg.optimizer, [model, build(cfg.loss, tasks=TASKS)], 1e-3, torch.device("cpu"))
-    stage = {id(p): model.backbone.stage_of()[name] for name, p in model.backbone.named_parameters()}
-    last = model.backbone.num_stages - 1
-    seen = set()
-    for group in opt.param_groups:
-        for p in group["params"]:
-            expected = 1e-3 * 0.1 * 0.5 ** (last - stage[id(p)]) if id(p) in stage else 1e-3
-            assert group["lr"] == pytest.approx(expected)
-            seen.add(stage.get(id(p)))
-    assert seen == {None, *range(last + 1)} and opt.param_groups[0]["lr"] == pytest.approx(1e-3)
-
-
 @pytest.mark.slow
 def test_a_tiny_run_with_every_option_on_completes_and_repeats(demo_root, tmp_path):
     runs = []
