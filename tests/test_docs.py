@@ -491,3 +491,46 @@ def test_conf_comments_hold_no_measured_figures(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("size: 160   # beat 128 by 4.6 points\n# 49.4 ± 2.4\n# about 6.5 min\nbatch: 64  # 2x the size\n")
     assert [p.split(":")[1] for p in figure_problems(bad)] == ["1", "2", "3"]
+
+
+# ------------------------------------------------------------------------------------------------ the module map
+def _map_entries(doc: str) -> dict[str, str]:
+    """Package (or top-level module) -> its text in deepart/__init__.py's map (`    <name>/   text...`)."""
+    entries: dict[str, str] = {}
+    current = None
+    for line in doc.splitlines():
+        m = re.match(r"^    (\w+)/?\s{2,}(.*)$", line)
+        if m:
+            current = m.group(1)
+            entries[current] = m.group(2)
+        elif current and line.startswith(" " * 17) and line.strip():
+            entries[current] += " " + line.strip()
+        elif not line.strip():
+            current = None
+    return entries
+
+
+def test_the_module_map_names_every_module() -> None:
+    """deepart/__init__.py's docstring names every package and every module in it; docs/contributing.md's layout
+    names every package and every command, and points to that map."""
+    import deepart
+
+    entries = _map_entries(deepart.__doc__)
+    package = ROOT / "deepart"
+    problems = []
+    for sub in sorted(p for p in package.iterdir() if (p / "__init__.py").is_file()):
+        modules = sorted(m.stem for m in sub.glob("*.py") if m.stem not in ("__init__", "__main__"))
+        if sub.name not in entries:
+            problems.append(f"deepart/__init__.py: the map has no line for {sub.name}/")
+            continue
+        problems += [f"deepart/__init__.py: the map's {sub.name}/ line does not name {m}" for m in modules
+                     if not re.search(rf"\b{m}\b", entries[sub.name])]
+    tops = sorted(m.stem for m in package.glob("*.py") if m.stem not in ("__init__", "__main__"))
+    problems += [f"deepart/__init__.py: the map does not name the module {m}" for m in tops if m not in entries]
+    contributing = (ROOT / "docs" / "contributing.md").read_text()
+    problems += [f"docs/contributing.md: the layout does not name {p.name}/" for p in sorted(package.iterdir())
+                 if (p / "__init__.py").is_file() and f"{p.name}/" not in contributing]
+    listed = re.search(r"python -m deepart <(\w+(?:\|\w+)+)>", contributing)
+    if not listed or listed.group(1).split("|") != list(COMMANDS):
+        problems.append(f"docs/contributing.md: the commands of __main__.py are {'|'.join(COMMANDS)}")
+    assert not problems, "\n".join(problems)
