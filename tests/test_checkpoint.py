@@ -119,3 +119,25 @@ def test_run_dir_of_every_kind_of_target(tmp_path):
         assert run_dir_of(run / name) == run.resolve()
     assert run_dir_of(run) == run                                     # a run dir
     assert run_dir_of(tmp_path / "elsewhere.pt") == tmp_path.resolve()  # a checkpoint outside a run
+
+
+def test_an_optimizer_saved_with_other_groups_is_a_clear_error_naming_init_from(tmp_path):
+    """A run saved before its optimizer's groups changed (one group then, one per layer now) cannot be resumed:
+    one CheckpointError naming the checkpoint and init_from=, not torch's ValueError. The same groups resume."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    old = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(5, 4)).sum().backward()
+    old.step()
+    path = tmp_path / "last.pt"
+    Checkpoint(**STATE, optimizer=old.state_dict()).save(path)
+    ckpt = Checkpoint.load(path)
+    per_layer = torch.optim.AdamW([{"params": m.parameters(), "lr": 1e-3 * 0.75 ** (1 - k)}
+                                   for k, m in enumerate(model)], lr=1e-3)
+    with pytest.raises(CheckpointError) as err:
+        ckpt.restore_optimizer(per_layer)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: its optimizer has 1 parameter groups (4 tensors)")
+    assert "this run's 2 (4 tensors)" in message and message.endswith(f"init_from={path}")
+    same = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ckpt.restore_optimizer(same)
+    assert all(torch.equal(same.state[p]["exp_avg"], old.state[p]["exp_avg"]) for p in model.parameters())

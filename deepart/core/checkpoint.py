@@ -73,6 +73,20 @@ class Checkpoint:
         """Val metrics of the phase's last completed epoch."""
         return dict(self.progress.get("final", {}))
 
+    def restore_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Load the saved optimizer state into `optimizer`, built as this run builds it. Parameter groups that
+        differ in number or size (a run saved before its backbone's layer / weight decay groups changed) are a
+        CheckpointError naming the checkpoint and `init_from=`, which starts a new run from its weights."""
+        saved = [len(g["params"]) for g in (self.optimizer or {}).get("param_groups", [])]
+        now = [len(g["params"]) for g in optimizer.param_groups]
+        if saved != now:
+            raise CheckpointError(
+                f"{self.path}: its optimizer has {len(saved)} parameter groups ({sum(saved)} tensors), this run's "
+                f"{len(now)} ({sum(now)} tensors), so resume= cannot continue it (saved with other groups, e.g. "
+                f"before layer and weight decay followed timm's); start a new run from its weights with "
+                f"init_from={self.path}")
+        optimizer.load_state_dict(self.optimizer)
+
     def save(self, path: str | Path) -> None:
         """Write atomically: a temporary file in the same folder, fsync, then rename over `path`."""
         payload = {"format": FORMAT, "version": VERSION,

@@ -225,7 +225,7 @@ class Trainer:
         if resume is not None:
             self.model.load_state_dict(resume.model)
             self.loss_fn.load_state_dict(resume.loss)
-            optimizer.load_state_dict(resume.optimizer)
+            resume.restore_optimizer(optimizer)
             scheduler.load_state_dict(resume.scheduler)
             self._restore_counters(resume)
         elif init_from:
