@@ -534,3 +534,28 @@ def test_the_module_map_names_every_module() -> None:
     if not listed or listed.group(1).split("|") != list(COMMANDS):
         problems.append(f"docs/contributing.md: the commands of __main__.py are {'|'.join(COMMANDS)}")
     assert not problems, "\n".join(problems)
+
+
+# ------------------------------------------------------------------------------------------------ the phase recipe
+def test_the_phase_table_of_training_md_is_conf_phase() -> None:
+    """docs/training.md shows the phases side by side (the recipe at a glance); its lr, epochs and batch are those of
+    conf/phase/<name>.yaml, so a changed default cannot leave the page behind."""
+    from omegaconf import OmegaConf
+
+    doc = PARSED[ROOT / "docs" / "training.md"]
+    header = next(i for i, line in enumerate(doc.lines) if line.startswith("| phase | frozen | lr | epochs | batch |"))
+    rows = {}
+    for line in doc.lines[header + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0].split()[0]] = (float(cells[2]), int(cells[3]), int(cells[4]))
+    assert set(rows) == {"full", "1", "2", "3"}, rows
+    problems = []
+    for name, shown in rows.items():
+        conf = OmegaConf.load(docgen.CONF_DIR / "phase" / f"{name}.yaml")
+        actual = (float(conf.lr), int(conf.epochs), int(conf.batch_size))
+        if shown != actual:
+            problems.append(f"docs/training.md: phase {name} shows lr, epochs, batch {shown}; conf/phase/{name}.yaml "
+                            f"has {actual}")
+    assert not problems, "\n".join(problems)
