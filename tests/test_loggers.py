@@ -248,9 +248,9 @@ def test_a_logger_that_cannot_start_stops_the_run_before_training(tiny_cfg, tmp_
                                ["logger.mlflow.tracking_uri=http://127.0.0.1", "cannot open the MLflow store",
                                 "fix logger.mlflow.tracking_uri"]),
         "no mlflow": (["logger=mlflow"], "mlflow", ["logger: MLflow logging needs the mlflow package",
-                                                    "pip install 'deepart[tracking]'", "logger=none"]),
+                                                    'pip install -e ".[tracking]"', "logger=none"]),
         "no tensorboard": (["logger=many", "logger.loggers=[tensorboard]"], "torch.utils.tensorboard",
-                           ["logger.tensorboard: TensorBoard logging needs", "pip install 'deepart[tracking]'"]),
+                           ["logger.tensorboard: TensorBoard logging needs", 'pip install -e ".[tracking]"']),
     }[case]
     if missing:
         monkeypatch.setitem(sys.modules, missing, None)  # `import <missing>` raises ImportError, as if not installed

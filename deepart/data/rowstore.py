@@ -11,9 +11,10 @@ import bisect
 import os
 from pathlib import Path
 
+from deepart.core.cli import install_line
 from deepart.core.errors import ConfigError
 
-INSTALL_HINT = 'the parquet data needs pyarrow: pip install "deepart[parquet]" (or pip install pyarrow)'
+INSTALL_HINT = f"the parquet data needs pyarrow: {install_line('parquet')} (or pip install pyarrow)"
 SHARD_SUFFIX = ".parquet"
 
 

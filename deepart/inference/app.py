@@ -26,7 +26,7 @@ import yaml
 from omegaconf import DictConfig
 from PIL import Image
 
-from deepart.core.cli import compose_cli
+from deepart.core.cli import compose_cli, install_line
 from deepart.core.errors import ConfigError, first_line, report_errors, require, require_choice
 from deepart.core.files import atomic_write
 from deepart.core.rundir import BEST
@@ -329,7 +329,7 @@ def import_gradio():
     try:
         import gradio as gr
     except ImportError:
-        raise ConfigError("the web app needs Gradio, which is not installed: pip install 'deepart[app]'") from None
+        raise ConfigError(f"the web app needs Gradio, which is not installed: {install_line('app')}") from None
     return gr
 
 

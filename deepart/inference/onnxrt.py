@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepart.core.cli import install_line
 from deepart.core.errors import DeepArtError, first_line
 from deepart.models import DeepArtNet
 
@@ -51,7 +52,7 @@ def require_onnx(packages: tuple[str, ...] = ("onnx", "onnxruntime")) -> None:
             importlib.import_module(name)
         except ImportError:
             raise OnnxUnavailable(f"ONNX needs the packages {', '.join(packages)} ({name} is missing): "
-                                  f"pip install 'deepart[onnx]'") from None
+                                  f"{install_line('onnx')}") from None
 
 
 class _Flat(nn.Module):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from deepart.core import rundir
+from deepart.core.cli import install_line
 from deepart.core.errors import ConfigError, first_line
 from deepart.tracking.base import (
     GuardedLogger,
@@ -65,8 +66,8 @@ class MLflowLogger(GuardedLogger):
         try:
             from mlflow import MlflowClient
         except ImportError as exc:
-            raise ConfigError(f"{key}: MLflow logging needs the mlflow package ({first_line(exc)}); pip install "
-                              f"'deepart[tracking]', or {fix_hint(key)}") from None
+            raise ConfigError(f"{key}: MLflow logging needs the mlflow package ({first_line(exc)}); "
+                              f"{install_line('tracking')}, or {fix_hint(key)}") from None
         self.client_type = MlflowClient
         self.client: Any = None
         self.mlflow_run_id: str | None = None

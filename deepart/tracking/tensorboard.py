@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from deepart.core import rundir
+from deepart.core.cli import install_line
 from deepart.core.errors import ConfigError, first_line
 from deepart.tracking.base import (
     GuardedLogger,
@@ -32,7 +33,7 @@ def summary_writer(key: str) -> type:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
         raise ConfigError(f"{key}: TensorBoard logging needs the tensorboard package ({first_line(exc)}); "
-                          f"pip install 'deepart[tracking]', or {fix_hint(key)}") from None
+                          f"{install_line('tracking')}, or {fix_hint(key)}") from None
     return SummaryWriter
 
 
