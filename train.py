@@ -13,18 +13,24 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from deepart.core import distributed
 from deepart.core.cli import prepare_argv
 from deepart.core.errors import report_errors
-from deepart.training.sweep import run_job
-from deepart.training.trainer import train
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    from deepart.training.sweep import run_job
+    from deepart.training.trainer import train
+
     return run_job(cfg, train)  # the objective: best val/mean_top1
 
 
 if __name__ == "__main__":
-    sys.argv = distributed.worker_argv(report_errors(prepare_argv, sys.argv))
+    argv = report_errors(prepare_argv, sys.argv)
+    from hydra_plugins.deepart_plugins._ray import start_early
+
+    start_early(argv)  # a sweep on a Ray of its own: Ray boots while torch and timm are imported below
+    from deepart.core import distributed
+
+    sys.argv = distributed.worker_argv(argv)
     main()

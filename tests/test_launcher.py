@@ -104,6 +104,23 @@ def test_ray_sweep_files_equal_the_basic_launchers(ray_sweep, basic_sweep):
     assert (ray_dir / "multirun.yaml").is_file() and (basic_dir / "multirun.yaml").is_file()
 
 
+def test_a_run_whose_worker_dies_fails_alone_and_its_slot_gets_a_new_worker(demo_root, tmp_path):
+    """One slot, three runs; run 1's worker process is killed (SIGKILL) after its first epoch: run 1 is a failed run
+    of the sweep, listed with the cause, and run 2 trains on a fresh worker of the same slot."""
+    res = run_script("train.py", "-m", "hydra/launcher=ray", "hydra.launcher.gpus_per_run=0",
+                     "hydra.launcher.cpus_per_run=1", "hydra.launcher.max_concurrent=1", *demo_overrides(demo_root),
+                     *ARGS, "seed=0,1,2", cwd=tmp_path,
+                     env={"DEEPART_KILL_AT": "epoch_end:1", "DEEPART_FAULT_JOB": "1"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out[-3000:]
+    sweep = the_sweep_dir(tmp_path)
+    assert pd.read_csv(sweep / "summary.csv")["status"].tolist() == ["done", "failed", "done"]
+    assert "Ray worker running this job died" in json.loads((sweep / "1" / "failure.json").read_text())["message"]
+    assert "run 1 failed" in out
+    placed = [json.loads((sweep / str(n) / "placement.json").read_text()) for n in range(3)]
+    assert placed[0]["pid"] == placed[1]["pid"] != placed[2]["pid"]  # warm for run 1, a new worker for run 2
+
+
 @pytest.mark.parametrize("option, message", [
     ("hydra.launcher.address=127.0.0.1:9", "hydra.launcher.address=127.0.0.1:9: no Ray head answers at 127.0.0.1:9"),
     ("hydra.launcher.gpus_per_run=3", "hydra.launcher.gpus_per_run=3 is more GPUs than a run can get"),

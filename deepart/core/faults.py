@@ -25,6 +25,9 @@ Points:
                 the next one starts
     trial_asked an Optuna search asked its study for a trial and has not yet given it a run (hparams_search=optuna)
 
+`DEEPART_FAULT_JOB=<n>` (optional) limits both to the Hydra job number n of a sweep: other jobs pass the points
+uncounted, so a test can stop one chosen run of a sweep whose jobs share a process.
+
 Unset (the normal case) a point costs two dictionary lookups.
 """
 from __future__ import annotations
@@ -42,11 +45,20 @@ def _reached(variable: str, name: str) -> bool:
     if not spec:
         return False
     target, _, nth = spec.partition(":")
-    if name != target:
+    if name != target or not _in_chosen_job():
         return False
     key = (variable, name)
     _passed[key] = _passed.get(key, 0) + 1
     return _passed[key] == int(nth or 1)
+
+
+def _in_chosen_job() -> bool:
+    job = os.environ.get("DEEPART_FAULT_JOB")
+    if not job:
+        return True
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and str(HydraConfig.get().job.get("num")) == job
 
 
 def hold(path: str) -> None:

@@ -51,11 +51,97 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
                           f"Ray of this sweep's own") from None
 
 
-def connect(launcher) -> bool:
-    """Join the cluster at `address`, or start a Ray of this process's own (bound to the loopback, stopped when
-    the sweep ends). Returns whether this call started or joined it."""
+def _local(num_cpus: int | None, num_gpus: int | None) -> dict[str, Any]:
+    """ray.init's arguments for a Ray of the sweep's own: loopback only, no dashboard."""
+    return {"num_cpus": num_cpus, "num_gpus": num_gpus, "_node_ip_address": "127.0.0.1", "include_dashboard": False,
+            "log_to_driver": True}
+
+
+class _NotMainThread(logging.Filter):
+    """Ray started from a thread warns that it sets no SIGTERM handler there; the launching process has its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+_early: dict[str, Any] = {}
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return None if value in (None, "", "null") else int(value)
+
+
+def start_early(argv: list[str]) -> None:
+    """Start a Ray of the sweep's own in a background thread, so that it boots while the launching process imports
+    torch and composes the config: train.py calls this first, and only a sweep on a Ray of its own
+    (`hydra/launcher=ray` with `-m` or `hparams_search=`, no `hydra.launcher.address` or `init`) starts one. The
+    launcher's `connect` uses it when the config asks for the same cores and GPUs, else starts Ray anew."""
+    args = argv[1:]
+    if "hydra/launcher=ray" not in args or any(a in ("-h", "--help", "--hydra-help", "--info", "-c", "--cfg")
+                                               for a in args):
+        return
+    values = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith(("+", "~")))
+    searching = values.get("hparams_search", "null") != "null"
+    if not ("-m" in args or "--multirun" in args or searching):
+        return
+    if values.get("hydra.launcher.address", "null") != "null" or any(k.startswith("hydra.launcher.init")
+                                                                     for k in values):
+        return
+    try:
+        resources = (_int_or_none(values.get("hydra.launcher.num_cpus")),
+                     _int_or_none(values.get("hydra.launcher.num_gpus")))
+    except ValueError:  # the launcher reports a bad value in one line later
+        return
+
+    ready = threading.Event()
+
+    def boot() -> None:
+        try:
+            import ray
+
+            logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
+            ray.init(**_local(*resources))
+        except BaseException as exc:  # noqa: BLE001 - the launcher starts Ray itself then
+            _early["error"] = exc
+            return
+        finally:
+            ready.set()
+        # Ray's own processes die with the thread that started them (they are tied to it, not to the process):
+        # this thread stays until the process ends
+        threading.Event().wait()
+
+    _early.update(ready=ready, resources=resources)
+    threading.Thread(target=boot, daemon=True, name="ray-start").start()
+
+
+def _use_early(launcher) -> bool:
+    """Whether the Ray that start_early booted serves this sweep (stopped again when it does not)."""
     import ray
 
+    ready = _early.pop("ready", None)
+    if ready is None:
+        return False
+    ready.wait()
+    if not ray.is_initialized():
+        return False
+    if launcher.address is None and not launcher.init and \
+            (launcher.num_cpus, launcher.num_gpus) == _early.get("resources"):
+        return True
+    ray.shutdown()
+    return False
+
+
+def connect(launcher) -> bool:
+    """Join the cluster at `address`, or start a Ray of this process's own (bound to the loopback, stopped when
+    the sweep ends), or use the one start_early booted. Returns whether this call started or joined it."""
+    import ray
+
+    if launcher.address is None and launcher.num_gpus is not None:  # a Ray of our own: check the plan first
+        own = {"GPU": float(launcher.num_gpus), "CPU": float(launcher.num_cpus or os.cpu_count() or 1)}
+        plan_resources(launcher, [own])
+    if _use_early(launcher):
+        log.info("Ray launcher: a Ray of this sweep's own on this machine (started beside Hydra's start-up)")
+        return True
     if ray.is_initialized():
         return False
     init = {"include_dashboard": False, "log_to_driver": True, **launcher.init}
@@ -65,11 +151,7 @@ def connect(launcher) -> bool:
         log.info("Ray launcher: joining the Ray cluster at %s", launcher.address)
         ray.init(address=launcher.address, **init)
     else:
-        if launcher.num_gpus is not None:  # what a Ray of our own will have is known: check before starting it
-            own = {"GPU": float(launcher.num_gpus), "CPU": float(launcher.num_cpus or os.cpu_count() or 1)}
-            plan_resources(launcher, [own])
-        local = {"num_cpus": launcher.num_cpus, "num_gpus": launcher.num_gpus, "_node_ip_address": "127.0.0.1"}
-        ray.init(**{**local, **init})
+        ray.init(**{**_local(launcher.num_cpus, launcher.num_gpus), **launcher.init})
     return True
 
 
@@ -193,6 +275,7 @@ class Slots:
         self.gpus, self.cpus, self.at_once = gpus, cpus, at_once
         self.actor = ray.remote(num_gpus=gpus, num_cpus=cpus, max_restarts=0, max_task_retries=0)(SlotWorker)
         self.idle: list[Any] = []
+        self.workers: set[Any] = set()  # every live worker, idle or running a job
         self.live = 0
         self.closed = False
         self.cond = threading.Condition()
@@ -207,7 +290,9 @@ class Slots:
             if self.idle:
                 return self.idle.pop()
             self.live += 1
-        return self.actor.remote(os.getcwd(), self.gpus == 0)
+            worker = self.actor.remote(os.getcwd(), self.gpus == 0)
+            self.workers.add(worker)
+        return worker
 
     def release(self, worker: Any, dead: bool = False) -> None:
         import ray
@@ -215,6 +300,7 @@ class Slots:
         with self.cond:
             if dead or self.closed:
                 self.live -= 1
+                self.workers.discard(worker)
             else:
                 self.idle.append(worker)
             self.cond.notify()
@@ -230,10 +316,13 @@ class Slots:
 
         with self.cond:
             self.closed = True
-            workers, self.idle = list(self.idle), []
+            workers, self.idle = list(self.workers), []
             self.cond.notify_all()
         for worker in workers:
-            ray.kill(worker, no_restart=True)
+            try:
+                ray.kill(worker, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
 
 
 def lost_job(sweep_config: DictConfig, overrides: Sequence[str], exc: BaseException) -> JobReturn:
@@ -250,6 +339,7 @@ def lost_job(sweep_config: DictConfig, overrides: Sequence[str], exc: BaseExcept
 
 
 _start_lock = threading.Lock()
+_compose_lock = threading.Lock()
 
 
 def slots(launcher) -> Slots:
@@ -293,7 +383,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     jobs = []
     for offset, overrides in enumerate(job_overrides):
         idx = initial_job_idx + offset
-        sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+        with _compose_lock:  # launch() may run in several threads at once; Hydra's config loading is not shared
+            sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"ray_{idx}"
             sweep_config.hydra.job.num = idx

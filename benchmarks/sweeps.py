@@ -1,0 +1,189 @@
+"""Sweeps and searches on one machine: how much of the wall time the runs of a sweep spend training.
+
+    python benchmarks/sweeps.py sweep --epochs 4 16            # a 4-run sweep, basic launcher against Ray
+    python benchmarks/sweeps.py search --trials 12             # a 12-trial search with the median pruner on 2 slots
+    python benchmarks/sweeps.py ablation --data data/paintings-dev --epochs 3   # loss.gamma=0,1,2,3 on a frozen
+                                                               # Lite0 (experiment=paintings) through Ray
+    python benchmarks/sweeps.py search --repo /path/to/another/checkout        # the same, with another version
+
+Every command is a real `train.py` typed in a fresh temporary folder with Hydra's default sweep dir; the figures are
+read from the files the sweep wrote (summary.csv, each run's metrics.json and placement.json, optuna_trials.csv):
+
+- overhead per run: (wall x slots - the runs' own training time) / runs, where a run's own training time is its
+  metrics.json runtime_s (its epochs, validation included) and slots is 1 for the basic launcher and the runs at
+  once for Ray: the slot-seconds each run costs beyond its epochs (Python start-up, imports, Ray, building the
+  model and the data);
+- slot use of a search: busy run-seconds / (seconds x slots), busy run-seconds being the sum over runs of their
+  placement.json end - start, over the span from the first run's start to the last run's end (and, second figure,
+  over the command's whole wall time, Ray's start-up included).
+
+Runs use the demo data (300 generated paintings at 64 px, made once into the temporary folder) unless --data is
+given. The figures depend on the CPU and on what else runs: the load average is printed before and after.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = ["logger=none", "trainer.progress_bar=false", "trainer.log_every_n_steps=0", "trainer.threads=1",
+         "data.num_workers=0"]
+RAY_CPU = ["hydra/launcher=ray", "hydra.launcher.gpus_per_run=0", "hydra.launcher.cpus_per_run=1"]
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def demo(folder: Path) -> list[str]:
+    root = folder / "demo300"
+    if not root.is_dir():
+        from deepart.data.demo import generate_demo
+
+        generate_demo(root, n_images=300, image_size=64, seed=0)
+    return ["experiment=demo", f"data.root={root}", "data.source.n_images=300", "data.source.image_size=64",
+            "data.image_size=64", "data.resize_size=64", *QUIET]
+
+
+def sweep_of(cwd: Path) -> Path:
+    (found,) = [p for p in (cwd / "multirun").glob("*/*") if p.is_dir()]
+    return found
+
+
+FAILED_RUN = re.compile(r"run \d+ failed: [^\n]{0,160}")
+#: --absolute-sweep-dir: hand the sweep an absolute hydra.sweep.dir (versions whose jobs in other processes need it)
+ABSOLUTE = [False]
+STARTED = [0.0]  # time.time() at the start of the last command
+
+
+def run(repo: Path, args: list[str], cwd: Path) -> tuple[Path, float, str]:
+    """`python <repo>/train.py <args>` in the fresh folder `cwd`: its sweep dir, wall seconds and output."""
+    cwd.mkdir(parents=True)
+    if ABSOLUTE[0]:
+        args = [*args, f"hydra.sweep.dir={cwd / 'multirun' / 'given' / 'sweep'}"]
+    env = {**os.environ, "PYTHONPATH": str(repo), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    STARTED[0] = time.time()
+    proc = subprocess.run([sys.executable, str(repo / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True)
+    wall = time.perf_counter() - started
+    out = proc.stdout + proc.stderr
+    if proc.returncode and not (proc.returncode == 1 and list((cwd / "multirun").glob("*/*/summary.csv"))):
+        sys.exit(f"train.py {' '.join(args)} failed ({proc.returncode}):\n{out[-3000:]}")
+    if proc.returncode:  # a sweep that finished with failed runs: measured, and said
+        failed = re.findall(FAILED_RUN, out)
+        print(f"  (train.py exited 1: {'; '.join(failed)})", flush=True)
+    return sweep_of(cwd), wall, out
+
+
+def runtimes(sweep: Path) -> list[float]:
+    return [json.loads(p.read_text())["runtime_s"] for p in sorted(sweep.glob("*/metrics.json"))]
+
+
+def placements(sweep: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/placement.json"))]
+
+
+def warm_overhead(sweep: Path) -> tuple[float, float]:
+    """(seconds from the sweep command's start to its first run's start, seconds a run on a warm worker costs beyond
+    its runtime_s): its placement.json end - start - runtime_s, plus the gap after the slot's previous run."""
+    placed = {int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/placement.json")}
+    own = {int(p.parent.name): json.loads(p.read_text())["runtime_s"] for p in sweep.glob("*/metrics.json")}
+    inside = [placed[n]["ended"] - placed[n]["started"] - own[n] for n in placed]
+    gaps = []
+    for pid in {p["pid"] for p in placed.values()}:
+        runs = sorted((p for p in placed.values() if p["pid"] == pid), key=lambda p: p["started"])
+        gaps += [b["started"] - a["ended"] for a, b in zip(runs, runs[1:])]
+    first = min(p["started"] for p in placed.values())
+    return first - STARTED[0], sum(inside) / len(inside) + (sum(gaps) / len(gaps) if gaps else 0.0)
+
+
+def sweep_cmd(opts, repo: Path, folder: Path) -> None:
+    base = demo(folder)
+    print(f"| epochs a run | a run's own time | basic launcher | overhead / run | Ray, {opts.slots} slots | "
+          f"overhead / run | speed-up |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for epochs in opts.epochs:
+        args = ["-m", *base, f"phase.epochs={epochs}", "seed=0,1,2,3"]
+        walls, heads = {}, {}
+        for name, extra, slots in (("basic", [], 1), ("ray", RAY_CPU, opts.slots)):
+            sweep, wall, _ = run(repo, [*args, *extra], folder / f"{name}-{epochs}")
+            own = runtimes(sweep)
+            if name == "ray":
+                start_up, warm = warm_overhead(sweep)
+                ray_own = sum(own) / len(own)
+            walls[name], heads[name] = wall, (wall * slots - sum(own)) / len(own)
+            if name == "basic":
+                mean_own = sum(own) / len(own)
+            frame = pd.read_csv(sweep / "summary.csv")
+            if name == "basic":
+                reference = frame
+            else:
+                cols = [c for c in frame.columns if c.startswith(("val/", "best/val/"))]
+                diff = (frame[cols] - reference[cols]).abs().max().max()
+        print(f"| {epochs} | {mean_own:.1f} s | {walls['basic']:.1f} s | {heads['basic']:.1f} s | "
+              f"{walls['ray']:.1f} s | {heads['ray']:.1f} s | {walls['basic'] / walls['ray']:.2f}x |", flush=True)
+        print(f"  (largest difference of a val metric between the launchers: {diff:.2g}; Ray: a run's own time "
+              f"{ray_own:.1f} s, {start_up:.1f} s from the command to its first run, {warm:.2f} s a run on a warm "
+              f"worker beyond its own time)", flush=True)
+
+
+def search_cmd(opts, repo: Path, folder: Path) -> None:
+    base = [o for o in demo(folder) if not o.startswith("phase.lr=")]
+    args = ["hparams_search=optuna", *base, *RAY_CPU, f"phase.epochs={opts.epochs[0]}",
+            f"hydra.sweeper.n_trials={opts.trials}", f"hydra.sweeper.n_jobs={opts.slots}",
+            "hydra.sweeper.pruner.name=median"]
+    sweep, wall, _ = run(repo, args, folder / "search")
+    placed = placements(sweep)
+    busy = sum(p["ended"] - p["started"] for p in placed if "ended" in p)
+    span = max(p.get("ended", p["started"]) for p in placed) - min(p["started"] for p in placed)
+    trials = pd.read_csv(sweep / "optuna_trials.csv")
+    states = trials["state"].value_counts().to_dict()
+    print(f"| {opts.trials} trials, {opts.slots} slots | {states} | {int(trials['epochs_reported'].sum())} epochs | "
+          f"{wall:.1f} s | {span:.1f} s | {busy / (span * opts.slots):.2f} | {busy / (wall * opts.slots):.2f} | "
+          f"{trials['value'].max():.4f} |", flush=True)
+
+
+def ablation_cmd(opts, repo: Path, folder: Path) -> None:
+    data = Path(opts.data).resolve()
+    args = ["-m", "experiment=paintings", f"data.root={data}", "phase.freeze=[backbone]", "data.hflip=false",
+            "data.train_crop_scale=[1.0,1.0]", *QUIET, f"phase.epochs={opts.epochs[0]}",
+            f"trainer.feature_cache_dir={folder / 'features'}", "loss.gamma=0,1,2,3", *RAY_CPU]
+    sweep, wall, out = run(repo, args, folder / "ablation")
+    builds = len(re.findall(r"feature cache: building", out))
+    own = runtimes(sweep)
+    status = pd.read_csv(sweep / "summary.csv")["status"].value_counts().to_dict()
+    print(f"| loss.gamma=0,1,2,3, {opts.epochs[0]} epochs | {status} | {builds} | {wall:.1f} s | "
+          f"{sum(own) / len(own):.1f} s |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["sweep", "search", "ablation"])
+    parser.add_argument("--epochs", type=int, nargs="+", default=[4], help="epochs a run (sweep: one row each)")
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--slots", type=int, default=2, help="runs at once (Ray, one core each)")
+    parser.add_argument("--data", default="data/paintings-dev", help="ablation: the paintings set")
+    parser.add_argument("--repo", default=str(REPO), help="the checkout whose train.py runs")
+    parser.add_argument("--absolute-sweep-dir", action="store_true",
+                        help="pass an absolute hydra.sweep.dir (for versions that need one)")
+    opts = parser.parse_args()
+    ABSOLUTE[0] = opts.absolute_sweep_dir
+    print(f"{opts.what}: {load()} before", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        {"sweep": sweep_cmd, "search": search_cmd, "ablation": ablation_cmd}[opts.what](opts, Path(opts.repo),
+                                                                                     Path(tmp))
+    print(f"{opts.what}: {load()} after", flush=True)
+
+
+if __name__ == "__main__":
+    main()
