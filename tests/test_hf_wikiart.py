@@ -90,7 +90,7 @@ def test_local_hub_cache_is_found_without_network(tmp_path, monkeypatch):
 
 def test_missing_pyarrow_gives_the_install_line(shards, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # what `import pyarrow.parquet` meets when absent
-    with pytest.raises(ConfigError, match=r'pip install "deepart\[parquet\]"'):
+    with pytest.raises(ConfigError, match=r'pip install -e "\.\[parquet\]"'):
         load_hf_wikiart(str(shards))
 
 
