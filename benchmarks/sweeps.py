@@ -37,6 +37,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ["logger=none", "trainer.progress_bar=false", "trainer.log_every_n_steps=0", "trainer.threads=1",
          "data.num_workers=0"]
+FAILED_RUN = re.compile(r"run \d+ failed: [^\n]{0,160}")
 RAY_CPU = ["hydra/launcher=ray", "hydra.launcher.gpus_per_run=0", "hydra.launcher.cpus_per_run=1"]
 
 
@@ -59,20 +60,14 @@ def sweep_of(cwd: Path) -> Path:
     return found
 
 
-FAILED_RUN = re.compile(r"run \d+ failed: [^\n]{0,160}")
-#: --absolute-sweep-dir: hand the sweep an absolute hydra.sweep.dir (versions whose jobs in other processes need it)
-ABSOLUTE = [False]
-STARTED = [0.0]  # time.time() at the start of the last command
-
-
-def run(repo: Path, args: list[str], cwd: Path) -> tuple[Path, float, str]:
-    """`python <repo>/train.py <args>` in the fresh folder `cwd`: its sweep dir, wall seconds and output."""
+def run(repo: Path, args: list[str], cwd: Path, absolute: bool = False) -> tuple[Path, float, str, float]:
+    """`python <repo>/train.py <args>` in the fresh folder `cwd` (`absolute`: with an absolute hydra.sweep.dir, for
+    versions whose jobs in other processes need one): its sweep dir, wall seconds, output and start time."""
     cwd.mkdir(parents=True)
-    if ABSOLUTE[0]:
+    if absolute:
         args = [*args, f"hydra.sweep.dir={cwd / 'multirun' / 'given' / 'sweep'}"]
     env = {**os.environ, "PYTHONPATH": str(repo), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    started = time.perf_counter()
-    STARTED[0] = time.time()
+    started, at = time.perf_counter(), time.time()
     proc = subprocess.run([sys.executable, str(repo / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True)
     wall = time.perf_counter() - started
@@ -80,9 +75,8 @@ def run(repo: Path, args: list[str], cwd: Path) -> tuple[Path, float, str]:
     if proc.returncode and not (proc.returncode == 1 and list((cwd / "multirun").glob("*/*/summary.csv"))):
         sys.exit(f"train.py {' '.join(args)} failed ({proc.returncode}):\n{out[-3000:]}")
     if proc.returncode:  # a sweep that finished with failed runs: measured, and said
-        failed = re.findall(FAILED_RUN, out)
-        print(f"  (train.py exited 1: {'; '.join(failed)})", flush=True)
-    return sweep_of(cwd), wall, out
+        print(f"  (train.py exited 1: {'; '.join(re.findall(FAILED_RUN, out))})", flush=True)
+    return sweep_of(cwd), wall, out, at
 
 
 def runtimes(sweep: Path) -> list[float]:
@@ -93,7 +87,7 @@ def placements(sweep: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/placement.json"))]
 
 
-def warm_overhead(sweep: Path) -> tuple[float, float]:
+def warm_overhead(sweep: Path, command_start: float) -> tuple[float, float]:
     """(seconds from the sweep command's start to its first run's start, seconds a run on a warm worker costs beyond
     its runtime_s): its placement.json end - start - runtime_s, plus the gap after the slot's previous run."""
     placed = {int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/placement.json")}
@@ -104,7 +98,7 @@ def warm_overhead(sweep: Path) -> tuple[float, float]:
         runs = sorted((p for p in placed.values() if p["pid"] == pid), key=lambda p: p["started"])
         gaps += [b["started"] - a["ended"] for a, b in zip(runs, runs[1:])]
     first = min(p["started"] for p in placed.values())
-    return first - STARTED[0], sum(inside) / len(inside) + (sum(gaps) / len(gaps) if gaps else 0.0)
+    return first - command_start, sum(inside) / len(inside) + (sum(gaps) / len(gaps) if gaps else 0.0)
 
 
 def sweep_cmd(opts, repo: Path, folder: Path) -> None:
@@ -114,27 +108,20 @@ def sweep_cmd(opts, repo: Path, folder: Path) -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for epochs in opts.epochs:
         args = ["-m", *base, f"phase.epochs={epochs}", "seed=0,1,2,3"]
-        walls, heads = {}, {}
-        for name, extra, slots in (("basic", [], 1), ("ray", RAY_CPU, opts.slots)):
-            sweep, wall, _ = run(repo, [*args, *extra], folder / f"{name}-{epochs}")
-            own = runtimes(sweep)
-            if name == "ray":
-                start_up, warm = warm_overhead(sweep)
-                ray_own = sum(own) / len(own)
-            walls[name], heads[name] = wall, (wall * slots - sum(own)) / len(own)
-            if name == "basic":
-                mean_own = sum(own) / len(own)
-            frame = pd.read_csv(sweep / "summary.csv")
-            if name == "basic":
-                reference = frame
-            else:
-                cols = [c for c in frame.columns if c.startswith(("val/", "best/val/"))]
-                diff = (frame[cols] - reference[cols]).abs().max().max()
-        print(f"| {epochs} | {mean_own:.1f} s | {walls['basic']:.1f} s | {heads['basic']:.1f} s | "
-              f"{walls['ray']:.1f} s | {heads['ray']:.1f} s | {walls['basic'] / walls['ray']:.2f}x |", flush=True)
+        basic, basic_wall, _, _ = run(repo, args, folder / f"basic-{epochs}", opts.absolute_sweep_dir)
+        ray, ray_wall, _, ray_start = run(repo, [*args, *RAY_CPU], folder / f"ray-{epochs}", opts.absolute_sweep_dir)
+        basic_own, ray_own = runtimes(basic), runtimes(ray)
+        basic_head = (basic_wall - sum(basic_own)) / len(basic_own)
+        ray_head = (ray_wall * opts.slots - sum(ray_own)) / len(ray_own)
+        start_up, warm = warm_overhead(ray, ray_start)
+        reference, frame = pd.read_csv(basic / "summary.csv"), pd.read_csv(ray / "summary.csv")
+        cols = [c for c in frame.columns if c.startswith(("val/", "best/val/"))]
+        diff = (frame[cols] - reference[cols]).abs().max().max()
+        print(f"| {epochs} | {sum(basic_own) / len(basic_own):.1f} s | {basic_wall:.1f} s | {basic_head:.1f} s | "
+              f"{ray_wall:.1f} s | {ray_head:.1f} s | {basic_wall / ray_wall:.2f}x |", flush=True)
         print(f"  (largest difference of a val metric between the launchers: {diff:.2g}; Ray: a run's own time "
-              f"{ray_own:.1f} s, {start_up:.1f} s from the command to its first run, {warm:.2f} s a run on a warm "
-              f"worker beyond its own time)", flush=True)
+              f"{sum(ray_own) / len(ray_own):.1f} s, {start_up:.1f} s from the command to its first run, {warm:.2f} s "
+              f"a run on a warm worker beyond its own time)", flush=True)
 
 
 def search_cmd(opts, repo: Path, folder: Path) -> None:
@@ -142,7 +129,7 @@ def search_cmd(opts, repo: Path, folder: Path) -> None:
     args = ["hparams_search=optuna", *base, *RAY_CPU, f"phase.epochs={opts.epochs[0]}",
             f"hydra.sweeper.n_trials={opts.trials}", f"hydra.sweeper.n_jobs={opts.slots}",
             "hydra.sweeper.pruner.name=median"]
-    sweep, wall, _ = run(repo, args, folder / "search")
+    sweep, wall, _, _ = run(repo, args, folder / "search", opts.absolute_sweep_dir)
     placed = placements(sweep)
     busy = sum(p["ended"] - p["started"] for p in placed if "ended" in p)
     span = max(p.get("ended", p["started"]) for p in placed) - min(p["started"] for p in placed)
@@ -158,7 +145,7 @@ def ablation_cmd(opts, repo: Path, folder: Path) -> None:
     args = ["-m", "experiment=paintings", f"data.root={data}", "phase.freeze=[backbone]", "data.hflip=false",
             "data.train_crop_scale=[1.0,1.0]", *QUIET, f"phase.epochs={opts.epochs[0]}",
             f"trainer.feature_cache_dir={folder / 'features'}", "loss.gamma=0,1,2,3", *RAY_CPU]
-    sweep, wall, out = run(repo, args, folder / "ablation")
+    sweep, wall, out, _ = run(repo, args, folder / "ablation", opts.absolute_sweep_dir)
     builds = len(re.findall(r"feature cache: building", out))
     own = runtimes(sweep)
     status = pd.read_csv(sweep / "summary.csv")["status"].value_counts().to_dict()
@@ -177,7 +164,6 @@ def main() -> None:
     parser.add_argument("--absolute-sweep-dir", action="store_true",
                         help="pass an absolute hydra.sweep.dir (for versions that need one)")
     opts = parser.parse_args()
-    ABSOLUTE[0] = opts.absolute_sweep_dir
     print(f"{opts.what}: {load()} before", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         {"sweep": sweep_cmd, "search": search_cmd, "ablation": ablation_cmd}[opts.what](opts, Path(opts.repo),

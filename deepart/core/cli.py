@@ -142,7 +142,7 @@ def compose_cli(config_name: str, argv: list[str], required: tuple[str, ...] = (
     for arg in argv:
         if "=" not in arg:
             raise ConfigError(f"argument {arg!r} is not key=value; usage: {usage}")
-    argv = [_quote_path(a) if a.split("=", 1)[0] in paths else a for a in argv]
+    argv = [quote_path(a) if a.split("=", 1)[0] in paths else a for a in argv]
     try:
         return compose_config(argv, config_name=config_name)
     except (HydraException, OmegaConfBaseException) as exc:
@@ -154,7 +154,9 @@ def compose_cli(config_name: str, argv: list[str], required: tuple[str, ...] = (
         raise ConfigError(first_line(exc)) from None
 
 
-def _quote_path(arg: str) -> str:
+def quote_path(arg: str) -> str:
+    """`key=value` with the value single-quoted, so that Hydra's override grammar takes it literally (commas,
+    brackets, spaces, quotes in a path); null, an empty value and a value already quoted stay as they are."""
     key, value = arg.split("=", 1)
     if value in ("null", "") or (len(value) > 1 and value[0] == value[-1] and value[0] in "'\""):
         return arg

@@ -165,8 +165,10 @@ def pin_sweep_dir(config: DictConfig) -> Path:
     dir (the Optuna journal lives there too)."""
     from omegaconf import flag_override
 
+    from deepart.core.cli import quote_path
+
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-    line = "hydra.sweep.dir='" + sweep_dir.as_posix().replace("'", "\\'") + "'"
+    line = quote_path(f"hydra.sweep.dir={sweep_dir.as_posix()}")
     with flag_override(config, ["readonly", "struct"], [False, False]):
         config.hydra.sweep.dir = sweep_dir.as_posix()
         overrides = [str(o) for o in config.hydra.overrides.hydra]

@@ -244,6 +244,8 @@ class Search:
                 number, run, params = job
                 results = self.sweeper.launcher.launch([overrides_of(self.fixed, params, self.space)],
                                                        initial_job_idx=run)
+                if results[0] is None:  # the launcher was stopped (another slot's run refused to start)
+                    return
                 with self.lock:
                     tell(self.study, number, self.sweep_dir / str(run), results[0])
                     self.returns.append(results)

@@ -276,53 +276,49 @@ class Slots:
         self.actor = ray.remote(num_gpus=gpus, num_cpus=cpus, max_restarts=0, max_task_retries=0)(SlotWorker)
         self.idle: list[Any] = []
         self.workers: set[Any] = set()  # every live worker, idle or running a job
-        self.live = 0
         self.closed = False
         self.cond = threading.Condition()
 
     def acquire(self) -> Any | None:
         """An idle worker, a new one while fewer than `at_once` live, else wait for one; None once closed."""
         with self.cond:
-            while not self.closed and not self.idle and self.live >= self.at_once:
+            while not self.closed and not self.idle and len(self.workers) >= self.at_once:
                 self.cond.wait()
             if self.closed:
                 return None
             if self.idle:
                 return self.idle.pop()
-            self.live += 1
             worker = self.actor.remote(os.getcwd(), self.gpus == 0)
             self.workers.add(worker)
         return worker
 
     def release(self, worker: Any, dead: bool = False) -> None:
-        import ray
-
         with self.cond:
             if dead or self.closed:
-                self.live -= 1
                 self.workers.discard(worker)
             else:
                 self.idle.append(worker)
             self.cond.notify()
         if dead or self.closed:
-            try:
-                ray.kill(worker, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+            _kill(worker)
 
     def close(self) -> None:
         """Stop every worker (Ctrl-C, or a job that refused to start): the runs still running stop with them."""
-        import ray
-
         with self.cond:
             self.closed = True
             workers, self.idle = list(self.workers), []
             self.cond.notify_all()
         for worker in workers:
-            try:
-                ray.kill(worker, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+            _kill(worker)
+
+
+def _kill(worker: Any) -> None:
+    import ray
+
+    try:
+        ray.kill(worker, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
 
 
 def lost_job(sweep_config: DictConfig, overrides: Sequence[str], exc: BaseException) -> JobReturn:
@@ -409,4 +405,4 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             raise SystemExit(result[1])
     if errors:
         raise errors[0]
-    return [r for r in results if r is not None]
+    return results  # None for a job that never ran because the sweep was stopped
