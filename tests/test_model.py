@@ -12,7 +12,9 @@ TASKS = {"style": [f"s{i}" for i in range(5)], "genre": ["g0", "g1", "g2"], "art
 
 
 def tiny_model(sequencer: str, *extra: str) -> DeepArtNet:
-    return build_model(compose_config([*TINY, f"sequencer={sequencer}", *tiny_sequencer(sequencer), *extra]), TASKS)
+    texture = ["texture=meanstd"] if sequencer == "none" and not any(e.startswith("texture") for e in extra) else []
+    return build_model(compose_config([*TINY, f"sequencer={sequencer}", *tiny_sequencer(sequencer), *texture,
+                                       *extra]), TASKS)
 
 
 @pytest.mark.parametrize("sequencer", group_options("sequencer"))
@@ -21,7 +23,7 @@ def test_shapes_for_every_sequencer(sequencer):
     images = torch.randint(0, 256, (2, 3, 96, 96), dtype=torch.uint8)
     out = model(images)
     assert {t: v.shape for t, v in out["logits"].items()} == {t: (2, len(c)) for t, c in TASKS.items()}
-    if sequencer == "pool":
+    if sequencer in ("pool", "none"):  # no attention weights (none: the heads read texture statistics alone)
         assert out["attention"] is None
     else:
         assert out["attention"].shape == (2, 3, 3)  # 96 px / stride 32

@@ -94,12 +94,17 @@ class Backbone(nn.Module):
     every stage module (a stem, a class token, a downsampling layer between stages) belongs to the next stage to
     end, and one after the last stage module (a final norm) to the last stage.
 
+    `forward(x, taps)` also fills `taps`, a dict whose keys are stage indices, with those stages' output maps
+    (B, C_k, h_k, w_k) when given (the `texture` statistics): one pass gives the last map and the tapped ones.
+
     Stages are what `phase.freeze_stages` counts; `layer_of` is what `optimizer.layer_decay` counts (by default
     the stages too) and `no_weight_decay` the parameters weight decay leaves alone beside biases and norms.
     """
 
     body: nn.Module
     stage_modules: list[str]
+    #: channels of each stage's output map (what the `texture` statistics read)
+    stage_channels: list[int]
     #: inputs are zero-padded (after normalisation) at the bottom and right to a multiple of this (1: never)
     pad_multiple: int = 1
 
@@ -314,6 +319,8 @@ class TimmBackbone(Backbone):
         plain = len({d["reduction"] for d in info}) == 1 and len(modules) > 1  # one resolution: a plain ViT
         require(int(vit_stages) >= 1, "backbone.vit_stages", vit_stages, "a positive number of block groups")
         self.stage_modules = _grouped_blocks(modules, int(vit_stages)) if plain else modules
+        self.stage_channels = [int(info[modules.index(m)]["num_chs"]) for m in self.stage_modules]
+        self.stage_index = [modules.index(m) for m in self.stage_modules]  # stage -> index of timm's feature_info
         cfg = body.pretrained_cfg
         self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
@@ -361,16 +368,22 @@ class TimmBackbone(Backbone):
             self.head_norm = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, taps: dict[int, torch.Tensor | None] | None = None) -> torch.Tensor:
         if self.pad_multiple > 1:  # whole patches: zeros at the bottom and right (timm's dynamic_img_pad)
             x = F.pad(x, (0, -x.shape[-1] % self.pad_multiple, 0, -x.shape[-2] % self.pad_multiple))
-        # (B, C, H/r, W/r): r = 32 for CNNs and Swin, the patch size for ViTs (prefix tokens dropped)
-        fmap = self.body.forward_intermediates(x, indices=[self.last_index], intermediates_only=True,
-                                               output_fmt="NCHW", norm=True)[-1]
+        indices = sorted({self.stage_index[k] for k in taps or ()} | {self.last_index})
+        # (B, C, H/r, W/r): r = 32 for CNNs and Swin, the patch size for ViTs (prefix tokens dropped); a plain
+        # ViT's tapped blocks are normed by its final norm too (timm's forward_intermediates(norm=True))
+        maps = self.body.forward_intermediates(x, indices=indices, intermediates_only=True, output_fmt="NCHW",
+                                               norm=True)
+        fmap = maps[-1]
         if self.head_norm == "fc_norm":  # a LayerNorm over each token's channels
             fmap = self.body.fc_norm(fmap.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         elif self.head_norm:  # a LayerNorm2d over each position's channels
             fmap = self.body.get_submodule(self.head_norm)(fmap)
+        for k in taps or ():
+            index = self.stage_index[k]
+            taps[k] = fmap if index == self.last_index else maps[indices.index(index)]
         return fmap
 
 
@@ -410,6 +423,7 @@ class SmallCNN(Backbone):
         self.name = name
         self.out_channels = widths[-1]
         self.stage_modules = [str(i) for i, m in enumerate(layers) if isinstance(m, nn.Sequential)]
+        self.stage_channels = widths
         self.mean, self.std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
         self.reduction, self.num_prefix_tokens = 2 ** (len(widths) - 1), 0
         self.lr_scale, self.layer_decay = lr_scale, layer_decay
@@ -420,5 +434,12 @@ class SmallCNN(Backbone):
             except RuntimeError as exc:
                 raise ConfigError(f"backbone.weights: {weights} does not fit small_cnn {widths}: {exc}") from exc
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)  # (B, widths[-1], H/reduction, W/reduction)
+    def forward(self, x: torch.Tensor, taps: dict[int, torch.Tensor | None] | None = None) -> torch.Tensor:
+        if not taps:
+            return self.body(x)  # (B, widths[-1], H/reduction, W/reduction)
+        ends = {int(name): k for k, name in enumerate(self.stage_modules)}
+        for i, layer in enumerate(self.body):
+            x = layer(x)
+            if ends.get(i) in taps:
+                taps[ends[i]] = x
+        return x

@@ -12,6 +12,7 @@ from deepart.core.errors import ConfigError
 from deepart.models.backbone import Backbone
 from deepart.models.encoders import Encoder
 from deepart.models.pooling import Pooling
+from deepart.models.texture import TextureStats, build_texture
 
 #: Keys of `data` that define how an image becomes the model's input at evaluation time.
 INPUT_KEYS = ("image_size", "resize_size", "square_pad")
@@ -34,23 +35,34 @@ class DeepArtNet(nn.Module):
     forward(images) takes uint8 (B,3,H,W) batches (or floats in [0,1]); normalisation with the
     backbone's mean/std happens inside, on the model's device. Returns
     {"logits": {task: (B, C_task)}, "attention": (B, h, w) or None} where h x w is the token grid
-    (7x7 at 224 px); attention is None when the pooling has no weights (mean pooling).
+    (7x7 at 224 px); attention is None when the pooling has no weights (mean pooling) or there is no sequencer.
+
+    `texture` (deepart.models.texture): statistics of several backbone stages, joined with the sequencer's context
+    before the heads. With no `pooling` (sequencer=none) the heads read the texture statistics alone.
 
     `input_cfg` says how an image becomes an input (like timm's `pretrained_cfg`): image_size,
     resize_size and square_pad of the eval transform, and the backbone's mean / std (0..1 scale).
     """
 
-    def __init__(self, backbone: Backbone, encoder: Encoder | None, pooling: Pooling,
+    def __init__(self, backbone: Backbone, encoder: Encoder | None, pooling: Pooling | None,
                  tasks: dict[str, list[str]], dim: int | None = 512, head_hidden: int = 256,
-                 head_dropout: float = 0.4, input_cfg: dict[str, Any] | None = None):
+                 head_dropout: float = 0.4, input_cfg: dict[str, Any] | None = None,
+                 texture: TextureStats | None = None):
         super().__init__()
+        if pooling is None and (encoder is not None or texture is None):
+            raise ConfigError("sequencer=none needs texture statistics for the heads to read (texture=meanstd or "
+                              "texture=gram), and no sequencer.encoder" if encoder is None else
+                              "sequencer.encoder is set but sequencer.pooling is null; set both, or neither")
         self.backbone = backbone
         # dim=None: no projection, the backbone's channels are the tokens (a plain pooled-backbone model)
-        self.proj = nn.Conv2d(backbone.out_channels, dim, kernel_size=1) if dim else nn.Identity()
+        self.proj = nn.Conv2d(backbone.out_channels, dim, kernel_size=1) if dim and pooling is not None \
+            else nn.Identity()
         dim = dim or backbone.out_channels
         self.encoder = encoder
         self.pooling = pooling
-        out_dim = encoder.out_dim if encoder is not None else dim
+        self.texture = texture
+        out_dim = (encoder.out_dim if encoder is not None else dim) if pooling is not None else 0
+        out_dim += texture.out_dim if texture is not None else 0
         self.heads = nn.ModuleDict({t: TaskHead(out_dim, head_hidden, len(c), head_dropout)
                                     for t, c in tasks.items()})
         self.tasks = {t: list(c) for t, c in tasks.items()}
@@ -75,23 +87,36 @@ class DeepArtNet(nn.Module):
 
     def features(self, images: torch.Tensor) -> dict[str, Any]:
         """forward's outputs and two vectors computed on the way (the embeddings of deepart.inference.index):
-        "pooled" (B, C) the backbone's feature map averaged over the grid, "context" (B, out_dim) the pooling's
-        output that the heads read (the attention context vector)."""
+        "pooled" (B, C) the backbone's feature map averaged over the grid, "context" (B, out_dim) what the heads
+        read (the attention context vector, joined with the texture statistics where the model has them)."""
         x = self.normalize(images)                         # keeps the input's memory format
-        return self.from_backbone(self.backbone(x))        # the backbone's map: (B, C, h, w)
+        if self.texture is None:
+            return self.from_backbone(self.backbone(x))    # the backbone's map: (B, C, h, w)
+        taps = dict.fromkeys(self.texture.stages)          # the stages' maps, from the same pass
+        fmap = self.backbone(x, taps=taps)
+        return self.from_backbone(fmap, self.texture.stats([taps[k] for k in self.texture.stages]))
 
-    def from_backbone(self, fmap: torch.Tensor) -> dict[str, Any]:
-        """`features` from the backbone's feature map (B, C, h, w) on: what runs on features computed once for a
-        frozen backbone (deepart.training.feature_cache)."""
-        feats = self.proj(fmap)                            # (B, dim, h, w)
-        b, _, h, w = feats.shape
-        tokens = feats.flatten(2).transpose(1, 2)          # (B, h*w, dim)
-        if self.encoder is not None:
-            tokens = self.encoder(tokens, (h, w))          # (B, h*w, out_dim)
-        context, weights = self.pooling(tokens)            # (B, out_dim), (B, h*w) | None
+    def from_backbone(self, fmap: torch.Tensor | None, texture: torch.Tensor | None = None) -> dict[str, Any]:
+        """`features` from the backbone's feature map (B, C, h, w) on, and the raw texture statistics (B, raw_dim)
+        where the model has them: what runs on features computed once for a frozen backbone
+        (deepart.training.feature_cache; `fmap` may be None there for a model without a sequencer)."""
+        parts, weights = [], None
+        if self.pooling is not None:
+            feats = self.proj(fmap)                        # (B, dim, h, w)
+            b, _, h, w = feats.shape
+            tokens = feats.flatten(2).transpose(1, 2)      # (B, h*w, dim)
+            if self.encoder is not None:
+                tokens = self.encoder(tokens, (h, w))      # (B, h*w, out_dim)
+            context, weights = self.pooling(tokens)        # (B, out_dim), (B, h*w) | None
+            parts.append(context)
+            if weights is not None:
+                weights = weights.view(b, h, w)
+        if self.texture is not None:
+            parts.append(self.texture(texture).to(parts[0].dtype if parts else self.mean.dtype))
+        context = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         logits = {t: head(context) for t, head in self.heads.items()}
-        return {"logits": logits, "attention": None if weights is None else weights.view(b, h, w),
-                "context": context, "pooled": fmap.mean(dim=(2, 3))}
+        return {"logits": logits, "attention": weights, "context": context,
+                "pooled": None if fmap is None else fmap.mean(dim=(2, 3))}
 
     def train(self, mode: bool = True) -> DeepArtNet:
         super().train(mode)
@@ -114,11 +139,16 @@ def build_model(cfg: DictConfig, tasks: dict[str, list[str]], pretrained: bool |
     tokens = dim or backbone.out_channels
     encoder = build(cfg.sequencer.encoder, dim=tokens) if cfg.sequencer.encoder is not None else None
     _check_contract(encoder, Encoder, "sequencer.encoder", cfg.sequencer.encoder)
-    pooling = build(cfg.sequencer.pooling, dim=encoder.out_dim if encoder is not None else tokens)
+    pooling = build(cfg.sequencer.pooling, dim=encoder.out_dim if encoder is not None else tokens) \
+        if cfg.sequencer.get("pooling") is not None else None
     _check_contract(pooling, Pooling, "sequencer.pooling", cfg.sequencer.pooling)
+    if (cfg.get("texture") or {}).get("kind", "none") != "none" and not hasattr(backbone, "stage_channels"):
+        raise ConfigError(f"texture={cfg.texture.get('kind')}: backbone {type(backbone).__name__} does not say its "
+                          "stages' channels (deepart.models.backbone.Backbone.stage_channels); use texture=none")
+    texture = build_texture(cfg.get("texture"), backbone)
     input_cfg = {key: cfg.data.get(key) for key in INPUT_KEYS if key in cfg.data}
     return DeepArtNet(backbone, encoder, pooling, tasks, dim=dim, head_hidden=cfg.model.head_hidden,
-                      head_dropout=cfg.model.head_dropout, input_cfg=input_cfg)
+                      head_dropout=cfg.model.head_dropout, input_cfg=input_cfg, texture=texture)
 
 
 def _image_size_kwarg(node: DictConfig, image_size: int | None) -> dict[str, Any]:

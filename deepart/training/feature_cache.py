@@ -16,10 +16,15 @@ names another key, or a complete one without its features, is refused with a lin
 
 The folder: meta.json (what it was built from; "complete": false until the build's last step), features.npy
 (float32 (N, C, h, w), one row per image of the split, read memory-mapped), valid.npy (which rows were readable;
-an unreadable image is skipped and counted each epoch, as when training on images). While it is being built,
-chunks/ holds the features of each finished chunk of `trainer.feature_cache_chunk` images, each written
-atomically (deepart.core.builds, as the vector index does): a killed build continues after its last complete
-chunk when training starts again.
+an unreadable image is skipped and counted each epoch, as when training on images). A model with `texture`
+statistics (deepart.models.texture) also gets texture.npy (float32 (N, D): each image's raw statistics of the
+chosen stages, a few thousand floats, never the intermediate maps), and the texture's options join the key; a model
+without a sequencer (sequencer=none) reads the statistics alone, so its folder has no features.npy. Statistics
+that train with the model (texture.gram_reduce=learned) cannot be cached: such a phase trains on images.
+
+While it is being built, chunks/ holds the features of each finished chunk of `trainer.feature_cache_chunk`
+images, each written atomically (deepart.core.builds, as the vector index does): a killed build continues after
+its last complete chunk when training starts again.
 
 Runs at the same time (the runs of a parallel sweep) build a folder once: the build holds an exclusive lock on
 `.<folder name>.lock` beside it (deepart.core.locks); another run that needs the folder logs that it waits for
@@ -63,7 +68,7 @@ from deepart.models.deepartnet import DeepArtNet
 log = logging.getLogger("deepart")
 
 FORMAT, VERSION = "deepart-features", 1
-META, FEATURES, VALID = "meta.json", "features.npy", "valid.npy"
+META, FEATURES, VALID, TEXTURE = "meta.json", "features.npy", "valid.npy", "texture.npy"
 
 
 # ------------------------------------------------------------------------------------------------ when it is used
@@ -122,6 +127,14 @@ def use_feature_cache(cfg: DictConfig, model: DeepArtNet, phase: str, distribute
                               "trainer.feature_cache=auto or false")
         log.info("phase %s: backbone frozen; no feature cache in a data-parallel run", phase)
         return False
+    if model.texture is not None and not model.texture.cacheable:
+        if mode is True:
+            raise ConfigError("trainer.feature_cache=true: texture.gram_reduce=learned trains with the model, so "
+                              "its statistics cannot be cached; set texture.gram_reduce=first or "
+                              "trainer.feature_cache=auto")
+        log.info("phase %s: backbone frozen, but the texture statistics train with the model "
+                 "(texture.gram_reduce=learned), so it trains on images", phase)
+        return False
     conflicts = train_augmentation(cfg) + [f"backbone dropout / drop path ({name})"
                                            for name in stochastic_layers(model.backbone)[:1]]
     if conflicts and mode == "auto":
@@ -165,6 +178,10 @@ def cache_key(cfg: DictConfig, model: DeepArtNet, table: TaskTable, split: str, 
         "runtime": {"device": rt.device.type, "bf16": rt.bf16, "channels_last": rt.channels_last},
         "versions": versions(),
     }
+    texture = model.texture
+    if texture is not None:  # only then: a model without texture keeps the keys of folders built before it existed
+        inputs["texture"] = {"stages": texture.stages, "kind": texture.kind, "gram_channels": texture.gram_k}
+        inputs["arrays"] = ([FEATURES] if model.pooling is not None else []) + [TEXTURE]
     digest = hashlib.sha256(json.dumps({"format": FORMAT, "version": VERSION, **inputs}, sort_keys=True).encode())
     update_with_tensors(digest, backbone.state_dict())
     for path in table.frame(split)["path"]:
@@ -198,10 +215,16 @@ def complete_meta(folder: Path, inputs: dict) -> dict | None:
     if meta is not None and meta.get("key") != inputs["key"]:
         raise DataError(f"{folder}: holds a feature cache of other inputs (key {meta.get('key')}, not "
                         f"{inputs['key']}); delete the folder to build it again")
-    if meta is not None and meta["complete"] and not ((folder / FEATURES).is_file() and (folder / VALID).is_file()):
-        raise DataError(f"{folder}: the feature cache is damaged ({FEATURES} or {VALID} missing); delete the "
+    wanted = [*arrays(meta or inputs), VALID]
+    if meta is not None and meta["complete"] and not all((folder / name).is_file() for name in wanted):
+        raise DataError(f"{folder}: the feature cache is damaged ({' or '.join(wanted)} missing); delete the "
                         f"folder to build it again")
     return meta
+
+
+def arrays(meta: dict) -> list[str]:
+    """The per-image arrays of a cache: the last feature map and / or the texture statistics."""
+    return list(meta.get("arrays", [FEATURES]))
 
 
 def cached_features(cfg: DictConfig, model: DeepArtNet, table: TaskTable, split: str, rt: Runtime, root: Path,
@@ -247,18 +270,27 @@ def _build(model: DeepArtNet, dataset: PaintingDataset, rt: Runtime, folder: Pat
     def compute(rows: range, progress: tqdm) -> dict[str, np.ndarray]:
         loader = DataLoader(Subset(dataset, list(rows)), batch_size=batch_size, collate_fn=collate,
                             num_workers=max(min(workers, len(rows) - 1), 0))
-        found, parts, bad = [], [], []
+        found, parts, stats, bad = [], [], [], []
         for batch in loader:
             bad += batch["bad"]
             if "image" in batch:
                 with torch.inference_mode(), rt.autocast():  # exactly the backbone pass of DeepArtNet.features
-                    fmap = model.backbone(model.normalize(rt.images(batch)))
-                parts.append(fmap.float().cpu().contiguous().numpy())
+                    fmap, raw = backbone_pass(model, model.normalize(rt.images(batch)))
+                if FEATURES in names:
+                    parts.append(fmap.float().cpu().contiguous().numpy())
+                if raw is not None:
+                    stats.append(raw.float().cpu().contiguous().numpy())
                 found.append(batch["index"].numpy())
             progress.update(len(batch["index"]) + len(batch["bad"]))
-        return {"rows": np.concatenate(found) if found else np.zeros(0, np.int64),
-                "features": np.concatenate(parts) if parts else np.zeros((0, 0, 0, 0), np.float32),
-                "bad": np.array([p for p, _ in bad], dtype=str), "errors": np.array([e for _, e in bad], dtype=str)}
+        out = {"rows": np.concatenate(found) if found else np.zeros(0, np.int64),
+               "bad": np.array([p for p, _ in bad], dtype=str), "errors": np.array([e for _, e in bad], dtype=str)}
+        if FEATURES in names:
+            out["features"] = np.concatenate(parts) if parts else np.zeros((0, 0, 0, 0), np.float32)
+        if TEXTURE in names:
+            out["texture"] = np.concatenate(stats) if stats else np.zeros((0, 0), np.float32)
+        return out
+
+    names = arrays(meta)
 
     training = model.training
     model.eval()
@@ -269,29 +301,50 @@ def _build(model: DeepArtNet, dataset: PaintingDataset, rt: Runtime, folder: Pat
     _finish(folder, build, meta)
 
 
+def backbone_pass(model: DeepArtNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The backbone's last map and, for a model with texture statistics, their raw values (B, raw_dim), from one
+    pass over normalised images: what DeepArtNet.features gives DeepArtNet.from_backbone."""
+    if model.texture is None:
+        return model.backbone(x), None
+    taps = dict.fromkeys(model.texture.stages)
+    fmap = model.backbone(x, taps=taps)
+    return fmap, model.texture.stats([taps[k] for k in model.texture.stages])
+
+
+#: the chunk key of each per-image array
+CHUNK_KEYS = {FEATURES: "features", TEXTURE: "texture"}
+
+
 def _finish(folder: Path, build: ChunkedBuild, meta: dict) -> None:
-    """The chunks joined into features.npy (written through a memory map, then renamed into place) and valid.npy,
-    meta.json marked complete, the chunks removed."""
+    """The chunks joined into features.npy / texture.npy (each written through a memory map, then renamed into
+    place) and valid.npy, meta.json marked complete, the chunks removed."""
     n = meta["n_items"]
-    shape = next((c["features"].shape[1:] for c in build.load() if len(c["rows"])), None)
     skipped = [{"path": str(p), "error": str(e)} for c in build.load() for p, e in zip(c["bad"], c["errors"])]
-    if shape is None and n:
-        first = f" ({skipped[0]['path']}: {skipped[0]['error']})" if skipped else ""
-        raise DataError(f"the {meta['split']} split: none of its {n} images could be read{first}")
-    partial = folder / f".{FEATURES}.{os.getpid()}.tmp"
-    features = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, *(shape or (0, 0, 0))))
+    shapes = {}
+    for name in arrays(meta):
+        key = CHUNK_KEYS[name]
+        shapes[name] = next((c[key].shape[1:] for c in build.load() if len(c["rows"])), None)
+        if shapes[name] is None and n:
+            first = f" ({skipped[0]['path']}: {skipped[0]['error']})" if skipped else ""
+            raise DataError(f"the {meta['split']} split: none of its {n} images could be read{first}")
+        default = (0, 0, 0) if name == FEATURES else (0,)
+        partial = folder / f".{name}.{os.getpid()}.tmp"
+        values = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, *(shapes[name] or default)))
+        for chunk in build.load():
+            if len(chunk["rows"]):
+                values[chunk["rows"]] = chunk[key]
+        values.flush()
+        del values
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
+        partial.replace(folder / name)
     valid = np.zeros(n, dtype=bool)
     for chunk in build.load():
-        if len(chunk["rows"]):
-            features[chunk["rows"]] = chunk["features"]
-            valid[chunk["rows"]] = True
-    features.flush()
-    del features
-    with open(partial, "rb+") as f:
-        os.fsync(f.fileno())
-    partial.replace(folder / FEATURES)
+        valid[chunk["rows"]] = True
     atomic_write(folder / VALID, lambda f: np.save(f, valid))
-    meta = {**meta, "complete": True, "shape": list(shape or ()), "skipped": skipped}
+    meta = {**meta, "complete": True, "shape": list(shapes.get(FEATURES) or ()), "skipped": skipped}
+    if TEXTURE in shapes:
+        meta["texture_dim"] = int((shapes[TEXTURE] or (0,))[0])
     atomic_write_text(folder / META, json.dumps(meta, indent=2))
     build.clear()
 
@@ -299,11 +352,18 @@ def _finish(folder: Path, build: ChunkedBuild, meta: dict) -> None:
 class FeatureDataset(Dataset):
     """A split's cached features as the items a loader of its images would give: {image: float32 (C, h, w)
     feature map, labels, index}, or a `bad` marker for an image that could not be read. Keys may be `(index,
-    seed)` pairs (the project's samplers); the seed has nothing to draw."""
+    seed)` pairs (the project's samplers); the seed has nothing to draw.
+
+    With texture statistics, `image` is the feature map (if cached) and the statistics packed in one float32
+    (D, 1, 1) tensor, which `FromBackbone` unpacks (`layout`: the map's shape or None, the statistics' size)."""
 
     def __init__(self, folder: Path, table: TaskTable, split: str):
         meta = read_meta(folder)
-        self.features = np.load(folder / FEATURES, mmap_mode="r")
+        names = arrays(meta)
+        self.features = np.load(folder / FEATURES, mmap_mode="r") if FEATURES in names else None
+        self.texture = np.load(folder / TEXTURE, mmap_mode="r") if TEXTURE in names else None
+        self.layout = (tuple(self.features.shape[1:]) if self.features is not None else None,
+                       int(self.texture.shape[1]) if self.texture is not None else 0)
         self.valid = np.load(folder / VALID)
         self.labels = torch.from_numpy(table.labels(split))
         self.paths = [str(table.resolve(p)) for p in table.frame(split)["path"]]
@@ -316,20 +376,34 @@ class FeatureDataset(Dataset):
         index = int(key) if isinstance(key, (int, np.integer)) else int(key[0])
         if not self.valid[index]:
             return {"bad": self.paths[index], "error": self.errors.get(self.paths[index], "unreadable")}
-        return {"image": torch.from_numpy(np.array(self.features[index])), "labels": self.labels[index],
-                "index": index}
+        if self.texture is None:
+            image = torch.from_numpy(np.array(self.features[index]))
+        else:
+            parts = [np.asarray(self.features[index]).reshape(-1)] if self.features is not None else []
+            image = torch.from_numpy(np.concatenate([*parts, np.asarray(self.texture[index])])).view(-1, 1, 1)
+        return {"image": image, "labels": self.labels[index], "index": index}
 
 
 # ------------------------------------------------------------------------------------------------ training on it
 class FromBackbone(nn.Module):
-    """The model from its backbone's feature map on: forward(features) gives what forward(images) gives."""
+    """The model from its backbone's feature map on: forward(features) gives what forward(images) gives. With
+    texture statistics, the input is FeatureDataset's packed (B, D, 1, 1) tensor of `layout` (map shape or None,
+    statistics size)."""
 
-    def __init__(self, model: DeepArtNet):
+    def __init__(self, model: DeepArtNet, layout: tuple[tuple[int, ...] | None, int] = (None, 0)):
         super().__init__()
         self.model = model
+        self.layout = layout
 
     def forward(self, fmap: torch.Tensor) -> dict:
-        out = self.model.from_backbone(fmap)
+        shape, size = self.layout
+        if size:  # unpack the map (if any) and the raw texture statistics
+            flat = fmap.flatten(1)
+            split = flat.shape[1] - size
+            maps = flat[:, :split].reshape(len(flat), *shape) if shape is not None else None
+            out = self.model.from_backbone(maps, flat[:, split:])
+        else:
+            out = self.model.from_backbone(fmap)
         return {"logits": out["logits"], "attention": out["attention"]}
 
 
@@ -341,10 +415,10 @@ class FeaturePath:
     train_dl: DataLoader
     val_dl: DataLoader | None
     net: nn.Module
+    layout: tuple[tuple[int, ...] | None, int] = (None, 0)
 
-    @staticmethod
-    def wrap(model: DeepArtNet) -> nn.Module:
-        return FromBackbone(model)
+    def wrap(self, model: DeepArtNet) -> nn.Module:
+        return FromBackbone(model, self.layout)
 
 
 def open_feature_path(cfg: DictConfig, model: DeepArtNet, table: TaskTable, phase: DictConfig, rt: Runtime,
@@ -373,7 +447,9 @@ def open_feature_path(cfg: DictConfig, model: DeepArtNet, table: TaskTable, phas
                             dataset=FeatureDataset(folders["train"], table, "train"), workers=0)
     val_dl = eval_loader(table, cfg.data, eval_batch_size, device, workers=0,
                          dataset=FeatureDataset(folders["val"], table, "val")) if "val" in folders else None
-    net = FromBackbone(model)
-    log.info("phase %s: trains%s on cached backbone features%s", phase.name, "" if val_dl is None else
-             " and validates", " (validation on images: trainer.tta_hflip)" if val_dl is None else "")
-    return FeaturePath(train_dl, val_dl, torch.compile(net) if trainer.compile else net)
+    layout = train_dl.dataset.layout
+    net = FromBackbone(model, layout)
+    log.info("phase %s: trains%s on cached backbone features%s%s", phase.name, "" if val_dl is None else
+             " and validates", f" and texture statistics ({layout[1]} per image)" if layout[1] else "",
+             " (validation on images: trainer.tta_hflip)" if val_dl is None else "")
+    return FeaturePath(train_dl, val_dl, torch.compile(net) if trainer.compile else net, layout)

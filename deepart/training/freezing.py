@@ -22,6 +22,16 @@ def log_stages(backbone: Backbone, image_size: int) -> None:
              backbone.name, backbone.num_stages, stages, backbone.num_layers, h, w, image_size, padded)
 
 
+def log_texture(model: DeepArtNet) -> None:
+    """The start-up line of the `texture` statistics: which stages, how many features, and what the heads read."""
+    if model.texture is None:
+        return
+    heads_in = next(iter(model.heads.values()))[0].in_features
+    log.info("texture: %s; the heads read %d features (%s)", model.texture.describe(), heads_in,
+             "the texture alone: sequencer=none" if model.pooling is None else
+             f"{heads_in - model.texture.out_dim} of the sequencer's context + the texture")
+
+
 def apply_freezing(model: DeepArtNet, freeze: list[str], freeze_stages: int) -> dict[str, int]:
     """Freeze the named model parts and backbone stages 0..freeze_stages-1; everything else trains.
 

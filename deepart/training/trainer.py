@@ -37,7 +37,7 @@ from deepart.training.engine import Optimization, Progress, train_epoch
 from deepart.training.epoch_log import EpochLog
 from deepart.training.evaluation import PredictionRecorder, evaluate_loader
 from deepart.training.feature_cache import FeaturePath, open_feature_path
-from deepart.training.freezing import apply_freezing, log_stages
+from deepart.training.freezing import apply_freezing, log_stages, log_texture
 from deepart.training.lr_find import apply_lr, run_lr_finder
 from deepart.training.optim import build_optimizer, build_scheduler
 from deepart.training.phases import PhaseState
@@ -125,6 +125,7 @@ class Trainer:
         self.tasks = self.table.tasks
         self.model = self.rt.prepare(build_model(cfg, self.tasks))
         log_stages(self.model.backbone, cfg.data.image_size)
+        log_texture(self.model)
         self.loss_fn = build(cfg.loss, tasks=self.tasks).to(self.rt.device)
         self.logger = build(cfg.logger) if self.dist.is_main else NullLogger()
         self.epoch_log = EpochLog(self.logger, self.tasks, self.rt)
