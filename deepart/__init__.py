@@ -3,8 +3,8 @@
 The package, top layer first (each imports only from the layers below it; pyproject.toml's import-linter
 contracts check it). Every module is named here (tests/test_docs.py checks this map against the tree):
     inference/   a trained model leaving the repo and being used: predict, export, app, index and similar (similar
-                 paintings), evaluate (eval.py), loading (a checkpoint, run dir or export folder -> a ready
-                 model), pretrained (the export folder), onnxrt
+                 paintings), evaluate (eval.py), ensemble (several runs as one model), loading (a checkpoint, run
+                 dir or export folder -> a ready model), pretrained (the export folder), onnxrt
     training/    train() and what runs it: trainer, sweep (a sweep's jobs and summary.csv), evaluation (one
                  pass over a loader), checks (start-up config check), phases, engine, epoch_log, freezing,
                  optim, ema, lr_find, feature_cache (training a frozen backbone's phase on cached features),
@@ -12,7 +12,7 @@ contracts check it). Every module is named here (tests/test_docs.py checks this 
     report/      the sweep report, `python -m deepart report`: sweeps (the command), runs, compare, stats,
                  tables, figures, html_page, search (the Optuna search's part)
     models/      DeepArtNet: deepartnet (the model and its heads), backbone, encoders and pooling (the
-                 `sequencer` group)
+                 `sequencer` group), texture (statistics of several backbone stages: the `texture` group)
     data/        table (the multi-task table every source gives), the sources: wikiart (ArtGAN splits),
                  hf_wikiart (parquet, its images read through rowstore), folder, tabular (a CSV), demo (the
                  generator), splits; getting data: download, archive (extracting), coverage, paintings (the set of

@@ -42,7 +42,7 @@ def test_flip_tta_averages_the_two_views_and_eval_follows_the_run(tiny_cfg, tmp_
     summary = train(tiny_cfg("trainer.tta_hflip=true"), run_dir=tmp_path)
     with_tta = eval_metrics(tmp_path)
     assert with_tta["val/loss"] == pytest.approx(summary["best"]["val/loss"], abs=1e-6)
-    without = eval_metrics(tmp_path, "tta_hflip=false")
+    without = eval_metrics(tmp_path, "tta=none")
     assert without["val/loss"] != pytest.approx(with_tta["val/loss"], abs=1e-6)
 
 

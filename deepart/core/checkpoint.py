@@ -218,6 +218,7 @@ ADDED_KEYS = {
 ADDED_SECTIONS = {
     "augment": {"policy": "none", "magnitude": 9, "num_ops": 2, "erasing": 0.0, "mixup_alpha": 0.0,
                 "cutmix_alpha": 0.0, "mix_prob": 1.0, "switch_prob": 0.5, "mix_mode": "batch"},
+    "texture": {"kind": "none"},
 }
 #: The loss criteria that were strings (`loss.criterion`) before they were classes picked by `_target_`.
 _CRITERIA = {"focal": "deepart.objectives.losses.FocalLoss", "ce": "deepart.objectives.losses.CrossEntropyLoss"}

@@ -20,7 +20,8 @@ from deepart.data import demo as demo_data
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import data_root, eval_loader, load_table, set_data_root
 from deepart.inference import pretrained
-from deepart.inference.loading import load_model, resolve_model_path
+from deepart.inference.ensemble import load_ensemble, member_paths
+from deepart.inference.loading import load_model
 from deepart.objectives.calibration import (
     Calibration,
     bins_of,
@@ -30,9 +31,9 @@ from deepart.objectives.calibration import (
     fit_calibration,
     scaled_probs,
 )
-from deepart.objectives.metrics import format_table, per_class_table
+from deepart.objectives.metrics import MetricAccumulator, format_table, per_class_table
 from deepart.tracking import NullLogger, logger_kind, logger_kinds
-from deepart.training.evaluation import LogitRecorder, PredictionRecorder, evaluate_loader
+from deepart.training.evaluation import TTA_MODES, LogitRecorder, PredictionRecorder, evaluate_loader
 from deepart.vis.gallery import MistakeGallery, read_png
 from deepart.vis.plots import plot_confusion, plot_coverage, plot_reliability
 
@@ -42,10 +43,22 @@ SPLITS = ("val", "train", "test")
 
 
 def require_checkpoint_arg(argv: list[str]) -> None:
-    """Refuse a `ckpt=` argument that names nothing loadable, before anything is written."""
+    """Refuse a `ckpt=` argument that names nothing loadable (a model, a list of them or a sweep dir), before
+    anything is written."""
     given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("ckpt=")]
     if given:
-        resolve_model_path(given[-1])
+        member_paths(given[-1])
+
+
+def output_home(spec) -> Path:
+    """The folder whose eval/ an evaluation writes to: the run dir of one model, the sweep dir of a sweep, the
+    common folder of a list of runs (their sweep dir when they share one)."""
+    import os
+
+    paths = member_paths(spec)
+    if len(paths) == 1:
+        return run_dir_of(paths[0])
+    return Path(os.path.commonpath([run_dir_of(p).resolve() for p in paths]))
 
 
 def run_config(cfg: DictConfig, model, ckpt: Checkpoint | None) -> DictConfig:
@@ -120,16 +133,34 @@ def _evaluation_setup(run_cfg: DictConfig, model, ckpt: Checkpoint | None, **tra
     return table, rt, rt.prepare(model), loss_fn.to(rt.device)
 
 
+def tta_mode(cfg: DictConfig, run_cfg: DictConfig) -> str:
+    """eval.py's `tta`, or as the run validated (hflip with trainer.tta_hflip, else none) when it is null."""
+    return cfg.tta if cfg.get("tta") is not None else ("hflip" if run_cfg.trainer.get("tta_hflip") else "none")
+
+
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on its run's validation split; write metrics.json, per-class CSV and
-    confusion-matrix PNGs to `out_dir` (default <run dir>/eval). Returns the metrics."""
+    confusion-matrix PNGs to `out_dir` (default <run dir>/eval). Returns the metrics. A sweep dir or a list of
+    models is evaluated as their ensemble (the mean of their probabilities) beside each member."""
     check_eval_keys(cfg)
-    model, ckpt = load_model(cfg.ckpt)
-    source = ckpt.path if ckpt is not None else resolve_model_path(cfg.ckpt)[1]
-    run_cfg = run_config(cfg, model, ckpt)
+    paths = member_paths(cfg.ckpt)
+    members: list[Checkpoint | None] = []
+    if len(paths) == 1:
+        model, ckpt = load_model(paths[0])
+        source = ckpt.path if ckpt is not None else paths[0]
+        run_cfg = run_config(cfg, model, ckpt)
+        tta = tta_mode(cfg, run_cfg)
+    else:
+        if cfg.get("calibrate"):
+            raise ConfigError("calibrate=true fits the temperatures of one model; calibrate each member (python "
+                              "eval.py ckpt=<run> calibrate=true), then evaluate the ensemble: it uses them")
+        model, members = load_ensemble(paths)
+        run_cfg = run_config(cfg, model.members[0], members[0])
+        model.tta, model.tta_crop = tta_mode(cfg, run_cfg), float(cfg.get("tta_crop", 0.875))
+        ckpt, source, tta = None, output_home(paths), "none"  # the members apply the test-time augmentation
     tasks = model.tasks
     table, rt, model, loss_fn = _evaluation_setup(
-        run_cfg, model, ckpt, device=cfg.device, threads=cfg.get("threads"),
+        run_cfg, model, members[0] if members else ckpt, device=cfg.device, threads=cfg.get("threads"),
         precision=cfg.get("precision") or run_cfg.trainer.precision)
 
     loader = eval_loader(table, run_cfg.data, cfg.batch_size or eval_batch_size(run_cfg), str(rt.device),
@@ -137,28 +168,45 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     skips = SkipCounter()
     gallery = MistakeGallery(tasks, cfg.get("gallery", 16))
     recorder, logits = PredictionRecorder(tasks, table.frame(cfg.split)["path"].tolist()), LogitRecorder(tasks)
-    hflip = cfg.tta_hflip if cfg.get("tta_hflip") is not None else run_cfg.trainer.tta_hflip
-    metrics, meter = evaluate_loader(model, loss_fn, loader, rt, tasks, skips=skips, progress=True, hflip=hflip,
-                                     desc=f"eval {cfg.split}",
-                                     collect=lambda b, o: (gallery(b, o), recorder(b, o), logits(b, o)))
+    member_meters = [MetricAccumulator(tasks, rt.device) for _ in members]
+
+    def collect(batch: dict, out: dict) -> None:
+        gallery(batch, out), recorder(batch, out), logits(batch, out)
+        for meter_, member_logits in zip(member_meters, out.get("members", ())):
+            meter_.update(member_logits, rt.labels(batch))
+
+    metrics, meter = evaluate_loader(model, loss_fn, loader, rt, tasks, skips=skips, progress=True, tta=tta,
+                                     tta_crop=float(cfg.get("tta_crop", 0.875)), desc=f"eval {cfg.split}",
+                                     collect=collect)
     if cfg.split != "val":
         metrics = {k.replace("val/", f"{cfg.split}/", 1): v for k, v in metrics.items()}
 
-    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else eval_dir(source)
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else (eval_dir(source) if not members else source / "eval")
     out_dir.mkdir(parents=True, exist_ok=True)
     calibration = Calibration.from_dict(model.calibration)
     if cfg.get("calibrate"):
-        fit_on = logits if cfg.split == "val" else _val_logits(cfg, run_cfg, table, rt, (model, loss_fn), hflip)
+        fit_on = logits if cfg.split == "val" else _val_logits(cfg, run_cfg, table, rt, (model, loss_fn), tta)
         calibration = keep_calibration(fit_on, cfg.ece_bins, ckpt, source)
     coverage = calibration_and_coverage(cfg, logits, calibration, metrics, out_dir)
     per_class = _per_class(meter, tasks, cfg.split, out_dir)
     galleries = gallery.save(out_dir, cfg.split, loader.dataset.paths)
     recorder.save(predictions_file(out_dir, cfg.split))
     epoch = ckpt.epoch if ckpt is not None else None
-    write_metrics(out_dir, {"checkpoint": str(source), "epoch": epoch, "split": cfg.split,
-                            "skipped_images": skips.total, "metrics": metrics, "coverage": coverage,
-                            "calibration": calibration.to_dict() if calibration.calibrated else None})
-    print(f"\n{source}" + (f" (epoch {epoch})" if epoch is not None else "") + f", {cfg.split} split:")
+    record = {"checkpoint": str(source), "epoch": epoch, "split": cfg.split, "tta": tta if not members else model.tta,
+              "skipped_images": skips.total, "metrics": metrics, "coverage": coverage,
+              "calibration": calibration.to_dict() if calibration.calibrated else None}
+    if members:
+        member_metrics = {name: m.compute(cfg.split) for name, m in zip(model.names, member_meters)}
+        record.update(checkpoint=None, ensemble=[str(p) for p in paths], members=member_metrics)
+        table_text = format_ensemble(member_metrics, metrics, tasks, cfg.split)
+        write_ensemble_csv(member_metrics, metrics, tasks, cfg.split, out_dir / "ensemble.csv")
+    write_metrics(out_dir, record)
+    if members:
+        print(f"\nensemble of {len(paths)} models ({source}), {cfg.split} split, test-time augmentation: "
+              f"{model.tta}:\n{table_text}\n\nthe ensemble (mean of the members' probabilities):")
+    else:
+        print(f"\n{source}" + (f" (epoch {epoch})" if epoch is not None else "") + f", {cfg.split} split"
+              + (f", test-time augmentation: {tta}" if tta != "none" else "") + ":")
     _print_results(metrics, tasks, cfg.split, format_calibration(calibration, metrics, cfg.split) + "\n"
                    + format_coverage(coverage, calibration), per_class)
     if cfg.split == "val" and ckpt is not None:
@@ -167,9 +215,39 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         _log_to_wandb(cfg, ckpt, run_cfg, metrics, {t: meter.confusion_matrix(t) for t in tasks}, galleries)
     predictions = predictions_file(out_dir, cfg.split).name
     print(f"\nwrote {out_dir}/{METRICS}, per_class.csv, {predictions}, confusion_<task>.png, "
-          f"reliability_<task>.png, coverage_<task>.png"
+          f"reliability_<task>.png, coverage_<task>.png" + (", ensemble.csv" if members else "")
           + (", mistakes_<task>.png" if galleries else ""))
     return metrics
+
+
+ENSEMBLE_COLUMNS = (("top1", "top1"), ("top5", "top5"), ("macro_f1", "mF1"), ("ece", "ECE"))
+
+
+def _ensemble_rows(members: dict[str, dict], ensemble: dict, tasks: dict, split: str) -> list[tuple[str, str, list]]:
+    rows = [*members.items(), ("ensemble", ensemble)]
+    return [(name, task, [m[f"{split}/{task}/{key}"] for key, _ in ENSEMBLE_COLUMNS])
+            for name, m in rows for task in tasks]
+
+
+def format_ensemble(members: dict[str, dict], ensemble: dict, tasks: dict, split: str) -> str:
+    """Each member's and the ensemble's top-1 / top-5 / macro-F1 / ECE per task (in %), and the members' mean."""
+    width = max(len("members' mean"), *(len(n) for n in members)) + 2
+    head = f"{'model':<{width}}{'task':<10}" + "".join(f"{label:>8}" for _, label in ENSEMBLE_COLUMNS)
+    lines = [head, "-" * len(head)]
+    for name, task, values in _ensemble_rows(members, ensemble, tasks, split):
+        if name == "ensemble":
+            for t in tasks if task == next(iter(tasks)) else ():
+                mean = [sum(m[f"{split}/{t}/{key}"] for m in members.values()) / len(members)
+                        for key, _ in ENSEMBLE_COLUMNS]
+                lines.append(f"{'members mean':<{width}}{t:<10}" + "".join(f"{100 * v:>8.1f}" for v in mean))
+        lines.append(f"{name:<{width}}{task:<10}" + "".join(f"{100 * v:>8.1f}" for v in values))
+    return "\n".join(lines)
+
+
+def write_ensemble_csv(members: dict[str, dict], ensemble: dict, tasks: dict, split: str, path: Path) -> None:
+    frame = pd.DataFrame([{"model": name, "task": task, **{key: v for (key, _), v in zip(ENSEMBLE_COLUMNS, values)}}
+                          for name, task, values in _ensemble_rows(members, ensemble, tasks, split)])
+    frame.to_csv(path, index=False)
 
 
 def _log_difference(metrics: dict[str, Any], ckpt: Checkpoint) -> None:
@@ -207,6 +285,11 @@ def check_eval_keys(cfg: DictConfig) -> None:
     """split, threads, calibrate, ece_bins and coverage_thresholds: one line naming the key when a value is not
     usable."""
     require_choice("split", cfg.split, SPLITS)
+    if cfg.get("tta") is not None:
+        require_choice("tta", cfg.tta, TTA_MODES)
+    crop = cfg.get("tta_crop", 0.875)
+    require(isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop < 1, "tta_crop", crop,
+            "a fraction of the side in (0, 1), e.g. 0.875")
     check_threads("threads", cfg.get("threads"))
     require(isinstance(cfg.get("calibrate", False), bool), "calibrate", cfg.get("calibrate"), "true | false")
     bins = cfg.get("ece_bins")
@@ -217,14 +300,14 @@ def check_eval_keys(cfg: DictConfig) -> None:
     require(ok, "coverage_thresholds", thresholds, "a list of numbers in (0, 1), e.g. [0.5,0.7,0.9]")
 
 
-def _val_logits(cfg: DictConfig, run_cfg: DictConfig, table, rt: Runtime, model_and_loss, hflip: bool):
+def _val_logits(cfg: DictConfig, run_cfg: DictConfig, table, rt: Runtime, model_and_loss, tta: str):
     """The logits of a pass over the val split (to fit the temperatures on when another split is evaluated)."""
     model, loss_fn = model_and_loss
     loader = eval_loader(table, run_cfg.data, cfg.batch_size or eval_batch_size(run_cfg), str(rt.device),
                          split="val", workers=cfg.num_workers)
     recorder = LogitRecorder(table.tasks)
-    evaluate_loader(model, loss_fn, loader, rt, table.tasks, skips=SkipCounter(), progress=True, hflip=hflip,
-                    desc="calibrate on val", collect=recorder)
+    evaluate_loader(model, loss_fn, loader, rt, table.tasks, skips=SkipCounter(), progress=True, tta=tta,
+                    tta_crop=float(cfg.get("tta_crop", 0.875)), desc="calibrate on val", collect=recorder)
     return recorder
 
 

@@ -328,7 +328,7 @@ def _card_metrics(tasks: dict[str, list[str]], metrics: dict, source: str) -> li
 def _sequencer_name(config: dict) -> str:
     encoder = config["sequencer"].get("encoder")
     if encoder is None:
-        return "pool"
+        return "pool" if config["sequencer"].get("pooling") is not None else "none"
     target = encoder.get("_target_", "")
     if target.endswith("RNNEncoder"):
         return {"lstm": "bilstm", "gru": "gru"}.get(encoder.get("cell"), "rnn")

@@ -4,6 +4,7 @@ or an export folder alone.
     python -m deepart predict ckpt=outputs/.../checkpoints/best.pt images=paintings/ visualize=true
     python -m deepart predict ckpt=exported-model/ images=scans/ backend=onnx batch_size=64
     python -m deepart predict ckpt=<run dir> images=paintings/ min_confidence=0.6   # below 60 %: "uncertain"
+    python -m deepart predict ckpt=<sweep dir> images=paintings/    # the ensemble of the sweep's runs
 
 Options are `key=value` pairs composed onto conf/predict.yaml (which lists them). Unreadable files are
 reported and skipped.
@@ -14,6 +15,7 @@ import csv
 import glob
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,10 +25,11 @@ import torch
 from omegaconf import DictConfig
 
 from deepart.core.cli import compose_cli
-from deepart.core.errors import DataError, report_errors, require, require_choice
+from deepart.core.errors import ConfigError, DataError, report_errors, require, require_choice
 from deepart.core.rundir import run_dir_of
-from deepart.core.runtime import check_threads
+from deepart.core.runtime import check_threads, resolve_device
 from deepart.data.dataset import SkipCounter
+from deepart.inference.ensemble import load_ensemble, member_paths
 from deepart.inference.loading import BACKENDS, Predictor
 from deepart.models import DeepArtNet
 from deepart.objectives.calibration import Calibration, min_confidence_per_task
@@ -39,8 +42,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 FORMATS = ("json", "csv", "both")
 
 
-USAGE = "python -m deepart predict ckpt=<run>/checkpoints/best.pt (or a run dir or an export folder) " \
-        "images=<file, folder or glob>"
+USAGE = "python -m deepart predict ckpt=<run>/checkpoints/best.pt (or a run dir, an export folder, or a sweep dir " \
+        "for an ensemble) images=<file, folder or glob>"
 
 
 def parse_args(argv: list[str]) -> DictConfig:
@@ -77,10 +80,22 @@ def predict(cfg: DictConfig) -> dict:
     """Run the CLI's work; returns {"predictions": [...], "skipped": [...], "out_dir": ...}."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    predictor = Predictor.from_checkpoint(cfg.ckpt, device=cfg.device, backend=cfg.backend, threads=cfg.threads)
+    members = member_paths(cfg.ckpt)
+    if len(members) == 1:
+        predictor = Predictor.from_checkpoint(cfg.ckpt, device=cfg.device, backend=cfg.backend, threads=cfg.threads)
+        home = run_dir_of(cfg.ckpt)
+    else:  # an ensemble: the mean of the members' probabilities
+        if cfg.backend != "torch" or cfg.visualize:
+            raise ConfigError(f"ckpt={cfg.ckpt} names {len(members)} models (an ensemble), which predict with "
+                              f"backend=torch and visualize=false; pass one model for "
+                              f"{'backend=' + cfg.backend if cfg.backend != 'torch' else 'visualize=true'}")
+        ensemble = load_ensemble(members)[0]
+        predictor = Predictor(ensemble, resolve_device(cfg.device, key="device"))
+        home = Path(os.path.commonpath([run_dir_of(p).resolve() for p in members]))
+        log.info("ensemble of %d models: %s", len(members), ", ".join(ensemble.names))
     thresholds = min_confidence_per_task(cfg.min_confidence, predictor.tasks)
     paths = find_images(str(cfg.images))
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else run_dir_of(cfg.ckpt) / "predict"
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else home / "predict"
     out_dir.mkdir(parents=True, exist_ok=True)
     skips = SkipCounter(max_warnings=None, keep_files=True)
     records = []
@@ -102,7 +117,8 @@ def predict(cfg: DictConfig) -> dict:
         raise DataError(f"images={cfg.images}: none of the {len(paths)} files could be read")
     _write(records, skipped, cfg, out_dir, predictor)
     print(format_predictions(records, predictor.tasks, cfg.print_limit))
-    print(describe_probabilities(predictor.calibration, thresholds))
+    print(describe_probabilities(predictor.calibration, thresholds) if len(members) == 1 else
+          f"probabilities: the mean of the {len(members)} members' probabilities (each calibrated where it was)")
     written = [f"predictions.{ext}" for ext in ("json", "csv") if cfg.format in (ext, "both")]
     print(f"\n{len(records)} images predicted" + (f", {len(skipped)} unreadable skipped" if skipped else "")
           + f"; wrote {out_dir}/{', '.join(written)}" + (" and visualize/*.png" if cfg.visualize else ""))

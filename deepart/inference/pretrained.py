@@ -62,6 +62,7 @@ def model_config(model: DeepArtNet, run_config: dict[str, Any]) -> dict[str, Any
         "architecture": "DeepArtNet",
         "backbone": backbone,
         "sequencer": run_config["sequencer"],
+        **({"texture": run_config["texture"]} if model.texture is not None else {}),
         "model": {k: run_config["model"][k] for k in MODEL_KEYS},
         "tasks": {t: list(c) for t, c in model.tasks.items()},
         "input": {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.input_cfg.items()},
@@ -120,7 +121,8 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 def build_from_config(config: dict[str, Any]) -> DeepArtNet:
     """The network config.json describes, with freshly initialised weights (no download)."""
     cfg = OmegaConf.create({"backbone": {**config["backbone"], "pretrained": False, "weights": None},
-                            "sequencer": config["sequencer"], "model": config["model"],
+                            "sequencer": config["sequencer"], "texture": config.get("texture"),
+                            "model": config["model"],
                             "data": {k: config["input"].get(k) for k in ("image_size", "resize_size", "square_pad")}})
     return build_model(cfg, config["tasks"], pretrained=False)
 

@@ -16,26 +16,60 @@ from deepart.data.dataset import SkipCounter
 from deepart.objectives.losses import MultiTaskLoss
 from deepart.objectives.metrics import MetricAccumulator
 
+#: test-time augmentation (eval.py tta=): the views of each image whose logits are averaged
+TTA_MODES = ("none", "hflip", "five_crop", "five_crop_hflip")
+
+
+def tta_views(images: torch.Tensor, mode: str, crop: float = 0.875) -> list[torch.Tensor]:
+    """The views of a batch of images (B, 3, H, W) that test-time augmentation `mode` averages over, the image
+    itself first: hflip adds its mirror image; five_crop its four corner crops and its centre crop, each `crop` of
+    the side, resized back to H x W (bilinear); five_crop_hflip those six and their mirror images. uint8 batches
+    stay uint8 for the views without resizing; the resized ones are floats in [0, 1] (what DeepArtNet takes)."""
+    if mode not in TTA_MODES:
+        raise ValueError(f"tta={mode!r}: one of {', '.join(TTA_MODES)}")
+    views = [images]
+    if mode.startswith("five_crop"):
+        h, w = images.shape[-2:]
+        ch, cw = max(1, round(h * crop)), max(1, round(w * crop))
+        x = images.float() / 255 if images.dtype == torch.uint8 else images
+        tops, lefts = (0, 0, h - ch, h - ch, (h - ch) // 2), (0, w - cw, 0, w - cw, (w - cw) // 2)
+        for top, left in zip(tops, lefts):
+            part = x[..., top:top + ch, left:left + cw]
+            views.append(torch.nn.functional.interpolate(part, size=(h, w), mode="bilinear", align_corners=False)
+                         .clamp_(0, 1))
+    if mode.endswith("hflip"):
+        views += [v.flip(-1) for v in views]
+    return views
+
+
+def tta_forward(model, images: torch.Tensor, mode: str = "none", crop: float = 0.875) -> dict:
+    """model(images) with its logits averaged over the views of `tta_views` (attention: of the image itself)."""
+    out = model(images)
+    if mode == "none":
+        return out
+    others = [model(view)["logits"] for view in tta_views(images, mode, crop)[1:]]
+    out["logits"] = {t: (z + sum(o[t] for o in others)) / (1 + len(others)) for t, z in out["logits"].items()}
+    return out
+
 
 @torch.no_grad()
 def evaluate_loader(model, loss_fn: MultiTaskLoss, loader, rt: Runtime, tasks: dict, *, skips: SkipCounter,
                     desc: str = "val", progress: bool = False, collect: Callable[[dict, dict], None] | None = None,
-                    reduce: Callable[[list[torch.Tensor]], None] | None = None, hflip: bool = False
-                    ) -> tuple[dict[str, float], MetricAccumulator]:
+                    reduce: Callable[[list[torch.Tensor]], None] | None = None, hflip: bool = False,
+                    tta: str | None = None, tta_crop: float = 0.875) -> tuple[dict[str, float], MetricAccumulator]:
     """Metrics of the model on a loader (eval mode, deterministic). `collect(batch, out)` sees every batch;
-    `reduce(tensors)` sums the counts over processes when each evaluates a disjoint shard; `hflip`: the logits
-    are the mean of the image's and its mirror image's (test-time augmentation; attention of the image)."""
+    `reduce(tensors)` sums the counts over processes when each evaluates a disjoint shard; `tta`: test-time
+    augmentation, the logits averaged over the views of `tta_views` (attention of the image itself); `hflip`:
+    tta=hflip (the image's and its mirror image's logits)."""
     model.eval()
+    mode = tta or ("hflip" if hflip else "none")
     meter = MetricAccumulator(tasks, rt.device)
     bar = tqdm(loader, total=len(loader), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
                mininterval=1.0)
     for batch in skips.readable(bar):
         images, labels = rt.images(batch), rt.labels(batch)
         with rt.autocast():
-            out = model(images)
-            if hflip:
-                mirrored = model(images.flip(-1))["logits"]
-                out["logits"] = {t: (z + mirrored[t]) / 2 for t, z in out["logits"].items()}
+            out = tta_forward(model, images, mode, tta_crop)
         sums = torch.stack([loss_fn.per_sample(out["logits"][t], labels[:, i])[0].sum()
                             for i, t in enumerate(loss_fn.task_names)])
         meter.update(out["logits"], labels, sums)
