@@ -184,3 +184,19 @@ def test_learned_gram_reduction_is_never_cached(tiny_cfg, caplog):
     cfg.trainer.feature_cache = True
     with pytest.raises(ConfigError, match="gram_reduce=learned"):
         use_feature_cache(cfg, model, "3", distributed=False)
+
+
+def test_a_texture_model_exports_to_onnx(tmp_path):
+    """The stage taps and the statistics export: onnxruntime gives the model's logits."""
+    pytest.importorskip("onnxruntime")
+    from deepart.inference.onnxrt import OnnxModel, export_onnx
+
+    model, size = tiny("cnn", "texture=gram", "sequencer=none", "texture.gram_channels=8")
+    export_onnx(model, tmp_path / "model.onnx")
+    runner = OnnxModel(tmp_path / "model.onnx", model.tasks, model.input_cfg)
+    images = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model(images)["logits"]
+    got = runner(images)["logits"]
+    for task in TASKS:
+        assert np.allclose(np.asarray(got[task]), expected[task].numpy(), atol=1e-4)
