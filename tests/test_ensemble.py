@@ -81,7 +81,7 @@ def sweep(demo_root, tmp_path_factory):
 def test_eval_of_a_sweep_dir_prints_the_ensemble_beside_its_members(sweep, tmp_path):
     res = run_script("eval.py", f"ckpt={sweep}", "gallery=0", "wandb=false", cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "ensemble of 2 models" in res.stdout
+    assert "ensemble of 2 models" in res.stdout and "ensemble - members' mean" in res.stdout
     record = json.loads((sweep / "eval" / "metrics.json").read_text())
     assert set(record["members"]) == {"0", "1"} and len(record["ensemble"]) == 2
     table = pd.read_csv(sweep / "eval" / "ensemble.csv")
@@ -107,6 +107,11 @@ def test_eval_of_a_sweep_dir_prints_the_ensemble_beside_its_members(sweep, tmp_p
                 count[task] += int(known.sum())
     for task in table_.tasks:
         assert record["metrics"][f"val/{task}/top1"] == pytest.approx(hits[task] / count[task])
+        # the paired comparison with the members: the difference of the ensemble's top-1 and the members' mean
+        paired = record["ensemble_vs_members"][task]
+        members_mean = sum(record["members"][n][f"val/{task}/top1"] for n in ("0", "1")) / 2
+        assert paired["diff"] == pytest.approx(100 * (record["metrics"][f"val/{task}/top1"] - members_mean))
+        assert paired["low"] <= paired["diff"] <= paired["high"] and 0 <= paired["p_mcnemar"] <= 1
         for name in ("0", "1"):  # each member's own figures beside it
             assert 0.0 <= record["members"][name][f"val/{task}/top1"] <= 1.0
 

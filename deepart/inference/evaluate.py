@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -169,11 +170,13 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     gallery = MistakeGallery(tasks, cfg.get("gallery", 16))
     recorder, logits = PredictionRecorder(tasks, table.frame(cfg.split)["path"].tolist()), LogitRecorder(tasks)
     member_meters = [MetricAccumulator(tasks, rt.device) for _ in members]
+    member_logits = [LogitRecorder(tasks) for _ in members]
 
     def collect(batch: dict, out: dict) -> None:
         gallery(batch, out), recorder(batch, out), logits(batch, out)
-        for meter_, member_logits in zip(member_meters, out.get("members", ())):
-            meter_.update(member_logits, rt.labels(batch))
+        for meter_, record_, own in zip(member_meters, member_logits, out.get("members", ())):
+            meter_.update(own, rt.labels(batch))
+            record_(batch, {"logits": own})
 
     metrics, meter = evaluate_loader(model, loss_fn, loader, rt, tasks, skips=skips, progress=True, tta=tta,
                                      tta_crop=float(cfg.get("tta_crop", 0.875)), desc=f"eval {cfg.split}",
@@ -197,8 +200,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
               "calibration": calibration.to_dict() if calibration.calibrated else None}
     if members:
         member_metrics = {name: m.compute(cfg.split) for name, m in zip(model.names, member_meters)}
-        record.update(checkpoint=None, ensemble=[str(p) for p in paths], members=member_metrics)
-        table_text = format_ensemble(member_metrics, metrics, tasks, cfg.split)
+        paired = ensemble_vs_members(logits, member_logits)
+        record.update(checkpoint=None, ensemble=[str(p) for p in paths], members=member_metrics,
+                      ensemble_vs_members=paired)
+        table_text = format_ensemble(member_metrics, metrics, tasks, cfg.split) + "\n" + format_paired(paired)
         write_ensemble_csv(member_metrics, metrics, tasks, cfg.split, out_dir / "ensemble.csv")
     write_metrics(out_dir, record)
     if members:
@@ -218,6 +223,40 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
           f"reliability_<task>.png, coverage_<task>.png" + (", ensemble.csv" if members else "")
           + (", mistakes_<task>.png" if galleries else ""))
     return metrics
+
+
+def ensemble_vs_members(ensemble: LogitRecorder, members: list[LogitRecorder], n_boot: int = 2000) -> dict:
+    """Per task, the ensemble's top-1 minus its members' mean on the same images, in points: the sweep report's
+    paired bootstrap (images resampled, and the members; the ensemble is one model) with its 95 % interval and
+    p-value, and McNemar's exact test on the images where the ensemble and a member disagree (pooled over the
+    members)."""
+    from deepart.report.stats import mcnemar_exact, paired_bootstrap
+
+    out = {}
+    for task in ensemble.tasks:
+        y = ensemble.labels(task).numpy()
+        known = y != -1
+        if not known.any():
+            continue
+        right = (ensemble.logits(task).argmax(-1).numpy() == y)[None]
+        own = np.stack([(m.logits(task).argmax(-1).numpy() == y) for m in members])
+        result = paired_bootstrap(right, own, known[None], n_boot=n_boot)
+        only_ensemble = int(((right & ~own) & known).sum())
+        only_member = int(((~right & own) & known).sum())
+        out[task] = {"diff": 100 * result.diff, "low": 100 * result.low, "high": 100 * result.high,
+                     "p_bootstrap": result.p_value, "mcnemar": [only_ensemble, only_member],
+                     "p_mcnemar": mcnemar_exact(only_ensemble, only_member)}
+    return out
+
+
+def format_paired(paired: dict) -> str:
+    lines = ["ensemble - members' mean, top-1 (paired on the same images: bootstrap over images and members; "
+             "McNemar pooled over the members):"]
+    for task, r in paired.items():
+        lines.append(f"  {task}: {r['diff']:+.1f} points [95 % CI {r['low']:+.1f}, {r['high']:+.1f}], p "
+                     f"{r['p_bootstrap']:.3f}; only the ensemble right {r['mcnemar'][0]}, only a member "
+                     f"{r['mcnemar'][1]}, McNemar p {r['p_mcnemar']:.3f}")
+    return "\n".join(lines)
 
 
 ENSEMBLE_COLUMNS = (("top1", "top1"), ("top5", "top5"), ("macro_f1", "mF1"), ("ece", "ECE"))
