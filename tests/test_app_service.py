@@ -5,6 +5,7 @@ Python objects in the server."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -44,15 +45,17 @@ def images(demo_root) -> list[Path]:
 
 
 def files_under(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()]
+    """The files under `folder` (os.walk: a subfolder the server removes meanwhile is skipped, not an error)."""
+    return [Path(root) / name for root, _, names in os.walk(folder) for name in names]
 
 
-def wait_for(condition, what: str, timeout: float = 300) -> None:
-    """Block until condition() is true (a state the server reaches, not a timing); fail after `timeout` s."""
+def wait_for(condition, what, timeout: float = 300) -> None:
+    """Block until condition() is true (a state the server reaches, not a timing); fail after `timeout` s
+    saying `what` (a text, or a function giving one then)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout} s: {what}")
+            raise AssertionError(f"not reached within {timeout} s: {what() if callable(what) else what}")
         time.sleep(0.2)
 
 
@@ -193,15 +196,18 @@ def test_a_burst_past_the_queue_is_refused_and_the_page_goes_on(service_run, ima
 
 def test_a_soak_leaves_no_per_request_objects_in_the_server(service_run, demo_root, tmp_path, monkeypatch):
     """300 requests from 4 clients: the Python objects alive in the server (after a full collection, read
-    through the /debug_memory hook that DEEPART_APP_DEBUG=1 adds) do not grow with the requests. Gradio keeps
-    a copy of the page's config per session (a visitor): the same 4 sessions send every request; the names of
-    the cached files are kept while the files are (cache_age_s): 5 s here, so both readings see a steady
-    number of them."""
+    through the /debug_memory hook that DEEPART_APP_DEBUG=1 adds) do not grow with the requests: fewer new ones
+    than requests in all, and no type with one new object per 4 requests. Gradio keeps
+    a copy of the page's config per session (a visitor): the same 4 sessions send every request. The names of
+    the cached files are kept as long as the files (cache_age_s=2 here): each reading waits until the
+    requests' files are deleted."""
     pytest.importorskip("gradio_client")
     from gradio_client import Client, handle_file
 
     monkeypatch.setenv("DEEPART_APP_DEBUG", "1")
-    srv = Server(service_run, tmp_path / "app.log", "concurrency=4", "cache_age_s=5").wait()
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    srv = Server(service_run, tmp_path / "app.log", "concurrency=4", "cache_age_s=2").wait()
     pictures = sorted(demo_root.rglob("*.jpg"))
     clients = [Client(srv.url, verbose=False, download_files=False) for _ in range(4)]
     try:
@@ -219,13 +225,26 @@ def test_a_soak_leaves_no_per_request_objects_in_the_server(service_run, demo_ro
                 t.join(timeout=900)
             assert len(statuses) == n and all(s.startswith("Predicted in ") for s in statuses)
 
-        debug = clients[0]
+        def settled() -> dict:
+            """The report once only the example paintings are left in the cache folder."""
+            report: dict = {}
+
+            def only_examples() -> bool:
+                report.update(json.loads(clients[0].predict(api_name="/debug_memory")))
+                return len(files_under(cache)) == 4 and report["cache_folders"] == 0
+            wait_for(only_examples, lambda: f"the requests' files and folders deleted, left: {report} "
+                     f"{sorted(str(p.relative_to(cache)) for p in files_under(cache))[:8]}", timeout=120)
+            return report
+
         load(40)  # warm: every lazy import, cache and pool of the first requests
-        before = json.loads(debug.predict(api_name="/debug_memory"))
+        before = settled()
         load(300)
-        after = json.loads(debug.predict(api_name="/debug_memory"))
+        after = settled()
         grown = {k: n - before["types"].get(k, 0) for k, n in after["types"].items() if n > before["types"].get(k, 0)}
-        assert after["objects"] - before["objects"] < 300 * 0.25, sorted(grown.items(), key=lambda kv: -kv[1])[:12]
+        # a per-request leak is >= 300 objects of some type; Gradio's connections, threads and timers of the
+        # moment come and go by a few dozen of each
+        worst = sorted(grown.items(), key=lambda kv: -kv[1])[:12]
+        assert after["objects"] - before["objects"] < 300 and max(grown.values(), default=0) < 300 / 4, worst
         assert after["threads"] <= before["threads"] + 4
         assert after["batches"] > before["batches"]
     finally:

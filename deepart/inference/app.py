@@ -13,6 +13,7 @@ the CPU with Gradio (`pip install -e ".[app]"`), loads the model once and queues
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import json
 import logging
@@ -374,13 +375,15 @@ def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency
                      concurrency_limit=concurrency)
         if index is not None:
             similar_panel(gr, image, Finder(index, predictor, analyse.lock), similar_k)
-        if os.environ.get(DEBUG_ENV) == "1":
-            def debug_memory() -> str:
-                return json.dumps(memory_report(page, analyse.worker))
+    folders = None if cache_age_s is None else CacheFolders(page, cache_check_s(cache_age_s), cache_age_s)
+    if os.environ.get(DEBUG_ENV) == "1":
+        def debug_memory() -> str:
+            return json.dumps(memory_report(page, analyse.worker, folders))
 
+        with page:
             gr.api(debug_memory, api_name="debug_memory", concurrency_limit=None)
-    if cache_age_s is not None:
-        CacheFolders(page, cache_check_s(cache_age_s)).start()
+    if folders is not None:
+        folders.start()
     return page.queue(max_size=max_queue, default_concurrency_limit=concurrency)
 
 
@@ -391,31 +394,40 @@ def cache_check_s(age_s: int) -> int:
 
 
 class CacheFolders(threading.Thread):
-    """Gradio's `delete_cache` deletes the page's old files but not the folder each sits in (one per upload or
-    output image, named by its hash): every `every_s` seconds the empty ones are removed, each once it has been
-    empty for a whole period (a folder Gradio is writing into is not empty)."""
+    """What Gradio's `delete_cache` leaves behind: the folder each upload or output image sits in (one per file,
+    named by its hash), and a file written again into its folder just as Gradio deleted it (it is then in none
+    of Gradio's lists). Every `every_s` seconds, in each folder that held one of the page's files, the files
+    older than `age_s` are deleted and the folder is removed once it has been empty for a whole period (a
+    folder Gradio is writing into is not empty). The files Gradio keeps (the examples) are left alone."""
 
-    def __init__(self, page: Any, every_s: float):
+    def __init__(self, page: Any, every_s: float, age_s: float):
         super().__init__(name="deepart-cache-folders", daemon=True)
-        self.page, self.every_s = page, every_s
+        self.page, self.every_s, self.age_s = page, every_s, age_s
         self.root = Path(page.GRADIO_CACHE).resolve()
         self.candidates: set[Path] = set()
+        self.lock = threading.Lock()  # held by a sweep (a memory reading waits for it to finish)
 
     def run(self) -> None:
         while True:
             time.sleep(self.every_s)
-            self.sweep()
+            with self.lock:
+                self.sweep()
 
     def sweep(self) -> int:
-        """Remove the empty folders among those that held the page's files; returns how many."""
+        """Delete the old files and the empty folders among those that held the page's files; returns how many
+        folders were removed."""
+        kept = set().union(*(getattr(b, "keep_in_cache", set()) for b in list(self.page.blocks.values())))
         for files in list(self.page.temp_file_sets):
-            for file in list(files):
+            for file in list(files - kept):
                 parent = Path(file).parent
                 if parent != self.root and self.root in parent.parents:
                     self.candidates.add(parent)
         removed, now = 0, time.time()
         for folder in list(self.candidates):
             try:
+                for file in folder.iterdir():
+                    if str(file) not in kept and now - file.lstat().st_ctime > self.age_s:
+                        file.unlink(missing_ok=True)
                 if now - folder.stat().st_mtime <= self.every_s or any(folder.iterdir()):
                     continue  # in use, or emptied only just now
                 folder.rmdir()
@@ -428,16 +440,18 @@ class CacheFolders(threading.Thread):
         return removed
 
 
-def memory_report(page: Any, worker: ModelWorker | None = None) -> dict[str, Any]:
+def memory_report(page: Any, worker: ModelWorker | None = None, folders: CacheFolders | None = None) -> dict[str, Any]:
     """What the page's process holds, for tests and load checks (the /debug_memory endpoint): its resident
     memory, the Python objects alive after a full garbage collection (in all and per type), the
     threads, the files the page has in Gradio's cache and the batches the model ran."""
-    gc.collect()
-    kinds = collections.Counter(type(o).__name__ for o in gc.get_objects())
+    with folders.lock if folders is not None else contextlib.nullcontext():  # not in the middle of a sweep
+        gc.collect()
+        kinds = collections.Counter(type(o).__name__ for o in gc.get_objects())
     rss = next((int(line.split()[1]) / 1024 for line in Path("/proc/self/status").read_text().splitlines()
                 if line.startswith("VmRSS:")), None) if Path("/proc/self/status").is_file() else None
     return {"rss_mb": rss, "objects": sum(kinds.values()), "types": dict(kinds),
             "threads": threading.active_count(), "cache_files": sum(len(s) for s in page.temp_file_sets),
+            "cache_folders": None if folders is None else len(folders.candidates),
             "batches": None if worker is None else worker.batches}
 
 
