@@ -24,6 +24,7 @@ Points:
     feature_chunk a chunk of the backbone-feature cache written (training with trainer.feature_cache), before
                 the next one starts
     trial_asked an Optuna search asked its study for a trial and has not yet given it a run (hparams_search=optuna)
+    app_batch   the web app's model thread took a batch of requests and has not run it yet (python -m deepart app)
 
 `DEEPART_FAULT_JOB=<n>` (optional) limits both to the Hydra job number n of a sweep: other jobs pass the points
 uncounted, so a test can stop one chosen run of a sweep whose jobs share a process.

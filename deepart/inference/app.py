@@ -12,20 +12,29 @@ the CPU with Gradio (`pip install -e ".[app]"`), loads the model once and queues
 """
 from __future__ import annotations
 
+import collections
+import contextlib
+import gc
+import json
 import logging
+import os
+import queue
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 from omegaconf import DictConfig
 from PIL import Image
 
+from deepart.core import faults
 from deepart.core.cli import compose_cli, install_line
 from deepart.core.errors import ConfigError, first_line, report_errors, require, require_choice
 from deepart.core.files import atomic_write
@@ -38,11 +47,12 @@ from deepart.inference.pretrained import is_export_dir
 from deepart.inference.similar import Finder, similar_panel
 from deepart.objectives.calibration import Calibration, min_confidence_per_task
 from deepart.vis.plots import overlay, upsample_map
-from deepart.vis.saliency import CAM_LAYERS, grad_cam
+from deepart.vis.saliency import CAM_LAYERS, predict_with_cams
 
 log = logging.getLogger("deepart")
 
 CARD = "README.md"  # the model card: YAML front matter (Hugging Face `model-index`) with the val metrics
+DEBUG_ENV = "DEEPART_APP_DEBUG"  # =1: the page also answers /debug_memory (memory_report)
 IMAGE_HINT = "upload a painting as JPEG, PNG, WebP, GIF, TIFF or BMP"
 
 
@@ -202,30 +212,84 @@ class Analysis:
     uncertain: list[str] = field(default_factory=list)  # tasks whose top class is below min_confidence
 
 
+class ModelWorker:
+    """The model's own thread: requests hand it their preprocessed image and wait; it takes every image waiting
+    (up to `max_batch`) and runs them as one batch, the prediction and each task's Grad-CAM from one forward
+    pass (`predict_with_cams`). One thread does all the model's work, so its memory comes and goes in one
+    place whatever thread Gradio answers a request on; `lock` is held while the model runs (the similar
+    paintings share the model)."""
+
+    def __init__(self, model: Any, layer: str, lock: threading.Lock, max_batch: int = 8):
+        self.model, self.layer, self.lock, self.max_batch = model, layer, lock, max_batch
+        self.waiting: queue.SimpleQueue = queue.SimpleQueue()
+        self.batches = self.taken = 0  # batches run so far, images taken into them
+        self.thread = threading.Thread(target=self._run, name="deepart-model", daemon=True)
+        self.thread.start()
+
+    def __call__(self, x: torch.Tensor) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """One image (1, 3, H, W) -> ({"logits": {task: (1, C)}, "attention": (1, h, w) | None}, {task: (H, W)})."""
+        answer: Future = Future()
+        self.waiting.put((x, answer))
+        return answer.result()
+
+    def _run(self) -> None:
+        while True:
+            jobs = [self.waiting.get()]
+            while len(jobs) < self.max_batch:
+                try:
+                    jobs.append(self.waiting.get_nowait())
+                except queue.Empty:
+                    break
+            self.taken += len(jobs)
+            by_shape: dict[tuple, list] = {}
+            for job in jobs:  # one batch per input size (the eval transform gives one size; a safeguard)
+                by_shape.setdefault(tuple(job[0].shape[1:]), []).append(job)
+            for group in by_shape.values():
+                self._batch(group)
+
+    def _batch(self, jobs: list[tuple[torch.Tensor, Future]]) -> None:
+        faults.point("app_batch")
+        try:
+            with self.lock:
+                out, cams = predict_with_cams(self.model, torch.cat([x for x, _ in jobs]), self.layer)
+            self.batches += 1
+        except Exception as exc:  # noqa: BLE001  each waiting request gets the error, the thread goes on
+            for _, answer in jobs:
+                answer.set_exception(exc)
+            return
+        for n, (_, answer) in enumerate(jobs):
+            attention = out["attention"]
+            answer.set_result(({"logits": {t: v[n:n + 1] for t, v in out["logits"].items()},
+                                "attention": None if attention is None else attention[n:n + 1]},
+                               {t: c[n] for t, c in cams.items()}))
+
+
 class Analyser:
     """The page's work for one upload: decode, predict (the Predictor's answer), attention and Grad-CAM
-    overlays. Thread-safe: decoding runs in parallel, the model one request at a time (Grad-CAM hooks it)."""
+    overlays. Thread-safe: decoding and drawing run in the calling threads, the model in its own thread
+    (`ModelWorker`), which batches the images of requests that arrive together."""
 
     def __init__(self, predictor: Predictor, top_k: int = 5, saliency_layer: str = "backbone",
-                 max_megapixels: float = 100, min_confidence=None):
+                 max_megapixels: float = 100, min_confidence=None, max_batch: int = 8):
         require_choice("saliency_layer", saliency_layer, CAM_LAYERS)
         self.predictor, self.top_k, self.layer, self.max_megapixels = predictor, top_k, saliency_layer, max_megapixels
         self.min_confidence = min_confidence_per_task(min_confidence, predictor.tasks)
-        self.lock = threading.Lock()  # the model runs one request at a time (shared with the similar paintings)
+        self.lock = threading.Lock()  # the model runs one batch at a time (shared with the similar paintings)
+        self.worker = ModelWorker(predictor.model, saliency_layer, self.lock, max_batch)
 
     def __call__(self, path: str | Path) -> Analysis:
         start = time.perf_counter()
         image, note = read_painting(path, self.predictor.min_side, self.max_megapixels)
         p = self.predictor
-        with self.lock:
-            result = p.predict(image, top_k=max(len(c) for c in p.tasks.values()), min_confidence=self.min_confidence)
-            x = p.preprocess([image])
-            cams = {t: grad_cam(p.model, x, t, classes=[p.tasks[t].index(result[t]["label"])], layer=self.layer)[0]
-                    for t in p.tasks}
+        x = p.preprocess([image])
+        out, cams = self.worker(x)
+        result = p.decode(out["logits"], top_k=max(len(c) for c in p.tasks.values()),
+                          min_confidence=self.min_confidence)[0]
+        attention = None if out["attention"] is None else out["attention"][0].float().numpy()
         picture = x[0].permute(1, 2, 0).cpu().numpy()
         panels = [(picture, "the painting as the model sees it")]
-        if result["attention"] is not None:
-            panels.append((overlay(picture, upsample_map(result["attention"], picture.shape[:2])), "attention"))
+        if attention is not None:
+            panels.append((overlay(picture, upsample_map(attention, picture.shape[:2])), "attention"))
         for t, cam in cams.items():
             panels.append((overlay(picture, cam), f"Grad-CAM {t}: {result[t]['label']}"))
         probabilities = {t: dict(result[t]["top_k"]) for t in p.tasks}
@@ -263,12 +327,15 @@ def example_paintings(folder: str | Path | None = None) -> list[Path]:
 def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency_layer: str = "backbone",
               max_megapixels: float = 100, examples: str | Path | None = None, title: str = "deepart",
               concurrency: int = 2, max_queue: int = 16, min_confidence=None, index: Index | None = None,
-              similar_k: int = 8) -> Any:
+              similar_k: int = 8, cache_age_s: int | None = 3600) -> Any:
     """The page (a queued gr.Blocks): upload / paste / example -> labels per task, overlays, timing; answers
     below `min_confidence` (a number or {task: number}) are called uncertain in the status line; with an
-    `index` of the same model, the thumbnails of its `similar_k` paintings most like the upload."""
+    `index` of the same model, the thumbnails of its `similar_k` paintings most like the upload. Uploads and
+    output images are deleted from Gradio's cache `cache_age_s` seconds after they were written (None: kept
+    until the page stops). With DEEPART_APP_DEBUG=1 in the environment the page also answers /debug_memory
+    (`memory_report`)."""
     gr = import_gradio()
-    analyse = Analyser(predictor, top_k, saliency_layer, max_megapixels, min_confidence)
+    analyse = Analyser(predictor, top_k, saliency_layer, max_megapixels, min_confidence, max_batch=concurrency)
     tasks = list(predictor.tasks)
 
     def on_image(path: str | None):
@@ -288,7 +355,8 @@ def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency
             status += f"  \n**Uncertain** (below the confidence threshold): {', '.join(result.uncertain)}"
         return [result.probabilities[t] for t in tasks] + [result.panels, status]
 
-    with gr.Blocks(title=title, analytics_enabled=False) as page:
+    delete_cache = None if cache_age_s is None else (cache_check_s(cache_age_s), cache_age_s)
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=delete_cache) as page:
         gr.Markdown(f"# {title}\nDrop a painting (or paste one, or click an example): the model names its "
                     f"{', '.join(tasks)}, and shows where it looked.")
         gr.Markdown(info.markdown(), elem_id="model-info")
@@ -307,7 +375,84 @@ def build_app(predictor: Predictor, info: ModelInfo, *, top_k: int = 5, saliency
                      concurrency_limit=concurrency)
         if index is not None:
             similar_panel(gr, image, Finder(index, predictor, analyse.lock), similar_k)
+    folders = None if cache_age_s is None else CacheFolders(page, cache_check_s(cache_age_s), cache_age_s)
+    if os.environ.get(DEBUG_ENV) == "1":
+        def debug_memory() -> str:
+            return json.dumps(memory_report(page, analyse.worker, folders))
+
+        with page:
+            gr.api(debug_memory, api_name="debug_memory", concurrency_limit=None)
+    if folders is not None:
+        folders.start()
     return page.queue(max_size=max_queue, default_concurrency_limit=concurrency)
+
+
+def cache_check_s(age_s: int) -> int:
+    """How often the cache is checked for files past `age_s`: a quarter of the age, at least every second and
+    at most every minute."""
+    return max(1, min(60, age_s // 4))
+
+
+class CacheFolders(threading.Thread):
+    """What Gradio's `delete_cache` leaves behind: the folder each upload or output image sits in (one per file,
+    named by its hash), and a file written again into its folder just as Gradio deleted it (it is then in none
+    of Gradio's lists). Every `every_s` seconds, in each folder that held one of the page's files, the files
+    older than `age_s` are deleted and the folder is removed once it has been empty for a whole period (a
+    folder Gradio is writing into is not empty). The files Gradio keeps (the examples) are left alone."""
+
+    def __init__(self, page: Any, every_s: float, age_s: float):
+        super().__init__(name="deepart-cache-folders", daemon=True)
+        self.page, self.every_s, self.age_s = page, every_s, age_s
+        self.root = Path(page.GRADIO_CACHE).resolve()
+        self.candidates: set[Path] = set()
+        self.lock = threading.Lock()  # held by a sweep (a memory reading waits for it to finish)
+
+    def run(self) -> None:
+        while True:
+            time.sleep(self.every_s)
+            with self.lock:
+                self.sweep()
+
+    def sweep(self) -> int:
+        """Delete the old files and the empty folders among those that held the page's files; returns how many
+        folders were removed."""
+        kept = set().union(*(getattr(b, "keep_in_cache", set()) for b in list(self.page.blocks.values())))
+        for files in list(self.page.temp_file_sets):
+            for file in list(files - kept):
+                parent = Path(file).parent
+                if parent != self.root and self.root in parent.parents:
+                    self.candidates.add(parent)
+        removed, now = 0, time.time()
+        for folder in list(self.candidates):
+            try:
+                for file in folder.iterdir():
+                    if str(file) not in kept and now - file.lstat().st_ctime > self.age_s:
+                        file.unlink(missing_ok=True)
+                if now - folder.stat().st_mtime <= self.every_s or any(folder.iterdir()):
+                    continue  # in use, or emptied only just now
+                folder.rmdir()
+                removed += 1
+            except FileNotFoundError:
+                pass
+            except OSError:  # a file appeared in it meanwhile: kept
+                continue
+            self.candidates.discard(folder)
+        return removed
+
+
+def memory_report(page: Any, worker: ModelWorker | None = None, folders: CacheFolders | None = None) -> dict[str, Any]:
+    """What the page's process holds, for tests and load checks (the /debug_memory endpoint): its resident
+    memory, the Python objects alive after a full garbage collection (in all and per type), the
+    threads, the files the page has in Gradio's cache and the batches the model ran."""
+    with folders.lock if folders is not None else contextlib.nullcontext():  # not in the middle of a sweep
+        gc.collect()
+        kinds = collections.Counter(type(o).__name__ for o in gc.get_objects())
+    rss = next((int(line.split()[1]) / 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmRSS:")), None) if Path("/proc/self/status").is_file() else None
+    return {"rss_mb": rss, "objects": sum(kinds.values()), "types": dict(kinds),
+            "threads": threading.active_count(), "cache_files": sum(len(s) for s in page.temp_file_sets),
+            "cache_folders": None if folders is None else len(folders.candidates),
+            "batches": None if worker is None else worker.batches}
 
 
 def hand_over_undecoded(image: Any) -> Any:
@@ -345,6 +490,9 @@ def parse_args(argv: list[str]) -> DictConfig:
     require(isinstance(cfg.share, bool), "share", cfg.share, "true | false")
     min_confidence_per_task(cfg.min_confidence)
     require(isinstance(cfg.similar_k, int) and cfg.similar_k >= 1, "similar_k", cfg.similar_k, "an integer >= 1")
+    require(cfg.cache_age_s is None or (isinstance(cfg.cache_age_s, int) and not isinstance(cfg.cache_age_s, bool)
+                                        and cfg.cache_age_s >= 1), "cache_age_s", cfg.cache_age_s,
+            "a number of seconds >= 1, or null")
     return cfg
 
 
@@ -359,7 +507,7 @@ def serve(cfg: DictConfig) -> None:
     page = build_app(predictor, info, top_k=cfg.top_k, saliency_layer=cfg.saliency_layer,
                      max_megapixels=cfg.max_megapixels, examples=cfg.examples, title=cfg.title,
                      concurrency=cfg.concurrency, max_queue=cfg.max_queue, min_confidence=cfg.min_confidence,
-                     index=index, similar_k=cfg.similar_k)
+                     index=index, similar_k=cfg.similar_k, cache_age_s=cfg.cache_age_s)
     page.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share,
                 max_file_size=f"{cfg.max_file_mb}mb", show_error=True)
 

@@ -7,12 +7,14 @@ image's size, (B, H, W) float32 in [0, 1].
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import timm.layers.activations as timm_acts
 import torch
 from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
@@ -80,6 +82,58 @@ def grad_cam(model: DeepArtNet, images: torch.Tensor, task: str, classes: Sequen
     x = _as_float(images, model)
     with _saliency_mode(model), GradCAM(TaskLogits(model, task), [cam_layer(model, layer)]) as cam:
         return cam(x, targets=_targets(classes)).astype(np.float32)  # (B, H, W)
+
+
+def _cam_maps(activations: np.ndarray, grads: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """pytorch-grad-cam's GradCAM arithmetic for one target layer, step by step: channel weights = the gradients
+    averaged over the grid, the weighted activations summed over channels, ReLU, each map scaled to [0, 1]
+    and resized to `size` (W, H), then (its one-layer aggregation) ReLU and scaled again."""
+    weights = np.mean(grads, axis=(2, 3))
+    cam = np.maximum((weights[:, :, None, None] * activations).sum(axis=1), 0)
+    scaled = scale_cam_image(cam, size)[:, None, :]
+    return scale_cam_image(np.mean(np.maximum(scaled, 0), axis=1)).astype(np.float32)
+
+
+def predict_with_cams(model: DeepArtNet, images: torch.Tensor, layer: str = "backbone",
+                      pick: Callable[[str, torch.Tensor], Sequence[int]] | None = None,
+                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The model's outputs for a batch and the Grad-CAM of every task, from one forward pass: the layers
+    before `layer` run without autograd, and each task's gradients flow back only to `layer` (the maps
+    need nothing deeper), one backward per task over the whole batch (the images of a batch in eval mode do
+    not mix, so each image's map is the one `grad_cam` gives it alone).
+
+    `pick(task, logits)`: the class index explained per image (default: the predicted class). Returns
+    ({"logits": {task: (B, C)}, "attention": (B, h, w) | None}, detached) and {task: (B, H, W) maps in
+    [0, 1]}, the maps of `grad_cam` (same arithmetic, same post-processing)."""
+    x = _as_float(images, model)
+    size = (x.shape[-1], x.shape[-2])
+    captured: list[torch.Tensor] = []
+    with _saliency_mode(model):
+        with torch.no_grad():
+            fmap = model.backbone(model.normalize(x))
+        if layer == "backbone":
+            fmap = fmap.detach().requires_grad_(True)
+            captured.append(fmap)
+            handle = None
+        else:
+            handle = cam_layer(model, layer).register_forward_hook(lambda m, i, out: captured.append(out))
+        try:
+            out = model.from_backbone(fmap)
+        finally:
+            if handle is not None:
+                handle.remove()
+        acts = captured[0]
+        activations = acts.detach().cpu().numpy()
+        cams = {}
+        for task, logits in out["logits"].items():
+            logits = logits.float()
+            classes = logits.argmax(-1).tolist() if pick is None else [int(c) for c in pick(task, logits.detach())]
+            score = logits.gather(1, torch.as_tensor(classes, device=logits.device).view(-1, 1)).sum()
+            (grads,) = torch.autograd.grad(score, acts, retain_graph=True)
+            cams[task] = _cam_maps(activations, grads.cpu().numpy(), size)
+    answer = {"logits": {t: v.detach() for t, v in out["logits"].items()},
+              "attention": None if out["attention"] is None else out["attention"].detach()}
+    return answer, cams
 
 
 # ---------------------------------------------------------------------------------------- guided backprop
