@@ -200,3 +200,23 @@ def test_a_texture_model_exports_to_onnx(tmp_path):
     got = runner(images)["logits"]
     for task in TASKS:
         assert np.allclose(np.asarray(got[task]), expected[task].numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("sequencer", ["bilstm", "none"])
+def test_saliency_of_a_texture_model(sequencer):
+    """Grad-CAM through the texture statistics: the web page's one-pass maps equal pytorch-grad-cam's per task, and
+    a model without a projection refuses saliency.layer=proj with one line."""
+    from deepart.vis.saliency import grad_cam, predict_with_cams
+
+    model, size = tiny("cnn", "texture=gram", f"sequencer={sequencer}", "texture.gram_channels=8")
+    images = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    out, cams = predict_with_cams(model, images)
+    with torch.no_grad():
+        reference = model(images)["logits"]
+    for task in TASKS:
+        torch.testing.assert_close(out["logits"][task], reference[task], rtol=1e-5, atol=1e-5)
+        classes = reference[task].argmax(-1).tolist()
+        np.testing.assert_allclose(cams[task], grad_cam(model, images, task, classes=classes), atol=1e-4)
+    if sequencer == "none":
+        with pytest.raises(ConfigError, match="saliency.layer=proj"):
+            grad_cam(model, images, "style", layer="proj")

@@ -89,12 +89,17 @@ class DeepArtNet(nn.Module):
         """forward's outputs and two vectors computed on the way (the embeddings of deepart.inference.index):
         "pooled" (B, C) the backbone's feature map averaged over the grid, "context" (B, out_dim) what the heads
         read (the attention context vector, joined with the texture statistics where the model has them)."""
-        x = self.normalize(images)                         # keeps the input's memory format
+        fmap, maps = self.backbone_maps(self.normalize(images))   # keeps the input's memory format
+        return self.from_backbone(fmap, None if maps is None else self.texture.stats(maps))
+
+    def backbone_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The backbone's last map (B, C, h, w) of normalised images and, for a model with texture statistics,
+        the maps of the texture's stages from the same pass (the last stage's is the last map itself)."""
         if self.texture is None:
-            return self.from_backbone(self.backbone(x))    # the backbone's map: (B, C, h, w)
-        taps = dict.fromkeys(self.texture.stages)          # the stages' maps, from the same pass
+            return self.backbone(x), None
+        taps = dict.fromkeys(self.texture.stages)
         fmap = self.backbone(x, taps=taps)
-        return self.from_backbone(fmap, self.texture.stats([taps[k] for k in self.texture.stages]))
+        return fmap, [taps[k] for k in self.texture.stages]
 
     def from_backbone(self, fmap: torch.Tensor | None, texture: torch.Tensor | None = None) -> dict[str, Any]:
         """`features` from the backbone's feature map (B, C, h, w) on, and the raw texture statistics (B, raw_dim)

@@ -304,11 +304,8 @@ def _build(model: DeepArtNet, dataset: PaintingDataset, rt: Runtime, folder: Pat
 def backbone_pass(model: DeepArtNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The backbone's last map and, for a model with texture statistics, their raw values (B, raw_dim), from one
     pass over normalised images: what DeepArtNet.features gives DeepArtNet.from_backbone."""
-    if model.texture is None:
-        return model.backbone(x), None
-    taps = dict.fromkeys(model.texture.stages)
-    fmap = model.backbone(x, taps=taps)
-    return fmap, model.texture.stats([taps[k] for k in model.texture.stages])
+    fmap, maps = model.backbone_maps(x)
+    return fmap, None if maps is None else model.texture.stats(maps)
 
 
 #: the chunk key of each per-image array

@@ -18,7 +18,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from deepart.core.errors import require_choice
+from deepart.core.errors import ConfigError, require_choice
 from deepart.models.deepartnet import DeepArtNet
 
 #: Where Grad-CAM reads activations and gradients: the last backbone stage (the backbone's output,
@@ -70,6 +70,9 @@ def _targets(classes: Sequence[int] | None) -> list | None:
 
 def cam_layer(model: DeepArtNet, layer: str) -> nn.Module:
     require_choice("saliency.layer", layer, CAM_LAYERS)
+    if layer == "proj" and model.pooling is None:
+        raise ConfigError("saliency.layer=proj: this model has no projection (sequencer=none: the heads read "
+                          "texture statistics); use saliency.layer=backbone")
     return getattr(model, layer)
 
 
@@ -110,15 +113,16 @@ def predict_with_cams(model: DeepArtNet, images: torch.Tensor, layer: str = "bac
     captured: list[torch.Tensor] = []
     with _saliency_mode(model):
         with torch.no_grad():
-            fmap = model.backbone(model.normalize(x))
+            fmap, maps = model.backbone_maps(model.normalize(x))   # maps: the texture's stages, if any
         if layer == "backbone":
-            fmap = fmap.detach().requires_grad_(True)
+            fixed, fmap = fmap, fmap.detach().requires_grad_(True)
+            maps = None if maps is None else [fmap if m is fixed else m for m in maps]  # the last stage's is fmap
             captured.append(fmap)
             handle = None
         else:
             handle = cam_layer(model, layer).register_forward_hook(lambda m, i, out: captured.append(out))
         try:
-            out = model.from_backbone(fmap)
+            out = model.from_backbone(fmap, None if maps is None else model.texture.stats(maps))
         finally:
             if handle is not None:
                 handle.remove()
