@@ -42,5 +42,20 @@ class RayLauncher(Launcher):
         from deepart.core.errors import report_errors
 
         from . import _ray
+        from ._threads import interrupted
 
-        return report_errors(_ray.launch, self, job_overrides, initial_job_idx)
+        try:
+            return report_errors(_ray.launch, self, job_overrides, initial_job_idx)
+        except KeyboardInterrupt:
+            raise interrupted(str(self.config.hydra.sweep.dir)) from None
+
+    def interrupt(self) -> None:
+        """Ctrl-C of a search whose slots call launch() from threads: the running jobs are interrupted (each ends
+        as an interrupted run, KILLED in its loggers) and no other starts."""
+        if self.slots is not None:
+            self.slots.interrupt()
+
+    def close(self) -> None:
+        """Stop every worker (the end of an interrupted search)."""
+        if self.slots is not None:
+            self.slots.close()
