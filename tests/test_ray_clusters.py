@@ -162,8 +162,8 @@ def test_a_two_node_sweep_on_both_nodes_and_a_lost_node_fails_only_its_run(machi
     head_node = machine.start_head(port)
     log = open(machine.root / "node2.log", "w")
     node2 = subprocess.Popen(["ray", "start", "--block", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
-                              "--num-cpus=1", "--num-gpus=0"], env=machine.env(), stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+                              "--num-cpus=1", "--num-gpus=0"], env=machine.env(RAY_AUTH_MODE="token"), stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)  # as docs/scaling.md says
     machine.heads.append(node2)
     deadline = time.monotonic() + 300  # only catches a node that never comes up
     while "Ray runtime started" not in (machine.root / "node2.log").read_text():
@@ -175,10 +175,13 @@ def test_a_two_node_sweep_on_both_nodes_and_a_lost_node_fails_only_its_run(machi
     cwd.mkdir()
     args = [sys.executable, str(REPO / "train.py"), "-m", *CPU_RUNS, f"hydra.launcher.address=127.0.0.1:{port}",
             *demo_overrides(demo_root), *ARGS, "phase.epochs=2", "seed=0,1,2,3"]
-    env = machine.env(DEEPART_HOLD_AT="epoch_end:1", DEEPART_HOLD_FILE=str(holds / "held-{pid}"))
+    # workers of a running cluster get their environment from its nodes, plus the sweep's runtime_env
+    hold = [f"+hydra.launcher.init.runtime_env.env_vars.{key}='{value}'"
+            for key, value in (("DEEPART_HOLD_AT", "epoch_end:1"), ("DEEPART_HOLD_FILE", holds / "held-{pid}"))]
     started = time.monotonic()
     with open(cwd / "sweep.log", "w") as out:
-        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([*args, *hold], cwd=cwd, env=machine.env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         deadline = time.monotonic() + 1200  # only catches a hung sweep
         while len(held(holds)) < 2:  # both slots' runs wait after their first epoch: one on each node
@@ -190,7 +193,8 @@ def test_a_two_node_sweep_on_both_nodes_and_a_lost_node_fails_only_its_run(machi
             {p["node"] for p in placed.values()}, placed
         (lost,) = [run for run, p in placed.items() if p["node"] != head_node]
         killed_at = time.time()
-        os.killpg(node2.pid, signal.SIGKILL)  # the second node's raylet and its workers, at once
+        os.killpg(node2.pid, signal.SIGKILL)  # the second node's Ray processes and its worker, as a crash does
+        os.kill(placed[lost]["pid"], signal.SIGKILL)  # its worker: not in that process group
         node2.wait(timeout=60)
         for path in held(holds).values():  # the head's run goes on
             path.unlink()

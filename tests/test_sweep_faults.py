@@ -202,3 +202,30 @@ def test_a_poisoned_worker_is_replaced_for_the_next_run_of_its_slot(demo_root, t
     placed = [json.loads((sweep / str(n) / "placement.json").read_text()) for n in range(3)]
     assert placed[0]["pid"] == placed[1]["pid"] != placed[2]["pid"]
     assert "its slot gets a new worker" in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_ray_sweep_ends_its_runs_killed_and_resume_sweep_finishes_them(demo_root, tmp_path):
+    """A grid sweep on Ray, both runs waiting after their first epoch, gets Ctrl-C: both MLflow runs end KILLED,
+    exit 130 with one line and no traceback; resume_sweep= continues both from their checkpoints."""
+    pytest.importorskip("ray")
+    pytest.importorskip("mlflow")
+    holds = tmp_path / "holds"
+    holds.mkdir()
+    args = ["-m", "hydra/launcher=ray", "hydra.launcher.gpus_per_run=0", "hydra.launcher.cpus_per_run=1",
+            "hydra.launcher.num_cpus=2", *demo_overrides(demo_root), *LAUNCHER_ARGS, "logger=mlflow",
+            "phase.epochs=2", "seed=0,1"]
+    proc = popen(args, tmp_path, hold_env("epoch_end:1", holds / "held-{pid}"))
+    wait_for(lambda: len([p for p in holds.glob("held-*") if not p.name.endswith(".tmp")]) == 2, proc, tmp_path)
+    code, out = ctrl_c(proc, tmp_path)
+    assert code == 130 and "Traceback" not in out, out[-3000:]
+    assert len([line for line in out.splitlines() if "interrupted (Ctrl-C)" in line]) == 1
+    sweep = the_sweep_dir(tmp_path)
+    assert statuses(sweep) == ["KILLED", "KILLED"]
+
+    res = run_script("train.py", *args, f"resume_sweep={sweep.relative_to(tmp_path)}", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert pd.read_csv(sweep / "summary.csv")["status"].tolist() == ["done", "done"]
+    for run in (0, 1):
+        assert "resumed after epoch 1" in (sweep / str(run) / "train.log").read_text()
+    assert statuses(sweep) == ["FINISHED", "FINISHED"]

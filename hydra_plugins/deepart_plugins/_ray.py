@@ -398,6 +398,7 @@ class Slots:
         self.idle: list[Any] = []
         self.workers: set[Any] = set()  # every live worker, idle or running a job
         self.busy: set[Any] = set()  # the workers running a job
+        self.failed_starts = 0  # new workers in a row that died as they started
         self.closed = False
         self.cond = threading.Condition()
 
@@ -432,9 +433,15 @@ class Slots:
             if done:
                 try:
                     ray.get(ready)
+                    self.failed_starts = 0
                     return True
-                except ray.exceptions.RayError:
+                except ray.exceptions.RayError as exc:
                     self.release(worker, dead=True)
+                    self.failed_starts += 1
+                    if self.failed_starts >= 3:
+                        raise ConfigError(f"{KEY}: {self.failed_starts} Ray workers in a row died as they started "
+                                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); see the "
+                                          f"raylet's log of their node (ray's session_latest/logs)") from None
                     return False
             if self.closed:
                 self.release(worker, dead=True)
@@ -549,26 +556,41 @@ def slots(launcher) -> Slots:
         return launcher.slots
 
 
+def started(sweep_config: DictConfig) -> bool:
+    """Whether the job began on its worker: it writes placement.json first thing (removed before each attempt)."""
+    return (run_dir_of(sweep_config) / PLACEMENT).is_file()
+
+
 def run_on_slot(launcher, pool: Slots, idx: int, overrides: list[str], sweep_config: DictConfig) -> Any:
     """Run one job on a worker of `pool` (waiting for a free one); a worker that dies is a failed run, and one
     that cannot take another run (a failed cleanup, a CUDA error) is replaced. None: the job never ran or was
     interrupted (the sweep was stopped)."""
     import ray
 
-    worker = pool.acquire()
-    if worker is None:
-        return None
-    log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-    since = time.time()
-    try:
-        result, unusable = ray.get(worker.run.remote(launcher.hydra_context, sweep_config, launcher.task_function,
-                                                     Singleton.get_state(), pool.cpus))
-    except ray.exceptions.RayActorError as exc:  # the worker process died: replace it
-        pool.release(worker, dead=True)
-        return None if pool.closed else lost_job(sweep_config, overrides, exc, since)
-    except ray.exceptions.RayError as exc:  # raised outside the run: a worker not to trust with another
-        pool.release(worker, dead=True)
-        return None if pool.closed else lost_job(sweep_config, overrides, exc, since, died=False)
+    for attempt in range(3):
+        worker = pool.acquire()
+        if worker is None:
+            return None
+        if attempt == 0:
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        since = time.time()
+        (run_dir_of(sweep_config) / PLACEMENT).unlink(missing_ok=True)  # an earlier attempt's: not this one's
+        try:
+            result, unusable = ray.get(worker.run.remote(launcher.hydra_context, sweep_config,
+                                                         launcher.task_function, Singleton.get_state(), pool.cpus))
+            break
+        except ray.exceptions.RayActorError as exc:  # the worker process died: replace it
+            pool.release(worker, dead=True)
+            if pool.closed:
+                return None
+            if started(sweep_config) or attempt == 2:
+                return lost_job(sweep_config, overrides, exc, since)
+            log.warning("run %s: its worker was lost before the run started (%s); it starts on another worker",
+                        run_dir_of(sweep_config).name, type(exc).__name__)
+            continue
+        except ray.exceptions.RayError as exc:  # raised outside the run: a worker not to trust with another
+            pool.release(worker, dead=True)
+            return None if pool.closed else lost_job(sweep_config, overrides, exc, since, died=False)
     if unusable:
         log.warning("run %s: %s; its slot gets a new worker", run_dir_of(sweep_config).name, unusable)
     pool.release(worker, dead=unusable is not None)

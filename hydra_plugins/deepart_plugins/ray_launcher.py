@@ -12,7 +12,7 @@ from typing import Any
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 class RayLauncher(Launcher):
@@ -21,7 +21,8 @@ class RayLauncher(Launcher):
                  init: dict[str, Any] | None = None) -> None:
         self.address, self.gpus_per_run, self.cpus_per_run = address, gpus_per_run, cpus_per_run
         self.num_gpus, self.num_cpus, self.max_concurrent = num_gpus, num_cpus, max_concurrent
-        self.init = dict(init or {})
+        # plain dicts all the way down: Ray checks types (runtime_env.env_vars must be a dict of str)
+        self.init = OmegaConf.to_container(init, resolve=True) if isinstance(init, DictConfig) else dict(init or {})
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
