@@ -229,3 +229,34 @@ def test_ctrl_c_during_a_ray_sweep_ends_its_runs_killed_and_resume_sweep_finishe
     for run in (0, 1):
         assert "resumed after epoch 1" in (sweep / str(run) / "train.log").read_text()
     assert statuses(sweep) == ["FINISHED", "FINISHED"]
+
+
+def test_a_slot_lends_its_worker_to_the_jobs_in_job_order_whichever_thread_asks_first():
+    """One slot, one warm worker, jobs 0-3 asking from threads started in reverse order: the worker goes to job 0,
+    then 1, 2, 3 (a one-slot sweep runs its runs in order, as the basic launcher does). No Ray is started."""
+    pytest.importorskip("ray")
+    import threading
+
+    from hydra_plugins.deepart_plugins._ray import Slots
+
+    pool = Slots(gpus=0, cpus=1, at_once=1)
+    worker = object()
+    pool.workers.add(worker)
+    pool.idle.append(worker)
+    order: list[int] = []
+    gate = threading.Event()
+
+    def job(n: int) -> None:
+        gate.wait()
+        got = pool.acquire(n)
+        order.append(n)
+        pool.release(got)
+
+    pool.expect(range(4))
+    threads = [threading.Thread(target=job, args=(n,)) for n in reversed(range(4))]
+    for thread in threads:
+        thread.start()
+    gate.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert order == [0, 1, 2, 3]

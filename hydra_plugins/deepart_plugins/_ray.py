@@ -399,16 +399,26 @@ class Slots:
         self.workers: set[Any] = set()  # every live worker, idle or running a job
         self.busy: set[Any] = set()  # the workers running a job
         self.failed_starts = 0  # new workers in a row that died as they started
+        self.waiting: set[int] = set()  # the numbers of the jobs waiting for a worker
         self.closed = False
         self.cond = threading.Condition()
 
-    def acquire(self) -> Any | None:
-        """An idle worker, a new one (placed: `placed`) while fewer than `at_once` live, else wait for one; None
-        once closed."""
+    def expect(self, jobs: Sequence[int]) -> None:
+        """Jobs about to ask for a worker: they get one in job order, whichever thread asks first."""
+        with self.cond:
+            self.waiting.update(jobs)
+
+    def acquire(self, job: int) -> Any | None:
+        """For job number `job`, once no job of a lower number waits: an idle worker, a new one (placed:
+        `placed`) while fewer than `at_once` live, else wait for one; None once closed."""
         while True:
             with self.cond:
-                while not self.closed and not self.idle and len(self.workers) >= self.at_once:
+                self.waiting.add(job)
+                while not self.closed and (job != min(self.waiting) or
+                                           (not self.idle and len(self.workers) >= self.at_once)):
                     self.cond.wait()
+                self.waiting.discard(job)
+                self.cond.notify_all()
                 if self.closed:
                     return None
                 if self.idle:
@@ -475,7 +485,7 @@ class Slots:
                 self.workers.discard(worker)
             else:
                 self.idle.append(worker)
-            self.cond.notify()
+            self.cond.notify_all()
         if dead or self.closed:
             _kill(worker)
 
@@ -568,7 +578,7 @@ def run_on_slot(launcher, pool: Slots, idx: int, overrides: list[str], sweep_con
     import ray
 
     for attempt in range(3):
-        worker = pool.acquire()
+        worker = pool.acquire(idx)
         if worker is None:
             return None
         if attempt == 0:
@@ -623,6 +633,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     threads = [threading.Thread(target=one, args=(i,), daemon=True, name=f"ray-run-{jobs[i][0]}")
                for i in range(len(jobs))]
     try:  # each waits for a slot of its own; at most `at_once` run at a time
+        pool.expect([job[0] for job in jobs])
         run_all(threads, pool.interrupt, stop_now=pool.close)
     except KeyboardInterrupt:
         pool.close()
