@@ -45,7 +45,6 @@ class Machine:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
         return {**env, "RAY_TMPDIR": str(self.root), "HOME": str(self.root / "home"), "PYTHONUNBUFFERED": "1",
                 "WANDB_MODE": "offline", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                "RAY_agent_register_timeout_ms": "300000",  # a busy machine: the node's agents start slowly
                 **extra}
 
     @property

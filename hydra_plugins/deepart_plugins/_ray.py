@@ -28,8 +28,6 @@ from ._threads import run_all
 
 log = logging.getLogger("deepart")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # each run's own log lines, not "[repeated 3x]" (read at Ray's import)
-# a node's agents start slowly on a busy machine: its raylet waits 2 minutes for them, not Ray's 15 s (raylet setting)
-os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
 
 #: Written into each run dir by the task: where the run ran (node, pid, the GPUs Ray gave it) and when.
 PLACEMENT = "placement.json"
