@@ -25,8 +25,14 @@ Points:
                 the next one starts
     trial_asked an Optuna search asked its study for a trial and has not yet given it a run (hparams_search=optuna)
     app_batch   the web app's model thread took a batch of requests and has not run it yet (python -m deepart app)
+    job_start   a Ray worker took a job and wrote its placement.json, before Hydra writes the run's .hydra/
+    worker_cleanup a Ray worker freeing what its run left (the run's results written), before its next run
 
-`DEEPART_FAULT_JOB=<n>` (optional) limits both to the Hydra job number n of a sweep: other jobs pass the points
+- `DEEPART_RAISE_AT=<point>:<n>`: the n-th time it passes <point>, the process raises a RuntimeError whose message
+  is `DEEPART_RAISE_MESSAGE` (default "injected fault at <point>"), e.g. "CUDA error: an illegal memory access was
+  encountered" for a run whose GPU context is lost for the process's life.
+
+`DEEPART_FAULT_JOB=<n>` (optional) limits all three to the Hydra job number n of a sweep: other jobs pass the points
 uncounted, so a test can stop one chosen run of a sweep whose jobs share a process.
 
 Unset (the normal case) a point costs two dictionary lookups.
@@ -79,3 +85,5 @@ def point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if _reached("DEEPART_HOLD_AT", name):
         hold(os.environ["DEEPART_HOLD_FILE"])
+    if _reached("DEEPART_RAISE_AT", name):
+        raise RuntimeError(os.environ.get("DEEPART_RAISE_MESSAGE") or f"injected fault at {name}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +14,15 @@ from deepart.core import distributed
 from deepart.core.errors import ConfigError, require, require_choice
 
 PRECISIONS = ("auto", "bf16", "fp32")
+_STARTING_THREADS = torch.get_num_threads()
+
+
+def default_threads() -> int:
+    """The thread count of threads=null: OMP_NUM_THREADS when set, else PyTorch's own as this process started (one
+    per core), whatever an earlier run of the process (the basic launcher's last job, a warm worker's last run)
+    set."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) >= 1 else _STARTING_THREADS
 
 
 def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
@@ -57,11 +67,12 @@ class Runtime:
 
     @classmethod
     def from_config(cls, trainer_cfg: Mapping[str, Any]) -> Runtime:
-        """`resolve`, then PyTorch's thread count when `threads` is set, and on CUDA the fast math settings
-        (cuDNN autotuning, TF32 matmuls)."""
+        """`resolve`, then PyTorch's thread count (`threads`, or the process's default for null, whatever an
+        earlier run of the process set), and on CUDA the fast math settings (cuDNN autotuning, TF32 matmuls)."""
         rt = cls.resolve(trainer_cfg)
-        if rt.threads is not None:
-            torch.set_num_threads(rt.threads)
+        wanted = rt.threads if rt.threads is not None else default_threads()
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
         if rt.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True

@@ -2,6 +2,7 @@
 summary.csv (deepart.core.rundir lists them), one row per run; sweeps pooled."""
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +19,13 @@ NOT_SWEPT = launch_keys()
 
 
 def read_overrides(run_dir: Path) -> dict[str, str]:
-    """`key: value` of the overrides the run was launched with (.hydra/overrides.yaml), NOT_SWEPT left out."""
+    """`key: value` of the overrides the run was launched with (.hydra/overrides.yaml; for a run lost before Hydra
+    wrote it, those its failure.json names), NOT_SWEPT left out."""
     out = {}
-    for item in rundir.read_overrides(run_dir) or []:
+    items = rundir.read_overrides(run_dir)
+    if items is None:
+        items = lost_overrides(run_dir)
+    for item in items or []:
         key, _, value = item.partition("=")
         key = key.lstrip("+~")
         if key not in NOT_SWEPT:
@@ -40,9 +45,22 @@ def run_status(run_dir: Path) -> tuple[str, str | None]:
     return ("failed", error) if error is not None else ("unfinished", None)
 
 
+def lost_overrides(run_dir: Path) -> list[str] | None:
+    """The overrides in the failure.json of a run lost before Hydra wrote its .hydra/ (its worker died), or None."""
+    path = run_dir / rundir.FAILURE
+    if not path.is_file():
+        return None
+    try:
+        items = json.loads(path.read_text()).get("overrides")
+    except (OSError, ValueError):
+        return None
+    return [str(item) for item in items] if isinstance(items, list) else None
+
+
 def run_dirs(sweep_dir: Path) -> list[Path]:
-    """The job dirs of a sweep (those holding a .hydra/ folder), in job order."""
-    found = [p for p in sweep_dir.iterdir() if rundir.is_run_dir(p)]
+    """The job dirs of a sweep, in job order: those holding a .hydra/ folder, and those of runs lost before Hydra
+    wrote it (only their failure.json: the worker died first), so that the summary lists and counts them."""
+    found = [p for p in sweep_dir.iterdir() if rundir.is_run_dir(p) or (p / rundir.FAILURE).is_file()]
     return sorted(found, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else p.name))
 
 

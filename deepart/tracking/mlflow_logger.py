@@ -55,6 +55,22 @@ def quick_failure() -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextmanager
+def _creating(lock: Path | None) -> Iterator[None]:
+    """Hold `lock` (deepart.core.locks) for the block; no lock (None, or a file system without flock): no wait."""
+    from contextlib import ExitStack
+
+    from deepart.core.locks import LockError, exclusive
+
+    with ExitStack() as stack:
+        if lock is not None:
+            try:
+                stack.enter_context(exclusive(lock, lambda holder: None))
+            except LockError:
+                pass
+        yield
+
+
 class MLflowLogger(GuardedLogger):
     label = "MLflow"
 
@@ -84,9 +100,12 @@ class MLflowLogger(GuardedLogger):
         try:
             if not self.tracking_uri:
                 folder.mkdir(parents=True, exist_ok=True)
-            client = self.client_type(tracking_uri=uri)
-            with quick_failure():
-                client.search_experiments(max_results=1)
+            # the runs of a parallel sweep open the sweep's new mlflow.db at once: one creates its tables while the
+            # others wait (two at once fail MLflow's schema migration)
+            with _creating(None if self.tracking_uri else folder / f".{rundir.MLFLOW_DB}.lock"):
+                client = self.client_type(tracking_uri=uri)
+                with quick_failure():
+                    client.search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, the run cannot log to it
             raise ConfigError(f"{self.key}.tracking_uri={self.tracking_uri}: cannot open the MLflow store {uri} "
                               f"({first_line(exc)}); {fix_hint(f'{self.key}.tracking_uri')}") from None

@@ -26,19 +26,26 @@ While it is being built, chunks/ holds the features of each finished chunk of `t
 images, each written atomically (deepart.core.builds, as the vector index does): a killed build continues after
 its last complete chunk when training starts again.
 
-Runs at the same time (the runs of a parallel sweep) build a folder once: the build holds an exclusive lock on
-`.<folder name>.lock` beside it (deepart.core.locks); another run that needs the folder logs that it waits for
-the holder (its pid and host), then reads the finished cache, or, when the holder died mid-way (the kernel frees
-its lock), continues its build from the chunks on disk. A complete folder is never written again, so it is read
-without the lock.
+A build writes into a folder of its own beside the cache's, `.<folder name>.<host>.<pid>.build`, and publishes it
+with one rename when it is complete; a build a killed process of the same host left is taken over (by a rename)
+and continued. Runs at the same time (the runs of a parallel sweep) build a folder once: the build holds an
+exclusive lock on `.<folder name>.lock` beside it (deepart.core.locks); another run that needs the folder logs that
+it waits for the holder (its pid and host), then reads the finished cache, or, when the holder died mid-way (the
+kernel frees its lock), continues its build from the chunks on disk. The lock only saves work: builders it does not
+keep apart (flock per host on NFS, Lustre's localflock, many FUSE mounts) each build privately, the first rename
+publishes, the others drop their copy. A complete folder is never written again, so it is read without the lock.
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,16 +248,80 @@ def cached_features(cfg: DictConfig, model: DeepArtNet, table: TaskTable, split:
     meta = complete_meta(folder, inputs)
     if meta is None or not meta["complete"]:
         root.mkdir(parents=True, exist_ok=True)
-        with exclusive(lock_file(folder), waiting):
+        # the lock only saves work: each build writes into a folder of its own and publishes it by one rename, so
+        # builders the lock does not keep apart (flock per host on NFS, Lustre localflock, FUSE) stay correct
+        no_lock = os.environ.get("DEEPART_TEST_NO_LOCK") == "1"  # the project's tests: builders not kept apart
+        with contextlib.nullcontext() if no_lock else exclusive(lock_file(folder), waiting):
             meta = complete_meta(folder, inputs)  # what the process this one waited for left
             if meta is None or not meta["complete"]:
-                meta = meta or {"format": FORMAT, "version": VERSION, "complete": False, "chunk_size": chunk_size,
-                                **inputs}
+                staging = build_folder(folder)
+                meta = complete_meta(staging, inputs) or {"format": FORMAT, "version": VERSION, "complete": False,
+                                                          "chunk_size": chunk_size, **inputs}
                 dataset = PaintingDataset(table, split, transform, min_decode_side(cfg.data))
-                _build(model, dataset, rt, folder, meta, batch_size, num_workers(cfg.data), bar)
+                _build(model, dataset, rt, staging, meta, batch_size, num_workers(cfg.data), bar)
+                publish(staging, folder, inputs)
                 return folder
     log.info("feature cache: reusing %s (%d %s images)", folder, meta["n_items"], split)
     return folder
+
+
+def build_folder(folder: Path) -> Path:
+    """This process's private build folder for `folder` (`.<name>.<host>.<pid>.build` beside it): the one a dead
+    build of this host left, taken over by a rename (its chunks are kept: the build continues after them; of two
+    takers only one rename succeeds), else a new one. A build folder of another host is never taken: whether its
+    builder lives is not known here."""
+    host = socket.gethostname()
+    own = folder.with_name(f".{folder.name}.{host}.{os.getpid()}.build")
+    for left in sorted(folder.parent.glob(f".{glob.escape(folder.name)}.{glob.escape(host)}.*.build")):
+        pid = left.name[:-len(".build")].rsplit(".", 1)[-1]
+        if left != own and pid.isdigit() and not _alive(int(pid)):
+            try:
+                left.rename(own)
+                return own
+            except OSError:  # taken by another process first
+                continue
+    return own
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` of this host runs (a killed one not yet reaped, a zombie, does not)."""
+    if os.path.isdir("/proc/self"):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+    try:  # no /proc here
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def publish(staging: Path, folder: Path, inputs: dict) -> None:
+    """Move a finished build into place with one rename. When another build published `folder` first, this copy
+    is dropped (both hold the same features); an unfinished `folder` (a build of an older release, built in place)
+    is set aside first."""
+    for _ in range(2):
+        try:
+            staging.rename(folder)  # atomic; refused while `folder` exists and is not empty
+            return
+        except OSError:
+            meta = complete_meta(folder, inputs)
+            if meta is not None and meta["complete"]:
+                shutil.rmtree(staging, ignore_errors=True)
+                log.info("feature cache: %s was published by another process meanwhile; this build's copy is "
+                         "dropped", folder)
+                return
+            aside = folder.with_name(f".{folder.name}.{socket.gethostname()}.{os.getpid()}.old")
+            try:
+                folder.rename(aside)
+            except OSError:  # gone meanwhile: published, or set aside by another process
+                continue
+            shutil.rmtree(aside, ignore_errors=True)
+    staging.rename(folder)
 
 
 def _build(model: DeepArtNet, dataset: PaintingDataset, rt: Runtime, folder: Path, meta: dict, batch_size: int,

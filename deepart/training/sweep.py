@@ -34,11 +34,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def record_failure(run_dir: Path, exc: BaseException) -> dict[str, Any]:
-    """Write `<run>/failure.json`: the error, whether it was an out-of-memory, the traceback."""
+def record_failure(run_dir: Path, exc: BaseException, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Write `<run>/failure.json`: the error, whether it was an out-of-memory, the traceback; for a run lost
+    before Hydra wrote its .hydra/ (its worker died first), the job's `overrides`, which the summary lists."""
     message = str(exc).strip()
     info = {"error": type(exc).__name__, "message": message.splitlines()[0][:500] if message else "",
             "oom": is_out_of_memory(exc), "traceback": "".join(traceback.format_exception(exc))}
+    if overrides is not None:
+        info["overrides"] = list(overrides)
     if info["oom"]:
         info["hint"] = "out of memory: lower phase.batch_size, or use a smaller backbone / data.image_size"
     rundir.write_failure(run_dir, info)

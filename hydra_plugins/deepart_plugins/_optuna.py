@@ -24,7 +24,7 @@ from deepart.core.errors import ConfigError
 from deepart.report.runs import run_status
 from deepart.training.pruning import RUN_ATTR, make_pruner, open_storage
 
-from ._threads import run_all
+from ._threads import deferred_interrupt, run_all
 
 log = logging.getLogger("deepart")
 
@@ -216,7 +216,9 @@ class Search:
         trials = study.get_trials(deepcopy=False)
         runs = [t.user_attrs[RUN_ATTR] for t in trials if RUN_ATTR in t.user_attrs]
         self.next_run = max(runs, default=-1) + 1
-        self.launched = len(runs) - len(self.again)  # trials with a run: each counts towards n_trials once
+        # every trial given a run counts towards n_trials once, those run again (`again`) included: a resumed
+        # search asks only the trials that n_trials has left
+        self.launched = len(runs)
         self.lock = threading.Lock()
         self.returns: list[Any] = []
         self.errors: list[BaseException] = []
@@ -244,9 +246,9 @@ class Search:
                 number, run, params = job
                 results = self.sweeper.launcher.launch([overrides_of(self.fixed, params, self.space)],
                                                        initial_job_idx=run)
-                if results[0] is None:  # the launcher was stopped (another slot's run refused to start)
+                if results[0] is None:  # the launcher was stopped (Ctrl-C, another slot's run refused to start)
                     return
-                with self.lock:
+                with self.lock, deferred_interrupt():  # the journal gets the whole record or none
                     tell(self.study, number, self.sweep_dir / str(run), results[0])
                     self.returns.append(results)
         except BaseException as exc:  # noqa: BLE001 - raised again in the searching thread
@@ -254,14 +256,37 @@ class Search:
             self.stop.set()
 
     def run(self, slots: int) -> list[Any]:
+        """Run the search. One slot runs in this (the main) thread, so that Ctrl-C reaches its run as it reaches a
+        single training (the trial ends KILLED in its loggers); several slots run in threads of their own, and
+        Ctrl-C has the launcher interrupt their runs (hydra/launcher=ray) and waits for them to end."""
         warm_up = getattr(self.sweeper.launcher, "warm_up", None)
         if warm_up is not None:  # e.g. Ray started in this (the main) thread, before the slots' threads
             warm_up()
-        threads = [threading.Thread(target=self.slot, daemon=True, name=f"optuna-slot-{i}") for i in range(slots)]
-        run_all(threads, self.stop.set)
+        if slots == 1:
+            self.slot()
+        else:
+            threads = [threading.Thread(target=self.slot, daemon=True, name=f"optuna-slot-{i}")
+                       for i in range(slots)]
+            try:
+                run_all(threads, self.interrupt, stop_now=self.close)
+            except KeyboardInterrupt:
+                self.close()
+                raise
         if self.errors:
             raise self.errors[0]
         return self.returns
+
+    def interrupt(self) -> None:
+        """Ctrl-C: no further trial is asked, and the launcher interrupts the runs it is running."""
+        self.stop.set()
+        interrupt = getattr(self.sweeper.launcher, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+
+    def close(self) -> None:
+        close = getattr(self.sweeper.launcher, "close", None)
+        if close is not None:
+            close()
 
 
 def sweep(sweeper, arguments: list[str]) -> list[Any]:

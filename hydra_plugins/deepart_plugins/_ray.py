@@ -8,10 +8,11 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from deepart.core import faults
 from deepart.core.errors import ConfigError
 
 from ._threads import run_all
@@ -52,9 +54,78 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
 
 
 def _local(num_cpus: int | None, num_gpus: int | None) -> dict[str, Any]:
-    """ray.init's arguments for a Ray of the sweep's own: loopback only, no dashboard."""
-    return {"num_cpus": num_cpus, "num_gpus": num_gpus, "_node_ip_address": "127.0.0.1", "include_dashboard": False,
-            "log_to_driver": True}
+    """ray.init's arguments for a Ray of the sweep's own: always a new one (address="local": neither RAY_ADDRESS
+    nor the cluster a `ray start` left in Ray's temp dir, live or long dead, is joined), loopback only, no
+    dashboard."""
+    return {"address": "local", "num_cpus": num_cpus, "num_gpus": num_gpus, "_node_ip_address": "127.0.0.1",
+            "include_dashboard": False, "log_to_driver": True}
+
+
+AUTH_MODE, AUTH_TOKEN, AUTH_TOKEN_PATH = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
+
+
+def token_at_hand() -> bool:
+    """Whether this process has a Ray authentication token: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names,
+    or ~/.ray/auth_token (where `ray start --head` and `ray get-auth-token --generate` keep it)."""
+    if os.environ.get(AUTH_TOKEN, "").strip():
+        return True
+    path = os.environ.get(AUTH_TOKEN_PATH) or str(Path.home() / ".ray" / "auth_token")
+    try:
+        return bool(Path(path).read_text().strip())
+    except OSError:
+        return False
+
+
+def use_token() -> None:
+    """Joining a cluster: send the token this process has (a head started by `ray start --head` where a token
+    exists requires it; one without authentication ignores it), unless RAY_AUTH_MODE says otherwise. Ray itself
+    sends none to an address it was given unless RAY_AUTH_MODE=token."""
+    if os.environ.get(AUTH_MODE) is None and token_at_hand():
+        os.environ[AUTH_MODE] = "token"
+        try:  # Ray reads its settings once: read them again with this one
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except (ImportError, AttributeError):  # a Ray without token authentication
+            pass
+
+
+def resolve(address: str) -> str:
+    """The head's host:port for `address`: itself, or for `auto` the cluster in RAY_ADDRESS or the one the last
+    `ray start` on this machine recorded (a ConfigError when there is none)."""
+    if address != "auto":
+        return address
+    from ray._private import services
+
+    found = services.canonicalize_bootstrap_address(address)
+    if found is None:
+        raise ConfigError(f"{KEY}.address=auto: no Ray cluster is recorded on this machine (no RAY_ADDRESS, no "
+                          f"`ray start`); give the head's address ({KEY}.address=node01:{DEFAULT_PORT}) or leave "
+                          f"{KEY}.address=null for a Ray of this sweep's own")
+    return found
+
+
+def join(address: str, init: dict[str, Any]) -> None:
+    """ray.init on the cluster at `address` (probed first: a dead address is one line within seconds); a head that
+    does not let this process in (Ray gives up after ~20 s: most often a token missing or not the head's) is a
+    ConfigError in one line naming the address and the fix."""
+    import ray
+
+    target = resolve(address)
+    if not target.startswith("ray://"):
+        probe(target)
+        use_token()
+    log.info("Ray launcher: joining the Ray cluster at %s", target)
+    try:
+        ray.init(address=target, **init)
+    except ConnectionError as exc:
+        mode = os.environ.get(AUTH_MODE)
+        raise ConfigError(
+            f"{KEY}.address={address}: the Ray head at {target} answers but did not let this process join "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; authentication "
+            f"{'token' if mode == 'token' else mode or 'off'}); if the cluster uses token authentication, give "
+            f"this process the head's token: export RAY_AUTH_TOKEN=<output of `ray get-auth-token` on the head> "
+            f"(or copy its ~/.ray/auth_token here), see docs/scaling.md") from None
 
 
 class _NotMainThread(logging.Filter):
@@ -146,10 +217,7 @@ def connect(launcher) -> bool:
         return False
     init = {"include_dashboard": False, "log_to_driver": True, **launcher.init}
     if launcher.address:
-        if launcher.address != "auto":
-            probe(launcher.address)
-        log.info("Ray launcher: joining the Ray cluster at %s", launcher.address)
-        ray.init(address=launcher.address, **init)
+        join(str(launcher.address), init)
     else:
         ray.init(**{**_local(launcher.num_cpus, launcher.num_gpus), **launcher.init})
     return True
@@ -224,6 +292,7 @@ def run(hydra_context, sweep_config: DictConfig, task_function, singleton_state:
               "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "cpus": cpus,
               "data.num_workers": OmegaConf.select(sweep_config, "data.num_workers"), "started": time.time()}
     (run_dir / PLACEMENT).write_text(json.dumps(placed, indent=2))
+    faults.point("job_start")
 
     def task(cfg: DictConfig) -> Any:
         log.info("ray: run %s on %s, CUDA_VISIBLE_DEVICES=%s, %g CPU%s", sweep_config.hydra.job.num,
@@ -240,28 +309,76 @@ def run(hydra_context, sweep_config: DictConfig, task_function, singleton_state:
     return result
 
 
+#: A run failure after which its worker process cannot run another: the CUDA context of the process is lost for
+#: the process's life (a device-side assert, an illegal memory access, ...).
+CUDA_LOST = re.compile(r"CUDA error|device-side assert|illegal memory access|CUDA_ERROR|CUBLAS_STATUS|cuDNN error|"
+                       r"AcceleratorError", re.IGNORECASE)
+
+
 class SlotWorker:
     """A warm worker process of one slot (a Ray actor holding `gpus_per_run` GPUs and `cpus_per_run` cores): it
     runs the slot's jobs one after the other, so Python, torch and timm are imported once per slot rather than
-    once per run. Between runs it frees what the run left (its model, CUDA's cached memory)."""
+    once per run. Between runs it frees what the run left (its model, CUDA's cached memory) and says whether it can
+    take another run: not after a cleanup that failed or a run that failed with a CUDA error (the slot then gets a
+    fresh worker). Its jobs run in a thread of their own (a threaded actor), so that `interrupt` can stop the
+    running one as Ctrl-C stops a run: KeyboardInterrupt in its thread, the run's loggers end it KILLED."""
 
     def __init__(self, cwd: str, cpu_only: bool) -> None:
         if cpu_only:  # newer Ray leaves CUDA_VISIBLE_DEVICES alone for a 0-GPU actor: hide the GPUs ourselves
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         if os.path.isdir(cwd):  # relative paths of the config (data.root=data/...) as in the launching shell
             os.chdir(cwd)
+        self.lock = threading.Lock()
+        self.running: int | None = None  # the thread running a job, while it runs one
 
-    def run(self, *args: Any) -> Any:
+    def run(self, *args: Any) -> tuple[Any, str | None]:
+        """(the job's result, or ("interrupted",) ; why this worker must take no other run, or None)."""
+        with self.lock:
+            self.running = threading.get_ident()
+        try:
+            result = run(*args)
+        except KeyboardInterrupt:
+            result = ("interrupted",)
+        finally:
+            with self.lock:
+                self.running = None
+        return result, self.cleanup(run_dir_of(args[1]))
+
+    def ready(self) -> bool:
+        return True
+
+    def interrupt(self) -> bool:
+        """Raise KeyboardInterrupt in the thread running a job (none: nothing to do); whether one was running."""
+        import ctypes
+
+        with self.lock:
+            if self.running is None:
+                return False
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.running),
+                                                       ctypes.py_object(KeyboardInterrupt))
+            return True
+
+    @staticmethod
+    def cleanup(run_dir: Path) -> str | None:
+        """Free what the run left; why this process must take no other run, or None when it may."""
         import gc
 
+        from deepart.core import faults, rundir
+
         try:
-            return run(*args)
-        finally:
+            faults.point("worker_cleanup")
             gc.collect()
             import torch
 
-            if torch.cuda.is_available():
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.cuda.synchronize()  # a lost CUDA context raises here
                 torch.cuda.empty_cache()
+        except Exception as exc:  # noqa: BLE001 - the run's results stand; its worker does not
+            return f"freeing what the run left failed ({type(exc).__name__}: {exc})"
+        error = rundir.read_failure(run_dir)
+        if error is not None and CUDA_LOST.search(error):
+            return f"the run failed with a CUDA error ({error[:200]})"
+        return None
 
 
 class Slots:
@@ -269,41 +386,123 @@ class Slots:
     launch() of the sweep (an Optuna search launches each trial on its own as a slot frees), so workers stay
     warm from run to run; a worker that died (killed for memory, a crash of the process) is replaced."""
 
-    def __init__(self, gpus: float, cpus: float, at_once: int) -> None:
+    def __init__(self, gpus: float, cpus: float, at_once: int, capacity: Callable[[], int] | None = None) -> None:
         import ray
 
         self.gpus, self.cpus, self.at_once = gpus, cpus, at_once
-        self.actor = ray.remote(num_gpus=gpus, num_cpus=cpus, max_restarts=0, max_task_retries=0)(SlotWorker)
+        self.capacity = capacity  # how many runs the live cluster holds now (it shrinks when a node is lost)
+        self.actor = ray.remote(num_gpus=gpus, num_cpus=cpus, max_restarts=0, max_task_retries=0,
+                                max_concurrency=2)(SlotWorker)  # a job, and interrupt() beside it
         self.idle: list[Any] = []
         self.workers: set[Any] = set()  # every live worker, idle or running a job
+        self.busy: set[Any] = set()  # the workers running a job
+        self.failed_starts = 0  # new workers in a row that died as they started
+        self.waiting: set[int] = set()  # the numbers of the jobs waiting for a worker
         self.closed = False
         self.cond = threading.Condition()
 
-    def acquire(self) -> Any | None:
-        """An idle worker, a new one while fewer than `at_once` live, else wait for one; None once closed."""
+    def expect(self, jobs: Sequence[int]) -> None:
+        """Jobs about to ask for a worker: they get one in job order, whichever thread asks first."""
         with self.cond:
-            while not self.closed and not self.idle and len(self.workers) >= self.at_once:
-                self.cond.wait()
+            self.waiting.update(jobs)
+
+    def acquire(self, job: int) -> Any | None:
+        """For job number `job`, once no job of a lower number waits: an idle worker, a new one (placed:
+        `placed`) while fewer than `at_once` live, else wait for one; None once closed."""
+        while True:
+            with self.cond:
+                self.waiting.add(job)
+                while not self.closed and (job != min(self.waiting) or
+                                           (not self.idle and len(self.workers) >= self.at_once)):
+                    self.cond.wait()
+                self.waiting.discard(job)
+                self.cond.notify_all()
+                if self.closed:
+                    return None
+                if self.idle:
+                    worker = self.idle.pop()
+                    self.busy.add(worker)
+                    return worker
+                worker = self.actor.remote(os.getcwd(), self.gpus == 0)
+                self.workers.add(worker)
+                self.busy.add(worker)
+            if self.placed(worker):
+                return worker
+
+    def placed(self, worker: Any) -> bool:
+        """Wait until a new worker runs on a node. False (the worker dropped) when it died starting, or when the
+        live cluster no longer holds this many workers (a node was lost: `at_once` shrinks, and the job waits for
+        a worker of the nodes left instead of for a node that will not come back)."""
+        import ray
+
+        ready = worker.ready.remote()
+        while True:
+            done, _ = ray.wait([ready], timeout=2.0)
+            if done:
+                try:
+                    ray.get(ready)
+                    self.failed_starts = 0
+                    return True
+                except ray.exceptions.RayError as exc:
+                    self.release(worker, dead=True)
+                    self.failed_starts += 1
+                    if self.failed_starts >= 3:
+                        raise ConfigError(f"{KEY}: {self.failed_starts} Ray workers in a row died as they started "
+                                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); see the "
+                                          f"raylet's log of their node (ray's session_latest/logs)") from None
+                    return False
             if self.closed:
-                return None
-            if self.idle:
-                return self.idle.pop()
-            worker = self.actor.remote(os.getcwd(), self.gpus == 0)
-            self.workers.add(worker)
-        return worker
+                self.release(worker, dead=True)
+                return False
+            fits = self.fits()
+            if fits == 0 and len(self.workers) <= 1:
+                self.release(worker, dead=True)
+                raise ConfigError(f"{KEY}: no node of the Ray cluster can hold a run any more (nodes were lost); "
+                                  f"start nodes again, then continue with the same command plus resume_sweep=")
+            if fits < len(self.workers):
+                with self.cond:
+                    self.at_once = max(1, min(self.at_once, fits))
+                log.warning("Ray launcher: the cluster now holds %d run(s) at once (a node was lost); the runs left "
+                            "wait for its other workers", fits)
+                self.release(worker, dead=True)
+                return False
+
+    def fits(self) -> int:
+        """How many runs the live cluster holds now (0: none fits any more)."""
+        if self.capacity is None:
+            return self.at_once
+        try:
+            return self.capacity()
+        except ConfigError:
+            return 0
 
     def release(self, worker: Any, dead: bool = False) -> None:
         with self.cond:
+            self.busy.discard(worker)
             if dead or self.closed:
                 self.workers.discard(worker)
             else:
                 self.idle.append(worker)
-            self.cond.notify()
+            self.cond.notify_all()
         if dead or self.closed:
             _kill(worker)
 
+    def interrupt(self) -> None:
+        """Ctrl-C: no further job starts, and each running one is interrupted in its worker (it ends as an
+        interrupted run does, KILLED in its loggers, and comes back as ("interrupted",))."""
+        with self.cond:
+            self.closed = True
+            busy = list(self.busy)
+            self.cond.notify_all()
+        for worker in busy:
+            try:
+                worker.interrupt.remote()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
     def close(self) -> None:
-        """Stop every worker (Ctrl-C, or a job that refused to start): the runs still running stop with them."""
+        """Stop every worker (the end of an interrupted sweep, a second Ctrl-C, or a job that refused to start):
+        the runs still running stop with them."""
         with self.cond:
             self.closed = True
             workers, self.idle = list(self.workers), []
@@ -321,15 +520,26 @@ def _kill(worker: Any) -> None:
         pass
 
 
-def lost_job(sweep_config: DictConfig, overrides: Sequence[str], exc: BaseException) -> JobReturn:
-    """The JobReturn of a job whose worker died (killed for memory, a crash of the process, a lost node): its
-    failure.json is written as for a run that raised, and the sweep goes on."""
+def lost_job(sweep_config: DictConfig, overrides: Sequence[str], exc: BaseException, since: float,
+             died: bool = True) -> JobReturn:
+    """The JobReturn of a job whose worker died (killed for memory, a crash of the process, a lost node) or whose
+    Ray task failed outside the run: its failure.json is written as for a run that raised (with the job's
+    overrides, so that a run lost before Hydra wrote its .hydra/ is listed with its values), unless the run wrote
+    its own since `since` (its real error stays), and the sweep goes on."""
+    from deepart.core import rundir
     from deepart.training.sweep import FAILED_OBJECTIVE, record_failure
 
     run_dir = run_dir_of(sweep_config)
-    record_failure(run_dir, RuntimeError(f"the Ray worker running this job died: {type(exc).__name__}: {exc}"))
-    log.error("run %s: its Ray worker died (%s); recorded in %s, the sweep goes on", run_dir.name,
-              type(exc).__name__, run_dir)
+    own = run_dir / rundir.FAILURE
+    what = "its Ray worker died" if died else "its Ray task failed"
+    if own.is_file() and own.stat().st_mtime >= since:
+        log.error("run %s failed, then %s (%s); its failure is in %s, the sweep goes on", run_dir.name, what,
+                  type(exc).__name__, own)
+    else:
+        cause = "the Ray worker running this job died" if died else "the Ray task of this job failed"
+        record_failure(run_dir, RuntimeError(f"{cause}: {type(exc).__name__}: {exc}"), overrides=list(overrides))
+        log.error("run %s failed: %s (%s); recorded in %s, the sweep goes on", run_dir.name, what,
+                  type(exc).__name__, run_dir)
     return JobReturn(overrides=list(overrides), cfg=sweep_config, hydra_cfg=sweep_config, working_dir=str(run_dir),
                      task_name=sweep_config.hydra.job.name, status=JobStatus.COMPLETED, _return_value=FAILED_OBJECTIVE)
 
@@ -349,29 +559,50 @@ def slots(launcher) -> Slots:
             gpus, cpus, at_once = plan_resources(launcher, cluster_nodes())
             log.info("Ray launcher: runs into %s, %g GPU(s) and %g CPU(s) each, up to %d at once (one warm worker "
                      "per slot)", launcher.config.hydra.sweep.dir, gpus, cpus, at_once)
-            launcher.slots = Slots(gpus, cpus, at_once)
+            launcher.slots = Slots(gpus, cpus, at_once,
+                                   capacity=lambda: plan_resources(launcher, cluster_nodes())[2])
         return launcher.slots
 
 
+def started(sweep_config: DictConfig) -> bool:
+    """Whether the job began on its worker: it writes placement.json first thing (removed before each attempt)."""
+    return (run_dir_of(sweep_config) / PLACEMENT).is_file()
+
+
 def run_on_slot(launcher, pool: Slots, idx: int, overrides: list[str], sweep_config: DictConfig) -> Any:
-    """Run one job on a worker of `pool` (waiting for a free one); a worker that dies is a failed run."""
+    """Run one job on a worker of `pool` (waiting for a free one); a worker that dies is a failed run, and one
+    that cannot take another run (a failed cleanup, a CUDA error) is replaced. None: the job never ran or was
+    interrupted (the sweep was stopped)."""
     import ray
 
-    worker = pool.acquire()
-    if worker is None:
-        return None
-    log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-    try:
-        result = ray.get(worker.run.remote(launcher.hydra_context, sweep_config, launcher.task_function,
-                                           Singleton.get_state(), pool.cpus))
-    except ray.exceptions.RayActorError as exc:  # the worker process died: replace it
-        pool.release(worker, dead=True)
-        return None if pool.closed else lost_job(sweep_config, overrides, exc)
-    except ray.exceptions.RayError as exc:
-        pool.release(worker)
-        return lost_job(sweep_config, overrides, exc)
-    pool.release(worker)
-    return result
+    for attempt in range(3):
+        worker = pool.acquire(idx)
+        if worker is None:
+            return None
+        if attempt == 0:
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        since = time.time()
+        (run_dir_of(sweep_config) / PLACEMENT).unlink(missing_ok=True)  # an earlier attempt's: not this one's
+        try:
+            result, unusable = ray.get(worker.run.remote(launcher.hydra_context, sweep_config,
+                                                         launcher.task_function, Singleton.get_state(), pool.cpus))
+            break
+        except ray.exceptions.RayActorError as exc:  # the worker process died: replace it
+            pool.release(worker, dead=True)
+            if pool.closed:
+                return None
+            if started(sweep_config) or attempt == 2:
+                return lost_job(sweep_config, overrides, exc, since)
+            log.warning("run %s: its worker was lost before the run started (%s); it starts on another worker",
+                        run_dir_of(sweep_config).name, type(exc).__name__)
+            continue
+        except ray.exceptions.RayError as exc:  # raised outside the run: a worker not to trust with another
+            pool.release(worker, dead=True)
+            return None if pool.closed else lost_job(sweep_config, overrides, exc, since, died=False)
+    if unusable:
+        log.warning("run %s: %s; its slot gets a new worker", run_dir_of(sweep_config).name, unusable)
+    pool.release(worker, dead=unusable is not None)
+    return None if result == ("interrupted",) else result
 
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
@@ -399,7 +630,12 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
 
     threads = [threading.Thread(target=one, args=(i,), daemon=True, name=f"ray-run-{jobs[i][0]}")
                for i in range(len(jobs))]
-    run_all(threads, pool.close)  # each waits for a slot of its own; at most `at_once` run at a time
+    try:  # each waits for a slot of its own; at most `at_once` run at a time
+        pool.expect([job[0] for job in jobs])
+        run_all(threads, pool.interrupt, stop_now=pool.close)
+    except KeyboardInterrupt:
+        pool.close()
+        raise
     for result in results:
         if isinstance(result, tuple) and result[:1] == ("exit",):
             raise SystemExit(result[1])

@@ -1,8 +1,9 @@
-"""hparams_search=optuna: an Optuna (>= 4) study driven through its ask-and-tell interface. Each batch of
-`n_jobs` trials is asked from the study and run through the sweep's launcher (in parallel with hydra/launcher=ray
-or slurm); every trial reports val/mean_top1 after each epoch and its pruner may stop it (deepart.training.pruning);
-the results are told back. The study lives in the sweep dir, so a killed search continues with resume_sweep=.
-The options are described in conf/hydra/sweeper/deepart_optuna.yaml."""
+"""hparams_search=optuna: an Optuna (>= 4) study driven through its ask-and-tell interface, asynchronously: `n_jobs`
+slots (in parallel with hydra/launcher=ray or slurm; one at a time on the basic launcher) each ask a trial, run it
+through the sweep's launcher and tell the study its result, then ask the next as soon as their run ends. Every
+trial reports val/mean_top1 after each epoch and its pruner may stop it (deepart.training.pruning). The study lives
+in the sweep dir, so a killed or interrupted search continues with resume_sweep= (n_trials in all). The options are
+described in conf/hydra/sweeper/deepart_optuna.yaml."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -35,5 +36,9 @@ class OptunaSweeper(Sweeper):
         from deepart.core.errors import report_errors
 
         from . import _optuna
+        from ._threads import interrupted
 
-        return report_errors(_optuna.sweep, self, arguments)
+        try:
+            return report_errors(_optuna.sweep, self, arguments)
+        except KeyboardInterrupt:
+            raise interrupted(str(self.config.hydra.sweep.dir)) from None

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 class RayLauncher(Launcher):
@@ -21,7 +21,8 @@ class RayLauncher(Launcher):
                  init: dict[str, Any] | None = None) -> None:
         self.address, self.gpus_per_run, self.cpus_per_run = address, gpus_per_run, cpus_per_run
         self.num_gpus, self.num_cpus, self.max_concurrent = num_gpus, num_cpus, max_concurrent
-        self.init = dict(init or {})
+        # plain dicts all the way down: Ray checks types (runtime_env.env_vars must be a dict of str)
+        self.init = OmegaConf.to_container(init, resolve=True) if isinstance(init, DictConfig) else dict(init or {})
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -42,5 +43,20 @@ class RayLauncher(Launcher):
         from deepart.core.errors import report_errors
 
         from . import _ray
+        from ._threads import interrupted
 
-        return report_errors(_ray.launch, self, job_overrides, initial_job_idx)
+        try:
+            return report_errors(_ray.launch, self, job_overrides, initial_job_idx)
+        except KeyboardInterrupt:
+            raise interrupted(str(self.config.hydra.sweep.dir)) from None
+
+    def interrupt(self) -> None:
+        """Ctrl-C of a search whose slots call launch() from threads: the running jobs are interrupted (each ends
+        as an interrupted run, KILLED in its loggers) and no other starts."""
+        if self.slots is not None:
+            self.slots.interrupt()
+
+    def close(self) -> None:
+        """Stop every worker (the end of an interrupted search)."""
+        if self.slots is not None:
+            self.slots.close()
