@@ -84,6 +84,9 @@ def test_eval_of_a_sweep_dir_prints_the_ensemble_beside_its_members(sweep, tmp_p
     assert "ensemble of 2 models" in res.stdout and "ensemble - members' mean" in res.stdout
     record = json.loads((sweep / "eval" / "metrics.json").read_text())
     assert set(record["members"]) == {"0", "1"} and len(record["ensemble"]) == 2
+    from deepart.report.runs import run_dirs
+
+    assert [p.name for p in run_dirs(sweep)] == ["0", "1"]  # the ensemble's eval/ is not a run of the sweep
     table = pd.read_csv(sweep / "eval" / "ensemble.csv")
     assert set(table["model"]) == {"0", "1", "ensemble"}
     for line in ("0 ", "1 ", "members mean", "ensemble "):

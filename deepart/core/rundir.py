@@ -153,8 +153,9 @@ def sweep_dir_of(run_dir: str | Path) -> Path | None:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A job dir of a sweep: it holds Hydra's .hydra/ folder."""
-    return (path / HYDRA).is_dir()
+    """A job dir of a sweep: it holds Hydra's .hydra/ folder, and is not the eval/ folder that eval.py writes into
+    a sweep dir it evaluates as an ensemble (or into a run dir)."""
+    return (path / HYDRA).is_dir() and path.name != EVAL
 
 
 def newest_run(folder: str | Path = "outputs") -> Path | None:
