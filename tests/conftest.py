@@ -66,6 +66,16 @@ def tiny_cfg(demo_root):
     return make
 
 
+@pytest.fixture(scope="session")
+def app_run(demo_root, tmp_path_factory) -> Path:
+    """A tiny three-task model trained for one epoch on the demo data: its run dir (the web app's tests)."""
+    from deepart.training.trainer import train
+
+    run_dir = tmp_path_factory.mktemp("app_run")
+    train(compose_config([*demo_overrides(demo_root), *TINY, *TINY_SEQUENCER]), run_dir=run_dir)
+    return run_dir
+
+
 def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 1200,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run train.py / eval.py in a subprocess (as a user would) and return the finished process; `env`: variables

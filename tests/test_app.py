@@ -20,22 +20,12 @@ from PIL import Image
 
 from deepart.core.errors import CheckpointError, ConfigError
 from deepart.inference.app import Analyser, BadImage, card_top1, load_predictor, parse_args
-from tests.conftest import REPO, TINY, TINY_SEQUENCER, compose_config, demo_overrides
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="session")
-def app_run(demo_root, tmp_path_factory) -> Path:
-    """A tiny model trained for one epoch on the demo data: its run dir."""
-    from deepart.training.trainer import train
-
-    run_dir = tmp_path_factory.mktemp("app_run")
-    train(compose_config([*demo_overrides(demo_root), *TINY, *TINY_SEQUENCER]), run_dir=run_dir)
-    return run_dir
-
-
 @pytest.fixture(scope="session")
 def paintings(demo_root) -> list[Path]:
     return sorted(demo_root.rglob("*.jpg"))[:3]

@@ -10,7 +10,6 @@ calibrated probabilities.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,13 @@ from deepart.core.errors import CheckpointError
 from deepart.core.rundir import best_checkpoint, run_dir_of
 from deepart.inference.loading import MODEL_ARG, is_export_dir, load_model, resolve_model_path
 from deepart.models.deepartnet import INPUT_KEYS, DeepArtNet
+from deepart.report.runs import run_dirs
 from deepart.training.evaluation import tta_forward
 
 
-def _natural(path: Path) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
-
-
 def sweep_runs(folder: Path) -> list[Path]:
-    """The run dirs of a sweep dir (its sub-folders with checkpoints/best.pt), in job order."""
-    return sorted((d for d in folder.iterdir() if d.is_dir() and best_checkpoint(d).is_file()), key=_natural)
+    """The run dirs of a sweep dir with a checkpoints/best.pt, in job order (the sweep report's run_dirs)."""
+    return [d for d in run_dirs(folder) if best_checkpoint(d).is_file()]
 
 
 def member_paths(spec: Any) -> list[Path]:
@@ -58,15 +54,16 @@ def member_paths(spec: Any) -> list[Path]:
     return [resolve_model_path(path)[1]]
 
 
-def is_ensemble(spec: Any) -> bool:
-    return len(member_paths(spec)) > 1
+def ensemble_home(paths: Sequence[Path]) -> Path:
+    """The folder the members' run dirs (or export folders) share: their sweep dir when they are runs of one."""
+    return Path(os.path.commonpath([run_dir_of(p).resolve() for p in paths]))
 
 
 def member_names(paths: Sequence[Path]) -> list[str]:
     """The members' names in tables: their run dirs (or export folders) relative to the folder they share (a
     sweep dir's runs: "0", "1", ...)."""
     runs = [run_dir_of(p).resolve() for p in paths]
-    home = Path(os.path.commonpath(runs))
+    home = ensemble_home(paths)
     names = [str(run.relative_to(home)) for run in runs]
     return names if all(n != "." for n in names) and len(set(names)) == len(names) else [str(p) for p in paths]
 

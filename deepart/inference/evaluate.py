@@ -21,7 +21,7 @@ from deepart.data import demo as demo_data
 from deepart.data.dataset import SkipCounter
 from deepart.data.loaders import data_root, eval_loader, load_table, set_data_root
 from deepart.inference import pretrained
-from deepart.inference.ensemble import load_ensemble, member_paths
+from deepart.inference.ensemble import ensemble_home, load_ensemble, member_paths
 from deepart.inference.loading import load_model
 from deepart.objectives.calibration import (
     Calibration,
@@ -54,12 +54,8 @@ def require_checkpoint_arg(argv: list[str]) -> None:
 def output_home(spec) -> Path:
     """The folder whose eval/ an evaluation writes to: the run dir of one model, the sweep dir of a sweep, the
     common folder of a list of runs (their sweep dir when they share one)."""
-    import os
-
     paths = member_paths(spec)
-    if len(paths) == 1:
-        return run_dir_of(paths[0])
-    return Path(os.path.commonpath([run_dir_of(p).resolve() for p in paths]))
+    return run_dir_of(paths[0]) if len(paths) == 1 else ensemble_home(paths)
 
 
 def run_config(cfg: DictConfig, model, ckpt: Checkpoint | None) -> DictConfig:
@@ -184,7 +180,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split != "val":
         metrics = {k.replace("val/", f"{cfg.split}/", 1): v for k, v in metrics.items()}
 
-    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else (eval_dir(source) if not members else source / "eval")
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else eval_dir(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     calibration = Calibration.from_dict(model.calibration)
     if cfg.get("calibrate"):

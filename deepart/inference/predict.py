@@ -15,7 +15,6 @@ import csv
 import glob
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from deepart.core.errors import ConfigError, DataError, report_errors, require, 
 from deepart.core.rundir import run_dir_of
 from deepart.core.runtime import check_threads, resolve_device
 from deepart.data.dataset import SkipCounter
-from deepart.inference.ensemble import load_ensemble, member_paths
+from deepart.inference.ensemble import ensemble_home, load_ensemble, member_paths
 from deepart.inference.loading import BACKENDS, Predictor
 from deepart.models import DeepArtNet
 from deepart.objectives.calibration import Calibration, min_confidence_per_task
@@ -91,7 +90,7 @@ def predict(cfg: DictConfig) -> dict:
                               f"{'backend=' + cfg.backend if cfg.backend != 'torch' else 'visualize=true'}")
         ensemble = load_ensemble(members)[0]
         predictor = Predictor(ensemble, resolve_device(cfg.device, key="device"))
-        home = Path(os.path.commonpath([run_dir_of(p).resolve() for p in members]))
+        home = ensemble_home(members)
         log.info("ensemble of %d models: %s", len(members), ", ".join(ensemble.names))
     thresholds = min_confidence_per_task(cfg.min_confidence, predictor.tasks)
     paths = find_images(str(cfg.images))
