@@ -18,25 +18,15 @@ from PIL import Image
 from deepart.inference.app import Analyser, load_predictor
 from deepart.vis.plots import overlay
 from deepart.vis.saliency import grad_cam, predict_with_cams
-from tests.conftest import TINY, TINY_SEQUENCER, compose_config, demo_overrides, hold_env
+from tests.conftest import hold_env
 from tests.test_app import Server
 
 pytestmark = pytest.mark.slow  # end-to-end: a training and real servers
 
 
 @pytest.fixture(scope="session")
-def service_run(demo_root, tmp_path_factory) -> Path:
-    """A tiny three-task model trained for one epoch on the demo data: its run dir."""
-    from deepart.training.trainer import train
-
-    run_dir = tmp_path_factory.mktemp("service_run")
-    train(compose_config([*demo_overrides(demo_root), *TINY, *TINY_SEQUENCER]), run_dir=run_dir)
-    return run_dir
-
-
-@pytest.fixture(scope="session")
-def predictor(service_run):
-    return load_predictor(service_run)[0]
+def predictor(app_run):
+    return load_predictor(app_run)[0]
 
 
 @pytest.fixture(scope="session")
@@ -134,13 +124,13 @@ def ask(url: str, image: Path):
     return Client(url, verbose=False, download_files=False).predict(handle_file(str(image)), api_name="/predict")
 
 
-def test_the_file_cache_is_cleaned_past_its_age(service_run, images, tmp_path, monkeypatch):
+def test_the_file_cache_is_cleaned_past_its_age(app_run, images, tmp_path, monkeypatch):
     """With cache_age_s=2 the uploads and the output images are deleted (and their folders) once older than
     that; the example paintings stay, and the page goes on answering."""
     pytest.importorskip("gradio_client")
     cache = tmp_path / "gradio-cache"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
-    srv = Server(service_run, tmp_path / "app.log", "cache_age_s=2").wait()
+    srv = Server(app_run, tmp_path / "app.log", "cache_age_s=2").wait()
     try:
         examples = set(files_under(cache))  # the examples, cached at start
         assert len(examples) == 4
@@ -157,7 +147,7 @@ def test_the_file_cache_is_cleaned_past_its_age(service_run, images, tmp_path, m
         srv.stop()
 
 
-def test_a_burst_past_the_queue_is_refused_and_the_page_goes_on(service_run, images, tmp_path, monkeypatch):
+def test_a_burst_past_the_queue_is_refused_and_the_page_goes_on(app_run, images, tmp_path, monkeypatch):
     """concurrency=1, max_queue=2: while the model is held on its first batch, a burst of 8 more requests gets
     2 places in the queue and 6 "queue full" refusals; let go, the held and the queued ones are answered, and so
     is the next request."""
@@ -167,7 +157,7 @@ def test_a_burst_past_the_queue_is_refused_and_the_page_goes_on(service_run, ima
     hold = tmp_path / "held"
     for key, value in hold_env("app_batch:5", hold).items():  # the 4 warm-up requests pass, the 5th is held
         monkeypatch.setenv(key, value)
-    srv = Server(service_run, tmp_path / "app.log", "concurrency=1", "max_queue=2").wait()
+    srv = Server(app_run, tmp_path / "app.log", "concurrency=1", "max_queue=2").wait()
     try:
         for image in images[:4]:
             assert ask(srv.url, image)[-1].startswith("Predicted in ")
@@ -194,7 +184,7 @@ def test_a_burst_past_the_queue_is_refused_and_the_page_goes_on(service_run, ima
         srv.stop()
 
 
-def test_a_soak_leaves_no_per_request_objects_in_the_server(service_run, demo_root, tmp_path, monkeypatch):
+def test_a_soak_leaves_no_per_request_objects_in_the_server(app_run, demo_root, tmp_path, monkeypatch):
     """300 requests from 4 clients: the Python objects alive in the server (after a full collection, read
     through the /debug_memory hook that DEEPART_APP_DEBUG=1 adds) do not grow with the requests: fewer new ones
     than requests in all, and no type with one new object per 4 requests. Gradio keeps
@@ -207,22 +197,38 @@ def test_a_soak_leaves_no_per_request_objects_in_the_server(service_run, demo_ro
     monkeypatch.setenv("DEEPART_APP_DEBUG", "1")
     cache = tmp_path / "gradio-cache"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
-    srv = Server(service_run, tmp_path / "app.log", "concurrency=4", "cache_age_s=2").wait()
-    pictures = sorted(demo_root.rglob("*.jpg"))
+    srv = Server(app_run, tmp_path / "app.log", "concurrency=4", "cache_age_s=2").wait()
+    # every request a painting of its own: Gradio stores a file under the hash of its content, and a cached file
+    # a request would reuse just as the cleaner deletes it past its age (2 s here) fails that request
+    from PIL import Image
+
+    sources = sorted(demo_root.rglob("*.jpg"))
+    pictures = []
+    for i in range(400):
+        image = Image.open(sources[i % len(sources)]).convert("RGB")
+        image.paste((i % 256, i // 256 * 60, 255 - i % 256), (0, 0, 6, 6))
+        pictures.append(tmp_path / "paintings" / f"{i:03d}.jpg")
+        pictures[-1].parent.mkdir(exist_ok=True)
+        image.save(pictures[-1], quality=95)
     clients = [Client(srv.url, verbose=False, download_files=False) for _ in range(4)]
     try:
         def load(n: int) -> None:
             statuses: list[str] = []
+            errors: list[str] = []
 
             def send(k: int) -> None:
                 for i in range(n // 4):
                     image = handle_file(str(pictures[(k * n + i) % len(pictures)]))
-                    statuses.append(clients[k].predict(image, api_name="/predict")[-1])
+                    try:
+                        statuses.append(clients[k].predict(image, api_name="/predict")[-1])
+                    except Exception as exc:  # noqa: BLE001  (named in the assertion below)
+                        errors.append(f"{type(exc).__name__}: {exc}")
             threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join(timeout=900)
+            assert not errors, f"{len(errors)} requests failed, e.g. {errors[0]}"
             assert len(statuses) == n and all(s.startswith("Predicted in ") for s in statuses)
 
         def settled() -> dict:
