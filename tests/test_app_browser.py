@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.test_app import Server, app_run, paintings, uploads  # noqa: F401  (fixtures)
+from tests.test_app import Server, paintings, uploads  # noqa: F401  (fixtures; app_run is in conftest)
 
 pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
 

@@ -4,8 +4,10 @@ of its own, and the sweep's files equal the basic launcher's; the one-line error
 through it (a killed launcher: tests/test_launcher_resume.py)."""
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -135,6 +137,29 @@ def test_bad_launcher_options_are_one_line_before_any_run(demo_root, tmp_path, o
     assert len(lines) == 1 and "Traceback" not in out, out[-3000:]
     assert ("ray start --head" if "address" in option else "gpus_per_run=0 for runs on CPU only") in lines[0]
     assert not any(p.is_dir() for p in sweep.glob("[0-9]*"))  # no run started
+
+
+def test_address_auto_on_a_port_another_program_holds_is_one_line_within_seconds(demo_root, tmp_path):
+    """RAY_ADDRESS names a loopback port where a program that is not Ray accepts connections and says nothing (a
+    port reused after the head died): address=auto probes that very address (not this machine's own address, which
+    Ray's lookup puts in place of 127.0.0.1) and stops in one line, where ray.init would retry for minutes."""
+    held: list[socket.socket] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        accepting = threading.Thread(target=lambda: [held.append(server.accept()[0]) for _ in range(8)], daemon=True)
+        accepting.start()
+        res = run_script("train.py", "-m", *RAY, "hydra.launcher.address=auto", *demo_overrides(demo_root), *ARGS,
+                         "seed=0,1", cwd=tmp_path, env={"RAY_ADDRESS": f"127.0.0.1:{port}"})
+    for conn in held:
+        conn.close()
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out[-3000:]
+    lines = [line for line in out.splitlines() if f"no Ray head answers at 127.0.0.1:{port}" in line]
+    assert len(lines) == 1 and "Traceback" not in out and "another program holds it" in lines[0], out[-3000:]
+    assert held, "the probe never connected"
+    assert not list(tmp_path.glob("multirun/*/*/[0-9]*"))  # no run started
 
 
 def test_a_search_through_ray_prunes_trials_two_at_a_time(demo_root, tmp_path):

@@ -35,9 +35,33 @@ KEY = "hydra.launcher"
 DEFAULT_PORT = 6379
 
 
+#: What an HTTP/2 client sends first (RFC 9113, 3.4): the preface and an empty SETTINGS frame. A gRPC server (a
+#: Ray head's GCS) answers with a SETTINGS frame of its own before anything else.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_H2_SETTINGS = 4
+
+
+def _speaks_grpc(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether the peer on `sock` answers the HTTP/2 preface with a SETTINGS frame within `timeout_s`."""
+    sock.settimeout(timeout_s)
+    try:
+        sock.sendall(_H2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:
+        return False
+    return head[3] == _H2_SETTINGS
+
+
 def probe(address: str, timeout_s: float = 5.0) -> None:
-    """A ConfigError in one line unless something accepts a connection at `address` (host[:port], or
-    ray://host:port of a Ray client server)."""
+    """A ConfigError in one line unless a Ray head answers at `address` (host[:port], or ray://host:port of a Ray
+    client server): something must accept a connection there and, for a head's GCS, answer as a gRPC server does
+    (a port held by another program would keep ray.init retrying for minutes). With RAY_USE_TLS the gRPC check is
+    left to Ray."""
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", str(DEFAULT_PORT))
     try:
@@ -45,12 +69,19 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
     except ValueError:
         raise ConfigError(f"{KEY}.address={address}: not host:port; give the head's address, e.g. "
                           f"{KEY}.address=node01:{DEFAULT_PORT}") from None
+    fix = (f"start one there (`ray start --head --port={number}`) or leave {KEY}.address=null for a Ray of this "
+           f"sweep's own")
     try:
-        socket.create_connection((host, number), timeout=timeout_s).close()
+        sock = socket.create_connection((host, number), timeout=timeout_s)
     except OSError as exc:
-        raise ConfigError(f"{KEY}.address={address}: no Ray head answers at {host}:{number} ({exc.strerror or exc}); "
-                          f"start one there (`ray start --head --port={number}`) or leave {KEY}.address=null for a "
-                          f"Ray of this sweep's own") from None
+        raise ConfigError(f"{KEY}.address={address}: no Ray head answers at {host}:{number} "
+                          f"({exc.strerror or exc}); {fix}") from None
+    with sock:
+        grpc = "://" not in address and os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true")
+        if grpc and not _speaks_grpc(sock, timeout_s):
+            raise ConfigError(f"{KEY}.address={address}: no Ray head answers at {host}:{number} (the port accepts "
+                              f"connections but does not answer as a Ray head's gRPC server within {timeout_s:g} s: "
+                              f"another program holds it); {fix}")
 
 
 def _local(num_cpus: int | None, num_gpus: int | None) -> dict[str, Any]:
@@ -92,13 +123,15 @@ def use_token() -> None:
 
 def resolve(address: str) -> str:
     """The head's host:port for `address`: itself, or for `auto` the cluster in RAY_ADDRESS or the one the last
-    `ray start` on this machine recorded (a ConfigError when there is none)."""
+    `ray start` on this machine recorded, as recorded (a head on 127.0.0.1 stays there: Ray's own lookup swaps the
+    loopback for this machine's address, where such a head does not listen); a ConfigError when there is none."""
     if address != "auto":
         return address
     from ray._private import services
 
-    found = services.canonicalize_bootstrap_address(address)
-    if found is None:
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    found = env if env and env not in ("auto", "local") else services.find_bootstrap_address(None)
+    if not found:
         raise ConfigError(f"{KEY}.address=auto: no Ray cluster is recorded on this machine (no RAY_ADDRESS, no "
                           f"`ray start`); give the head's address ({KEY}.address=node01:{DEFAULT_PORT}) or leave "
                           f"{KEY}.address=null for a Ray of this sweep's own")
