@@ -4,6 +4,10 @@
     python benchmarks/sweeps.py search --trials 12             # a 12-trial search with the median pruner on 2 slots
     python benchmarks/sweeps.py ablation --data data/paintings-dev --epochs 3   # loss.gamma=0,1,2,3 on a frozen
                                                                # Lite0 (experiment=paintings) through Ray
+    python benchmarks/sweeps.py cluster --epochs 8             # a 4-run sweep on a 2-node loopback cluster (token
+                                                               # authentication) against the sweep's own Ray
+    python benchmarks/sweeps.py resume --trials 6 --epochs 6   # a search stopped by Ctrl-C with 2 trials in flight,
+                                                               # resumed, against the same search uninterrupted
     python benchmarks/sweeps.py search --repo /path/to/another/checkout        # the same, with another version
 
 Every command is a real `train.py` typed in a fresh temporary folder with Hydra's default sweep dir; the figures are
@@ -26,6 +30,8 @@ import argparse
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -60,16 +66,17 @@ def sweep_of(cwd: Path) -> Path:
     return found
 
 
-def run(repo: Path, args: list[str], cwd: Path, absolute: bool = False) -> tuple[Path, float, str, float]:
-    """`python <repo>/train.py <args>` in the fresh folder `cwd` (`absolute`: with an absolute hydra.sweep.dir, for
-    versions whose jobs in other processes need one): its sweep dir, wall seconds, output and start time."""
-    cwd.mkdir(parents=True)
+def run(repo: Path, args: list[str], cwd: Path, absolute: bool = False,
+        env: dict[str, str] | None = None) -> tuple[Path, float, str, float]:
+    """`python <repo>/train.py <args>` in the folder `cwd` (made unless it exists; `absolute`: with an absolute
+    hydra.sweep.dir, for versions whose jobs in other processes need one; `env`: the environment, else this one):
+    its sweep dir, wall seconds, output and start time."""
+    cwd.mkdir(parents=True, exist_ok=True)
     if absolute:
         args = [*args, f"hydra.sweep.dir={cwd / 'multirun' / 'given' / 'sweep'}"]
-    env = {**os.environ, "PYTHONPATH": str(repo), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     started, at = time.perf_counter(), time.time()
-    proc = subprocess.run([sys.executable, str(repo / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run([sys.executable, str(repo / "train.py"), *args], cwd=cwd, env=train_env(repo, env),
+                          capture_output=True, text=True)
     wall = time.perf_counter() - started
     out = proc.stdout + proc.stderr
     if proc.returncode and not (proc.returncode == 1 and list((cwd / "multirun").glob("*/*/summary.csv"))):
@@ -77,6 +84,11 @@ def run(repo: Path, args: list[str], cwd: Path, absolute: bool = False) -> tuple
     if proc.returncode:  # a sweep that finished with failed runs: measured, and said
         print(f"  (train.py exited 1: {'; '.join(re.findall(FAILED_RUN, out))})", flush=True)
     return sweep_of(cwd), wall, out, at
+
+
+def train_env(repo: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    return {**(os.environ if env is None else env), "PYTHONPATH": str(repo), "WANDB_MODE": "offline",
+            "OMP_NUM_THREADS": "1"}
 
 
 def runtimes(sweep: Path) -> list[float]:
@@ -153,9 +165,112 @@ def ablation_cmd(opts, repo: Path, folder: Path) -> None:
           f"{sum(own) / len(own):.1f} s |", flush=True)
 
 
+class LoopbackCluster:
+    """A Ray cluster of `nodes` nodes on 127.0.0.1 as docs/scaling.md starts one (a token made with `ray
+    get-auth-token --generate`, `ray start --head`, then `ray start --address` with RAY_AUTH_MODE=token), one core a
+    node, in a Ray temp dir and a home (~/.ray/auth_token) of its own; every process of it killed at the end."""
+
+    def __init__(self, folder: Path, nodes: int = 2):
+        self.root = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))  # short: Ray's sockets live under it
+        (self.root / "home").mkdir()
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))},
+                    "RAY_TMPDIR": str(self.root), "HOME": str(self.root / "home")}
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        subprocess.run(["ray", "get-auth-token", "--generate"], env=self.env, check=True, capture_output=True)
+        common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0"]
+        self.start("head", ["--head", f"--port={self.port}", "--include-dashboard=false", *common], self.env)
+        for n in range(1, nodes):
+            self.start(f"node{n}", [f"--address={self.address}", *common], {**self.env, "RAY_AUTH_MODE": "token"})
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log = self.root / f"{name}.log"
+        self.procs.append(subprocess.Popen(["ray", "start", *args], env=env, stdout=log.open("w"),
+                                           stderr=subprocess.STDOUT, start_new_session=True))
+        while "Ray runtime started" not in log.read_text():
+            if self.procs[-1].poll() is not None:
+                sys.exit(f"ray start {' '.join(args)} failed:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def cluster_cmd(opts, repo: Path, folder: Path) -> None:
+    args = ["-m", *demo(folder), f"phase.epochs={opts.epochs[0]}", "seed=0,1,2,3", *RAY_CPU]
+    cluster = LoopbackCluster(folder)
+    try:
+        print("| Ray | nodes the runs ran on | wall | a run's own time | overhead / run |")
+        print("|---|---:|---:|---:|---:|")
+        cases = [("cluster", "2-node loopback cluster, 1 core a node", f"hydra.launcher.address={cluster.address}",
+                  cluster.env), ("own", "the sweep's own, 2 cores", "hydra.launcher.num_cpus=2", None)]
+        for short, name, extra, env in cases:
+            sweep, wall, _, _ = run(repo, [*args, extra], folder / short, env=env)
+            own = runtimes(sweep)
+            nodes = len({p["node"] for p in placements(sweep)})
+            print(f"| {name} | {nodes} | {wall:.1f} s | {sum(own) / len(own):.1f} s | "
+                  f"{(wall * 2 - sum(own)) / len(own):.1f} s |", flush=True)
+    finally:
+        cluster.close()
+
+
+def resume_cmd(opts, repo: Path, folder: Path) -> None:
+    """The same search twice: once through, and once stopped as a terminal's Ctrl-C stops it (SIGINT to its
+    process group) once two trials are in flight with a checkpoint each, then resumed with resume_sweep=."""
+    base = [o for o in demo(folder) if not o.startswith("phase.lr=")]
+    args = ["hparams_search=optuna", *base, *RAY_CPU, f"phase.epochs={opts.epochs[0]}",
+            f"hydra.sweeper.n_trials={opts.trials}", f"hydra.sweeper.n_jobs={opts.slots}",
+            "hydra.sweeper.pruner.name=none"]
+
+    def trained(sweep: Path) -> str:
+        """trials | epochs of their runs | the runs' own training seconds (a resumed run's include its time
+        before the stop)"""
+        trials = pd.read_csv(sweep / "optuna_trials.csv")
+        runs = [json.loads((sweep / str(run) / "metrics.json").read_text()) for run in trials["run"]]
+        return (f"{len(trials)} | {sum(r['epochs'] for r in runs)} | "
+                f"{sum(r['runtime_s'] for r in runs):.1f} s")
+
+    print("| search | trials | epochs of their runs | the runs' own time | wall (the commands together) |")
+    print("|---|---:|---:|---:|---:|")
+    sweep, wall, _, _ = run(repo, args, folder / "through")
+    print(f"| uninterrupted | {trained(sweep)} | {wall:.1f} s |", flush=True)
+
+    cwd = folder / "stopped"
+    cwd.mkdir()
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(repo / "train.py"), *args], cwd=cwd, env=train_env(repo),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def in_flight() -> int:
+        runs = [p for p in cwd.glob("multirun/*/*/[0-9]*") if p.is_dir()]
+        return sum((r / "checkpoints" / "last.pt").is_file() and not (r / "metrics.json").is_file() for r in runs)
+
+    while in_flight() < opts.slots:
+        if proc.poll() is not None:
+            sys.exit(f"the search ended ({proc.returncode}) before {opts.slots} trials were in flight")
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    code = proc.wait()
+    first = time.perf_counter() - started
+    sweep = sweep_of(cwd)
+    stopped_at = len(pd.read_csv(sweep / "optuna_trials.csv"))
+    _, again, _, _ = run(repo, [*args, f"resume_sweep={sweep.relative_to(cwd)}"], cwd)
+    print(f"| Ctrl-C (exit {code}) with {opts.slots} trials in flight after {stopped_at} asked, then resumed | "
+          f"{trained(sweep)} | {first + again:.1f} s ({first:.1f} + {again:.1f}) |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["sweep", "search", "ablation"])
+    parser.add_argument("what", choices=["sweep", "search", "ablation", "cluster", "resume"])
     parser.add_argument("--epochs", type=int, nargs="+", default=[4], help="epochs a run (sweep: one row each)")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--slots", type=int, default=2, help="runs at once (Ray, one core each)")
@@ -166,8 +281,9 @@ def main() -> None:
     opts = parser.parse_args()
     print(f"{opts.what}: {load()} before", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        {"sweep": sweep_cmd, "search": search_cmd, "ablation": ablation_cmd}[opts.what](opts, Path(opts.repo),
-                                                                                     Path(tmp))
+        commands = {"sweep": sweep_cmd, "search": search_cmd, "ablation": ablation_cmd, "cluster": cluster_cmd,
+                    "resume": resume_cmd}
+        commands[opts.what](opts, Path(opts.repo), Path(tmp))
     print(f"{opts.what}: {load()} after", flush=True)
 
 

@@ -148,8 +148,14 @@ def test_address_auto_on_a_port_another_program_holds_is_one_line_within_seconds
         server.bind(("127.0.0.1", 0))
         server.listen(8)
         port = server.getsockname()[1]
-        accepting = threading.Thread(target=lambda: [held.append(server.accept()[0]) for _ in range(8)], daemon=True)
-        accepting.start()
+
+        def accept() -> None:
+            try:
+                while True:
+                    held.append(server.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+        threading.Thread(target=accept, daemon=True).start()
         res = run_script("train.py", "-m", *RAY, "hydra.launcher.address=auto", *demo_overrides(demo_root), *ARGS,
                          "seed=0,1", cwd=tmp_path, env={"RAY_ADDRESS": f"127.0.0.1:{port}"})
     for conn in held:

@@ -69,6 +69,34 @@ def ctrl_c(proc: subprocess.Popen, cwd: Path) -> tuple[int, str]:
     return code, (cwd / "command.log").read_text()
 
 
+def listening(session: int) -> list[tuple[str, str, bool]]:
+    """(process name, local address, on the loopback) of every TCP socket listening in a process of `session`
+    (read from /proc: the sockets in /proc/net/tcp and tcp6 in state LISTEN, matched to the processes' fds)."""
+    sockets = {}
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                address, port = fields[1].split(":")
+                # the address in 32-bit words, each little-endian: 127.x.x.x ends its (last) word in 7F;
+                # ::1 is 0...0 then the word 01000000
+                loopback = address[-2:] == "7F" or address == "0" * 24 + "01000000"
+                sockets[fields[9]] = (f"{address}:{int(port, 16)}", loopback)
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or os.getsid(int(proc.name)) != session:
+                continue
+            name = (proc / "comm").read_text().strip()
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in sockets:
+                    found.append((name, *sockets[target[8:-1]]))
+        except OSError:  # a process that ended meanwhile
+            continue
+    return found
+
+
 def wait_for(predicate, proc: subprocess.Popen, cwd: Path, timeout: float = 1200) -> None:
     """Block until `predicate()` holds (an event: files the runs write); fails if the command ends first."""
     deadline = time.monotonic() + timeout
@@ -206,8 +234,9 @@ def test_a_poisoned_worker_is_replaced_for_the_next_run_of_its_slot(demo_root, t
 
 @pytest.mark.slow
 def test_ctrl_c_during_a_ray_sweep_ends_its_runs_killed_and_resume_sweep_finishes_them(demo_root, tmp_path):
-    """A grid sweep on Ray, both runs waiting after their first epoch, gets Ctrl-C: both MLflow runs end KILLED,
-    exit 130 with one line and no traceback; resume_sweep= continues both from their checkpoints."""
+    """A grid sweep on Ray, both runs waiting after their first epoch (every server of its own Ray listening on the
+    loopback only), gets Ctrl-C: both MLflow runs end KILLED, exit 130 with one line and no traceback;
+    resume_sweep= continues both from their checkpoints."""
     pytest.importorskip("ray")
     pytest.importorskip("mlflow")
     holds = tmp_path / "holds"
@@ -217,6 +246,8 @@ def test_ctrl_c_during_a_ray_sweep_ends_its_runs_killed_and_resume_sweep_finishe
             "phase.epochs=2", "seed=0,1"]
     proc = popen(args, tmp_path, hold_env("epoch_end:1", holds / "held-{pid}"))
     wait_for(lambda: len([p for p in holds.glob("held-*") if not p.name.endswith(".tmp")]) == 2, proc, tmp_path)
+    servers = listening(proc.pid)  # the sweep's own Ray: its servers on the loopback only
+    assert "gcs_server" in {name for name, _, _ in servers} and all(lo for _, _, lo in servers), servers
     code, out = ctrl_c(proc, tmp_path)
     assert code == 130 and "Traceback" not in out, out[-3000:]
     assert len([line for line in out.splitlines() if "interrupted (Ctrl-C)" in line]) == 1

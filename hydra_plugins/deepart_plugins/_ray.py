@@ -87,9 +87,25 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
 def _local(num_cpus: int | None, num_gpus: int | None) -> dict[str, Any]:
     """ray.init's arguments for a Ray of the sweep's own: always a new one (address="local": neither RAY_ADDRESS
     nor the cluster a `ray start` left in Ray's temp dir, live or long dead, is joined), loopback only, no
-    dashboard."""
+    dashboard. Start it with init_local."""
     return {"address": "local", "num_cpus": num_cpus, "num_gpus": num_gpus, "_node_ip_address": "127.0.0.1",
             "include_dashboard": False, "log_to_driver": True}
+
+
+def init_local(**init: Any) -> None:
+    """ray.init of a Ray of this process's own that listens on the loopback only. ray.init swaps a node address of
+    127.0.0.1 for this machine's routable one (and its servers then listen on every interface) unless Ray is in
+    its single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read from ray_constants at the call): that mode
+    holds while Ray starts its processes, which get their address as an argument."""
+    import ray
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(**init)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 AUTH_MODE, AUTH_TOKEN, AUTH_TOKEN_PATH = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
@@ -201,10 +217,8 @@ def start_early(argv: list[str]) -> None:
 
     def boot() -> None:
         try:
-            import ray
-
             logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
-            ray.init(**_local(*resources))
+            init_local(**_local(*resources))
         except BaseException as exc:  # noqa: BLE001 - the launcher starts Ray itself then
             _early["error"] = exc
             return
@@ -252,7 +266,7 @@ def connect(launcher) -> bool:
     if launcher.address:
         join(str(launcher.address), init)
     else:
-        ray.init(**{**_local(launcher.num_cpus, launcher.num_gpus), **launcher.init})
+        init_local(**{**_local(launcher.num_cpus, launcher.num_gpus), **launcher.init})
     return True
 
 
