@@ -247,7 +247,9 @@ def test_ctrl_c_during_a_ray_sweep_ends_its_runs_killed_and_resume_sweep_finishe
     proc = popen(args, tmp_path, hold_env("epoch_end:1", holds / "held-{pid}"))
     wait_for(lambda: len([p for p in holds.glob("held-*") if not p.name.endswith(".tmp")]) == 2, proc, tmp_path)
     servers = listening(proc.pid)  # the sweep's own Ray: its servers on the loopback only
-    assert "gcs_server" in {name for name, _, _ in servers} and all(lo for _, _, lo in servers), servers
+    if not ("gcs_server" in {name for name, _, _ in servers} and all(lo for _, _, lo in servers)):
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its Ray, which would wait on the holds
+        raise AssertionError(f"not every server of the sweep's Ray listens on the loopback: {servers}")
     code, out = ctrl_c(proc, tmp_path)
     assert code == 130 and "Traceback" not in out, out[-3000:]
     assert len([line for line in out.splitlines() if "interrupted (Ctrl-C)" in line]) == 1
