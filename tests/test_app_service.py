@@ -188,8 +188,8 @@ def test_a_burst_past_the_queue_is_refused_and_the_page_goes_on(app_run, images,
 
 def test_a_soak_leaves_no_per_request_objects_in_the_server(app_run, demo_root, tmp_path, monkeypatch):
     """300 requests from 4 clients: the Python objects alive in the server (after a full collection, read
-    through the /debug_memory hook that DEEPART_APP_DEBUG=1 adds) do not grow with the requests: fewer new ones
-    than requests in all, and no type with one new object per 4 requests. Gradio keeps
+    through the /debug_memory hook that DEEPART_APP_DEBUG=1 adds) do not grow with the requests: no type with one
+    new object per 4 requests, and fewer than 2 new ones per request in all. Gradio keeps
     a copy of the page's config per session (a visitor): the same 4 sessions send every request. The names of
     the cached files are kept as long as the files (cache_age_s=10 here): each reading waits until the
     requests' files are deleted."""
@@ -250,10 +250,12 @@ def test_a_soak_leaves_no_per_request_objects_in_the_server(app_run, demo_root, 
         load(300)
         after = settled()
         grown = {k: n - before["types"].get(k, 0) for k, n in after["types"].items() if n > before["types"].get(k, 0)}
-        # a per-request leak is >= 300 objects of some type; Gradio's connections, threads and timers of the
-        # moment come and go by a few dozen of each
+        # a per-request leak is >= 300 objects of some type; the asyncio timers, contexts and coroutines of the
+        # connections open at the moment (and their tuples, cells and functions) come and go by dozens of each,
+        # a few hundred in all on a busy machine
         worst = sorted(grown.items(), key=lambda kv: -kv[1])[:12]
-        assert after["objects"] - before["objects"] < 300 and max(grown.values(), default=0) < 300 / 4, worst
+        assert max(grown.values(), default=0) < 300 / 4, worst
+        assert after["objects"] - before["objects"] < 2 * 300, worst
         assert after["threads"] <= before["threads"] + 4
         assert after["batches"] > before["batches"]
     finally:

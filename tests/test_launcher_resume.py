@@ -20,7 +20,8 @@ pytest.importorskip("ray")
 
 def test_killed_launcher_then_resume_sweep_finishes_and_a_failing_run_is_listed(demo_root, tmp_path):
     """Run 0 trains 2 epochs, run 1 raises (batch size 0). The launcher is killed while run 0 waits after its
-    first epoch; resume_sweep= continues run 0 from its checkpoint, runs run 1 again, lists it, exits 1."""
+    first epoch and once run 1 has failed; resume_sweep= continues run 0 from its checkpoint, runs run 1 again,
+    lists it, exits 1."""
     sweep, hold = tmp_path / "sweep", tmp_path / "held"
     args = ["-m", *RAY, *demo_overrides(demo_root), *ARGS, "phase.epochs=2", "phase.batch_size=16,0",
             f"hydra.sweep.dir={sweep}"]
@@ -32,6 +33,7 @@ def test_killed_launcher_then_resume_sweep_finishes_and_a_failing_run_is_listed(
     try:
         wait_until_held(proc, hold)
         worker = int(hold.read_text())
+        wait_for_file(sweep / "1" / "failure.json", proc)  # run 1, on the other slot, failed meanwhile
         os.kill(proc.pid, signal.SIGKILL)  # the launcher dies; its Ray and the held run with it
         proc.wait(timeout=60)
         wait_until_gone(worker)
@@ -54,6 +56,15 @@ def test_killed_launcher_then_resume_sweep_finishes_and_a_failing_run_is_listed(
     table = pd.read_csv(sweep / "summary.csv")
     assert table["status"].tolist() == ["done", "failed"] and "batch" in table.loc[1, "error"]
     assert "1 of 2 runs have no results" in again.stdout
+
+
+def wait_for_file(path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Block until `path` exists (an event: a file a run writes); fails if the command ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        assert proc.poll() is None, f"the command ended ({proc.returncode}) before {path} was written"
+        assert time.monotonic() < deadline, f"{path} not written within {timeout} s"
+        time.sleep(0.05)
 
 
 def wait_until_gone(pid: int, timeout: float = 120) -> None:
