@@ -139,8 +139,9 @@ def use_token() -> None:
 
 def resolve(address: str) -> str:
     """The head's host:port for `address`: itself, or for `auto` the cluster in RAY_ADDRESS or the one the last
-    `ray start` on this machine recorded, as recorded (a head on 127.0.0.1 stays there: Ray's own lookup swaps the
-    loopback for this machine's address, where such a head does not listen); a ConfigError when there is none."""
+    `ray start` on this machine recorded, as written there (Ray's own lookup would swap a loopback host for this
+    machine's routable address, so the probe would knock elsewhere than the address named); a ConfigError when
+    there is none."""
     if address != "auto":
         return address
     from ray._private import services
