@@ -166,11 +166,13 @@ def ablation_cmd(opts, repo: Path, folder: Path) -> None:
 
 
 class LoopbackCluster:
-    """A Ray cluster of `nodes` nodes on 127.0.0.1 as docs/scaling.md starts one (a token made with `ray
-    get-auth-token --generate`, `ray start --head`, then `ray start --address` with RAY_AUTH_MODE=token), one core a
-    node, in a Ray temp dir and a home (~/.ray/auth_token) of its own; every process of it killed at the end."""
+    """A Ray cluster of `nodes` nodes on this machine as docs/scaling.md starts one (a token made with `ray
+    get-auth-token --generate`, `ray start --head`, then `ray start --address` with RAY_AUTH_MODE=token), each
+    given --node-ip-address=127.0.0.1 (which `ray start` swaps for this machine's routable address, its servers
+    listening on every interface), one core a node, in a Ray temp dir and a home (~/.ray/auth_token) of its own;
+    every process of it killed at the end."""
 
-    def __init__(self, folder: Path, nodes: int = 2):
+    def __init__(self, nodes: int = 2):
         self.root = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))  # short: Ray's sockets live under it
         (self.root / "home").mkdir()
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))},
@@ -206,7 +208,7 @@ class LoopbackCluster:
 
 def cluster_cmd(opts, repo: Path, folder: Path) -> None:
     args = ["-m", *demo(folder), f"phase.epochs={opts.epochs[0]}", "seed=0,1,2,3", *RAY_CPU]
-    cluster = LoopbackCluster(folder)
+    cluster = LoopbackCluster()
     try:
         print("| Ray | nodes the runs ran on | wall | a run's own time | overhead / run |")
         print("|---|---:|---:|---:|---:|")
