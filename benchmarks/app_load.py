@@ -39,36 +39,44 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 # ------------------------------------------------------------------------------------------------ the server
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 just now (the benchmarks' and the tests' servers and clusters take one)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 class AppServer:
-    """`python -m deepart app` of checkout `repo` on a free localhost port, with a Gradio cache of its own."""
+    """`python -m deepart app` of checkout `repo` on a free localhost port until stopped; with `own_cache`, a
+    Gradio cache of its own (a fresh temp folder, `cache`), else the environment's (GRADIO_TEMP_DIR or Gradio's
+    default). A page that exits or does not answer within `start_timeout_s` raises `failure` with the end of its
+    log (SystemExit here: the benchmark's one message; the tests' Server raises AssertionError)."""
 
-    def __init__(self, model: Path, repo: Path, log: Path, app_args: list[str]):
+    start_timeout_s, stop_timeout_s = 300, 30
+    failure: type[BaseException] = SystemExit
+
+    def __init__(self, model: Path, repo: Path, log: Path, app_args: list[str], own_cache: bool = True):
         self.port, self.log = free_port(), log
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.cache = Path(tempfile.mkdtemp(prefix="deepart-app-cache-"))
-        env = {**os.environ, "PYTHONPATH": str(repo), "GRADIO_TEMP_DIR": str(self.cache),
-               "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+        self.cache = Path(tempfile.mkdtemp(prefix="deepart-app-cache-")) if own_cache else None
+        env = {**os.environ, "PYTHONPATH": str(repo), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+               **({"GRADIO_TEMP_DIR": str(self.cache)} if self.cache else {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "deepart", "app", f"model={model}",
                                       f"port={self.port}", *app_args], cwd=repo, env=env,
                                      stdout=log.open("w"), stderr=subprocess.STDOUT)
 
-    def wait(self, timeout: float = 300) -> AppServer:
-        deadline = time.monotonic() + timeout
+    def wait(self) -> AppServer:
+        deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f"the app exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+                raise self.failure(f"the app exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(self.url, timeout=5) as r:
                     if r.status == 200:
                         return self
             except OSError:
                 time.sleep(0.5)
-        raise SystemExit(f"the app did not answer within {timeout} s:\n{self.log.read_text()[-3000:]}")
+        raise self.failure(f"the app did not answer within {self.start_timeout_s} s:\n"
+                           f"{self.log.read_text()[-3000:]}")
 
     def rss_mb(self) -> float:
         try:
@@ -94,7 +102,7 @@ class AppServer:
     def stop(self) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=self.stop_timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

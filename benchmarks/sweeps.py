@@ -31,7 +31,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,10 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.app_load import free_port  # noqa: E402
+
 QUIET = ["logger=none", "trainer.progress_bar=false", "trainer.log_every_n_steps=0", "trainer.threads=1",
          "data.num_workers=0"]
 FAILED_RUN = re.compile(r"run \d+ failed: [^\n]{0,160}")
@@ -177,9 +180,7 @@ class LoopbackCluster:
         (self.root / "home").mkdir()
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))},
                     "RAY_TMPDIR": str(self.root), "HOME": str(self.root / "home")}
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
         subprocess.run(["ray", "get-auth-token", "--generate"], env=self.env, check=True, capture_output=True)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 import zlib
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.app_load import AppServer
 from deepart.core.errors import CheckpointError, ConfigError
 from deepart.inference.app import Analyser, BadImage, card_top1, load_predictor, parse_args
 from tests.conftest import REPO
@@ -174,43 +172,15 @@ def test_command_without_model_says_so_in_one_line():
 
 
 # ----------------------------------------------------------------------------------------------- level 2: a real server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Server(AppServer):
+    """`python -m deepart app` of this checkout in a subprocess on a free localhost port, until stopped, with the
+    environment's Gradio cache (tests point GRADIO_TEMP_DIR at theirs)."""
 
-
-class Server:
-    """`python -m deepart app` in a subprocess on a free localhost port, until stopped."""
+    start_timeout_s, stop_timeout_s = 180, 20
+    failure = AssertionError
 
     def __init__(self, model: Path, log: Path, *extra: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log = log
-        env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "deepart", "app", f"model={model}", f"port={self.port}",
-                                      *extra], cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-    def wait(self, timeout: float = 180) -> Server:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the app exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=5) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError(f"the app did not answer within {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(model, REPO, log, list(extra), own_cache=False)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from benchmarks.app_load import free_port
 from tests.conftest import TINY, TINY_SEQUENCER, demo_overrides, hold_env, run_script, wait_until_held
 from tests.test_resume_kill import finish, start
 
@@ -214,12 +214,6 @@ def test_a_pruned_search_trial_ends_its_records_finished_not_failed(tiny_cfg, tm
     (run,) = training_runs(mlflow_client(run_dir))
     assert run.info.status == "FINISHED"
     assert run.data.metrics["pruned_epoch"] == 1 and "best/val/mean_top1" in run.data.metrics
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_an_unknown_logger_name_is_one_line(demo_root, tmp_path):

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from benchmarks.app_load import free_port
 from tests.conftest import REPO, demo_overrides, the_sweep_dir
 from tests.test_launcher import ARGS, held
 
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.slow  # end-to-end: real clusters, commands and trainin
 pytest.importorskip("ray")
 
 CPU_RUNS = ["hydra/launcher=ray", "hydra.launcher.gpus_per_run=0", "hydra.launcher.cpus_per_run=1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Machine:
