@@ -27,10 +27,19 @@ from torchvision.transforms import v2
 
 from deepart.core.errors import DataError
 from deepart.core.runtime import Runtime
+from deepart.data.dataset import PaintingDataset, collate
 from deepart.data.loaders import load_table
 from deepart.data.transforms import transform_from_config
 from deepart.models import build_model
-from deepart.training.feature_cache import FEATURES, META, cache_key, use_feature_cache
+from deepart.training.feature_cache import (
+    FEATURES,
+    META,
+    FeatureDataset,
+    backbone_pass,
+    cache_key,
+    cached_features,
+    use_feature_cache,
+)
 from deepart.training.freezing import apply_freezing
 from deepart.training.trainer import train as train_in_process
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, hold_env, run_script, wait_until_held
@@ -172,9 +181,11 @@ def test_a_build_killed_mid_way_resumes_and_trains_as_without_the_cache(demo_roo
 
 @pytest.mark.parametrize("extra, mode, used", [
     ((), "auto", True),
-    (("data.hflip=true",), "auto", False),                         # augmentation: auto trains on images
+    (("data.hflip=true",), "auto", True),                          # the flip: drawn from the cached mirror images
+    (("data.hflip=true", "trainer.feature_cache_hflip=false"), "auto", False),  # no mirror images: on images
+    (("data.train_crop_scale=[0.35,1.0]",), "auto", False),        # augmentation: auto trains on images
     (("augment.mixup_alpha=0.2",), "auto", False),
-    (("data.hflip=true",), True, True),                            # true: used, augmentation off (a warning)
+    (("data.train_crop_scale=[0.35,1.0]",), True, True),           # true: used, augmentation off (a warning)
     (("phase.freeze=[encoder]",), True, False),                    # the backbone trains: never
     (("phase.freeze=[]", "all stages"), "auto", True),            # every stage frozen = the backbone frozen
     ((), False, False),
@@ -186,6 +197,51 @@ def test_when_the_cache_is_used(tiny_cfg, extra, mode, used):
     stages = model.backbone.num_stages if "all stages" in extra else cfg.phase.freeze_stages
     apply_freezing(model, list(cfg.phase.freeze), stages)
     assert use_feature_cache(cfg, model, "1", distributed=False) is used
+
+
+def test_with_data_hflip_the_train_cache_holds_each_mirror_image_and_the_seed_picks_the_view(tiny_cfg, tmp_path):
+    """data.hflip on the frozen path: the train split's cache keeps the backbone features of each image and of its
+    mirror image (the val split's only the image's), and a sampler's (index, seed) key gets one of the two by the
+    seed's lowest bit, as data.hflip's coin does on images."""
+    cfg = tiny_cfg(*FROZEN, "data.hflip=true")
+    table = load_table(cfg.data)
+    model = build_model(cfg, table.tasks).eval()
+    rt = Runtime.resolve(cfg.trainer)
+    train_folder = cached_features(cfg, model, table, "train", rt, tmp_path, 16, 8, False)
+    val_folder = cached_features(cfg, model, table, "val", rt, tmp_path, 16, 8, False)
+    assert json.loads((train_folder / META).read_text())["views"] == ["hflip"]
+    assert (train_folder / "features.hflip.npy").is_file()
+    assert "views" not in json.loads((val_folder / META).read_text())
+    assert not (val_folder / "features.hflip.npy").exists()
+    # without the flip, or with trainer.feature_cache_hflip=false, the train split's key is that of one view
+    plain = cache_key(tiny_cfg(*FROZEN), model, table, "train", rt)
+    off = tiny_cfg(*FROZEN, "data.hflip=true", "trainer.feature_cache_hflip=false")
+    assert cache_key(off, model, table, "train", rt)["key"] == plain["key"] != \
+        cache_key(cfg, model, table, "train", rt)["key"]
+
+    images = PaintingDataset(table, "train", transform_from_config(cfg.data, train=False))
+    batch = collate([images[i] for i in range(4)])
+    with torch.inference_mode():
+        x = model.normalize(batch["image"])
+        own, _ = backbone_pass(model, x)
+        mirror, _ = backbone_pass(model, x.flip(-1))
+    assert not torch.allclose(own, mirror, atol=1e-3)  # the demo's paintings are not symmetric
+    cached = FeatureDataset(train_folder, table, "train")
+    for i in range(4):
+        assert torch.allclose(cached[i]["image"], own[i], atol=1e-5)             # a plain index: the image
+        assert torch.allclose(cached[(i, 6)]["image"], own[i], atol=1e-5)        # an even seed: the image
+        assert torch.allclose(cached[(i, 7)]["image"], mirror[i], atol=1e-5)     # an odd seed: its mirror image
+        assert cached[(i, 7)]["labels"].tolist() == cached[i]["labels"].tolist()
+
+
+def test_train_py_with_data_hflip_on_a_frozen_backbone_trains_on_the_cache_with_the_mirror_images(demo_root, tmp_path):
+    cache = tmp_path / "features"
+    out = ok(train(demo_root, tmp_path / "run", cache, "data.hflip=true"))
+    assert "trains and validates on cached backbone features (each image or its mirror image at random" in out, \
+        out[-2000:]
+    views = {m["split"]: m.get("views") for m in folders(cache).values()}
+    assert views == {"train": ["hflip"], "val": None}
+    assert len(history(tmp_path / "run")) == 2
 
 
 @pytest.fixture
@@ -275,6 +331,7 @@ def test_the_key_covers_every_input_of_the_features_and_nothing_else(tiny_cfg, m
         "image size": key("data.image_size=48", "data.resize_size=48"),
         "resize (crop)": key("data.resize_size=72"),
         "square pad": key("data.square_pad=true"),
+        "mirror images (data.hflip)": key("data.hflip=true"),
     }
     monkeypatch.setattr(timm, "__version__", "0.0.1")
     changed["timm version"] = key()

@@ -21,6 +21,9 @@ statistics (deepart.models.texture) also gets texture.npy (float32 (N, D): each 
 chosen stages, a few thousand floats, never the intermediate maps), and the texture's options join the key; a model
 without a sequencer (sequencer=none) reads the statistics alone, so its folder has no features.npy. Statistics
 that train with the model (texture.gram_reduce=learned) cannot be cached: such a phase trains on images.
+With data.hflip (and trainer.feature_cache_hflip, on by default) the train split's folder also holds each array of
+the images' mirror images (features.hflip.npy, texture.hflip.npy; `views` in meta.json and the key), and training
+reads an image or its mirror image by a coin of the sampler's per-image seed: the flip kept on the frozen path.
 
 While it is being built, chunks/ holds the features of each finished chunk of `trainer.feature_cache_chunk`
 images, each written atomically (deepart.core.builds, as the vector index does): a killed build continues after
@@ -76,16 +79,33 @@ log = logging.getLogger("deepart")
 
 FORMAT, VERSION = "deepart-features", 1
 META, FEATURES, VALID, TEXTURE = "meta.json", "features.npy", "valid.npy", "texture.npy"
+#: a view's arrays beside the image's own: "features.hflip.npy" holds the features of each image's mirror image
+HFLIP = "hflip"
+
+
+def view_array(name: str, view: str | None) -> str:
+    """The file of array `name` (features.npy, texture.npy) for `view` (None: the image as the eval transform
+    gives it)."""
+    return name if view is None else f"{name[:-len('.npy')]}.{view}.npy"
+
+
+def cache_hflip(cfg: DictConfig) -> bool:
+    """Whether the train split's cache holds each image's mirror image too, for data.hflip to draw from
+    (trainer.feature_cache_hflip with data.hflip)."""
+    value = cfg.trainer.get("feature_cache_hflip", True)
+    require(isinstance(value, bool), "trainer.feature_cache_hflip", value, "true | false")
+    return bool(cfg.data.get("hflip")) and value
 
 
 # ------------------------------------------------------------------------------------------------ when it is used
 def train_augmentation(cfg: DictConfig) -> list[str]:
     """The options by which the training pass sees another input than the eval transform of each image (random
-    crop, flip, augment.policy, erasing, mixup / CutMix): with any of them the cached features cannot stand in."""
+    crop, augment.policy, erasing, mixup / CutMix; the flip unless the cache holds the mirror images,
+    trainer.feature_cache_hflip): with any of them the cached features cannot stand in."""
     data, augment = cfg.data, cfg.augment
     found = []
-    if data.get("hflip"):
-        found.append("data.hflip=true")
+    if data.get("hflip") and not cache_hflip(cfg):
+        found.append("data.hflip=true (with trainer.feature_cache_hflip=false)")
     scale = [float(s) for s in data.get("train_crop_scale") or (1.0, 1.0)]
     if scale != [1.0, 1.0]:
         found.append(f"data.train_crop_scale={scale}")
@@ -170,7 +190,8 @@ def versions() -> dict[str, str]:
 def cache_key(cfg: DictConfig, model: DeepArtNet, table: TaskTable, split: str, rt: Runtime,
               transform: v2.Compose | None = None) -> dict:
     """What a split's features are computed from, and its `key` (see the module docstring); `transform`: the eval
-    transform the build applies (default: the one of cfg.data)."""
+    transform the build applies (default: the one of cfg.data). The train split's cache holds the mirror images
+    too when data.hflip draws from them (`cache_hflip`)."""
     backbone, data_cfg = model.backbone, cfg.data
     transform = transform or transform_from_config(data_cfg, train=False)
     options = OmegaConf.to_container(cfg.backbone, resolve=True)
@@ -189,6 +210,9 @@ def cache_key(cfg: DictConfig, model: DeepArtNet, table: TaskTable, split: str, 
     if texture is not None:  # only then: a model without texture keeps the keys of folders built before it existed
         inputs["texture"] = {"stages": texture.stages, "kind": texture.kind, "gram_channels": texture.gram_k}
         inputs["arrays"] = ([FEATURES] if model.pooling is not None else []) + [TEXTURE]
+    if split == "train" and cache_hflip(cfg):  # likewise: one view keeps the keys of folders built before views
+        inputs["views"] = [HFLIP]
+        inputs["arrays"] = [view_array(name, view) for view in (None, HFLIP) for name in arrays(inputs)]
     digest = hashlib.sha256(json.dumps({"format": FORMAT, "version": VERSION, **inputs}, sort_keys=True).encode())
     update_with_tensors(digest, backbone.state_dict())
     for path in table.frame(split)["path"]:
@@ -230,7 +254,8 @@ def complete_meta(folder: Path, inputs: dict) -> dict | None:
 
 
 def arrays(meta: dict) -> list[str]:
-    """The per-image arrays of a cache: the last feature map and / or the texture statistics."""
+    """The per-image arrays of a cache: the last feature map and / or the texture statistics (and the same of the
+    mirror images, with a `views` entry)."""
     return list(meta.get("arrays", [FEATURES]))
 
 
@@ -341,27 +366,29 @@ def _build(model: DeepArtNet, dataset: PaintingDataset, rt: Runtime, folder: Pat
     def compute(rows: range, progress: tqdm) -> dict[str, np.ndarray]:
         loader = DataLoader(Subset(dataset, list(rows)), batch_size=batch_size, collate_fn=collate,
                             num_workers=max(min(workers, len(rows) - 1), 0))
-        found, parts, stats, bad = [], [], [], []
+        found, bad = [], []
+        values: dict[str, list[np.ndarray]] = {name: [] for name in names}
         for batch in loader:
             bad += batch["bad"]
             if "image" in batch:
-                with torch.inference_mode(), rt.autocast():  # exactly the backbone pass of DeepArtNet.features
-                    fmap, raw = backbone_pass(model, model.normalize(rt.images(batch)))
-                if FEATURES in names:
-                    parts.append(fmap.float().cpu().contiguous().numpy())
-                if raw is not None:
-                    stats.append(raw.float().cpu().contiguous().numpy())
+                x = model.normalize(rt.images(batch))
+                for view in views:
+                    with torch.inference_mode(), rt.autocast():  # exactly the backbone pass of DeepArtNet.features
+                        fmap, raw = backbone_pass(model, x if view is None else x.flip(-1))
+                    for name, value in ((FEATURES, fmap), (TEXTURE, raw)):
+                        if view_array(name, view) in values:
+                            values[view_array(name, view)].append(value.float().cpu().contiguous().numpy())
                 found.append(batch["index"].numpy())
             progress.update(len(batch["index"]) + len(batch["bad"]))
         out = {"rows": np.concatenate(found) if found else np.zeros(0, np.int64),
                "bad": np.array([p for p, _ in bad], dtype=str), "errors": np.array([e for _, e in bad], dtype=str)}
-        if FEATURES in names:
-            out["features"] = np.concatenate(parts) if parts else np.zeros((0, 0, 0, 0), np.float32)
-        if TEXTURE in names:
-            out["texture"] = np.concatenate(stats) if stats else np.zeros((0, 0), np.float32)
+        for name, parts in values.items():
+            empty = np.zeros((0, 0, 0, 0) if name.startswith("features") else (0, 0), np.float32)
+            out[chunk_key(name)] = np.concatenate(parts) if parts else empty
         return out
 
     names = arrays(meta)
+    views = [None, *meta.get("views", [])]
 
     training = model.training
     model.eval()
@@ -379,8 +406,10 @@ def backbone_pass(model: DeepArtNet, x: torch.Tensor) -> tuple[torch.Tensor, tor
     return fmap, None if maps is None else model.texture.stats(maps)
 
 
-#: the chunk key of each per-image array
-CHUNK_KEYS = {FEATURES: "features", TEXTURE: "texture"}
+def chunk_key(name: str) -> str:
+    """The key of per-image array `name` in a chunk file (features.npy: features, texture.hflip.npy:
+    texture.hflip)."""
+    return name[:-len(".npy")]
 
 
 def _finish(folder: Path, build: ChunkedBuild, meta: dict) -> None:
@@ -390,12 +419,12 @@ def _finish(folder: Path, build: ChunkedBuild, meta: dict) -> None:
     skipped = [{"path": str(p), "error": str(e)} for c in build.load() for p, e in zip(c["bad"], c["errors"])]
     shapes = {}
     for name in arrays(meta):
-        key = CHUNK_KEYS[name]
+        key = chunk_key(name)
         shapes[name] = next((c[key].shape[1:] for c in build.load() if len(c["rows"])), None)
         if shapes[name] is None and n:
             first = f" ({skipped[0]['path']}: {skipped[0]['error']})" if skipped else ""
             raise DataError(f"the {meta['split']} split: none of its {n} images could be read{first}")
-        default = (0, 0, 0) if name == FEATURES else (0,)
+        default = (0, 0, 0) if name.startswith("features") else (0,)
         partial = folder / f".{name}.{os.getpid()}.tmp"
         values = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, *(shapes[name] or default)))
         for chunk in build.load():
@@ -420,7 +449,8 @@ def _finish(folder: Path, build: ChunkedBuild, meta: dict) -> None:
 class FeatureDataset(Dataset):
     """A split's cached features as the items a loader of its images would give: {image: float32 (C, h, w)
     feature map, labels, index}, or a `bad` marker for an image that could not be read. Keys may be `(index,
-    seed)` pairs (the project's samplers); the seed has nothing to draw.
+    seed)` pairs (the project's samplers); in a cache with the mirror images (`views`), the seed's lowest bit picks
+    the image or its mirror image, as data.hflip's coin does on images (a plain index: the image).
 
     With texture statistics, `image` is the feature map (if cached) and the statistics packed in one float32
     (D, 1, 1) tensor, which `FromBackbone` unpacks (`layout`: the map's shape or None, the statistics' size)."""
@@ -428,10 +458,15 @@ class FeatureDataset(Dataset):
     def __init__(self, folder: Path, table: TaskTable, split: str):
         meta = read_meta(folder)
         names = arrays(meta)
-        self.features = np.load(folder / FEATURES, mmap_mode="r") if FEATURES in names else None
-        self.texture = np.load(folder / TEXTURE, mmap_mode="r") if TEXTURE in names else None
-        self.layout = (tuple(self.features.shape[1:]) if self.features is not None else None,
-                       int(self.texture.shape[1]) if self.texture is not None else 0)
+        self.views: list[str | None] = [None, *meta.get("views", [])]
+
+        def load(name: str) -> list[np.ndarray] | None:  # the array of each view
+            return [np.load(folder / view_array(name, v), mmap_mode="r") for v in self.views] if name in names \
+                else None
+
+        self.features, self.texture = load(FEATURES), load(TEXTURE)
+        self.layout = (tuple(self.features[0].shape[1:]) if self.features is not None else None,
+                       int(self.texture[0].shape[1]) if self.texture is not None else 0)
         self.valid = np.load(folder / VALID)
         self.labels = torch.from_numpy(table.labels(split))
         self.paths = [str(table.resolve(p)) for p in table.frame(split)["path"]]
@@ -441,14 +476,16 @@ class FeatureDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        index = int(key) if isinstance(key, (int, np.integer)) else int(key[0])
+        plain = isinstance(key, (int, np.integer))
+        index = int(key) if plain else int(key[0])
         if not self.valid[index]:
             return {"bad": self.paths[index], "error": self.errors.get(self.paths[index], "unreadable")}
+        view = 0 if plain or len(self.views) == 1 else int(key[1]) % len(self.views)
         if self.texture is None:
-            image = torch.from_numpy(np.array(self.features[index]))
+            image = torch.from_numpy(np.array(self.features[view][index]))
         else:
-            parts = [np.asarray(self.features[index]).reshape(-1)] if self.features is not None else []
-            image = torch.from_numpy(np.concatenate([*parts, np.asarray(self.texture[index])])).view(-1, 1, 1)
+            parts = [np.asarray(self.features[view][index]).reshape(-1)] if self.features is not None else []
+            image = torch.from_numpy(np.concatenate([*parts, np.asarray(self.texture[view][index])])).view(-1, 1, 1)
         return {"image": image, "labels": self.labels[index], "index": index}
 
 
@@ -517,7 +554,8 @@ def open_feature_path(cfg: DictConfig, model: DeepArtNet, table: TaskTable, phas
                          dataset=FeatureDataset(folders["val"], table, "val")) if "val" in folders else None
     layout = train_dl.dataset.layout
     net = FromBackbone(model, layout)
-    log.info("phase %s: trains%s on cached backbone features%s%s", phase.name, "" if val_dl is None else
+    log.info("phase %s: trains%s on cached backbone features%s%s%s", phase.name, "" if val_dl is None else
              " and validates", f" and texture statistics ({layout[1]} per image)" if layout[1] else "",
+             " (each image or its mirror image at random: data.hflip)" if len(train_dl.dataset.views) > 1 else "",
              " (validation on images: trainer.tta_hflip)" if val_dl is None else "")
     return FeaturePath(train_dl, val_dl, torch.compile(net) if trainer.compile else net, layout)
