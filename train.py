@@ -33,4 +33,9 @@ if __name__ == "__main__":
     from deepart.core import distributed
 
     sys.argv = distributed.worker_argv(argv)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as exc:  # Ctrl-C of a single run or of the basic launcher's sweep: one line
+        from deepart.core.cli import interrupted
+
+        raise interrupted(getattr(exc, "sweep_dir", None), getattr(exc, "run_dir", None)) from None

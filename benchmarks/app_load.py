@@ -15,12 +15,21 @@ the rounds run, the RSS and the cache are sampled every `--sample` seconds (the 
 output). The load average of the machine is printed at the start and after each round: the figures of a
 busy machine are only comparable with others measured beside them.
 
+With `--unique` every request uploads a painting the page has not seen: the image with one pixel set to the
+request's number, re-encoded (a new file for Gradio, which keeps one copy per content hash), as a page open to
+the public gets new photos all day; with the default, the images come back round robin and the cache holds one
+copy of each. `--app cache_age_s=60` then shows the cache bounded by its age within minutes:
+
+    python benchmarks/app_load.py --model <run> --images <paintings> --clients 8 --requests 25 --rounds 10 \
+        --unique --app cache_age_s=60
+
 The script talks to the page only over HTTP (gradio_client), so it drives any version of the app; `app=`
 options (e.g. `--app concurrency=4`) are passed to `python -m deepart app` as they are.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import socket
@@ -125,8 +134,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def one_round(url: str, images: list[Path], clients: int, requests: int, offset: int) -> dict[str, Any]:
-    """`clients` threads x `requests` each; latencies of the answered ones, counts of the others."""
+class NewPaintings:
+    """Uploads the page has not seen: image `path` with its top-left pixel set to the next number of a counter
+    (its three bytes), re-encoded as JPEG into `folder`; the caller deletes the file once sent."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.counter, self.lock = folder, itertools.count(1), threading.Lock()
+
+    def __call__(self, path: Path) -> Path:
+        from PIL import Image
+
+        with self.lock:
+            n = next(self.counter)
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+        image.putpixel((0, 0), (n & 255, (n >> 8) & 255, (n >> 16) & 255))
+        out = self.folder / f"upload-{n}.jpg"
+        image.save(out, quality=92)
+        return out
+
+
+def one_round(url: str, images: list[Path], clients: int, requests: int, offset: int,
+              fresh: NewPaintings | None = None) -> dict[str, Any]:
+    """`clients` threads x `requests` each; latencies of the answered ones, counts of the others. `fresh`: each
+    request uploads a new painting made from the image (`--unique`)."""
     from gradio_client import Client, handle_file
 
     latencies: list[float] = []
@@ -140,6 +171,8 @@ def one_round(url: str, images: list[Path], clients: int, requests: int, offset:
         ready.wait()
         for i in range(requests):
             image = images[(offset + n * requests + i) % len(images)]
+            if fresh is not None:
+                image = fresh(image)
             start = time.perf_counter()
             try:
                 status = c.predict(handle_file(str(image)), api_name="/predict")[-1]
@@ -149,6 +182,8 @@ def one_round(url: str, images: list[Path], clients: int, requests: int, offset:
                 text = f"{type(exc).__name__}: {exc}"[:120]
                 kind = "refused" if "queue is full" in text.lower() else "errors"
             seconds = time.perf_counter() - start
+            if fresh is not None:
+                image.unlink()
             with lock:
                 counts[kind] += 1
                 if kind == "answered":
@@ -188,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repo", type=Path, default=REPO, help="the checkout whose app is started")
     ap.add_argument("--app", nargs="*", default=[], metavar="KEY=VALUE", help="options of python -m deepart app")
     ap.add_argument("--sample", type=float, default=5.0, help="seconds between RSS / cache samples")
+    ap.add_argument("--unique", action="store_true",
+                    help="every request uploads a painting not seen before (the image with one pixel changed)")
     ap.add_argument("--label", default="", help="a name for this run in the printout")
     ap.add_argument("--json", type=Path, help="write every figure (and the RSS / cache series) here")
     args = ap.parse_args(argv)
@@ -212,6 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "rounds": [], "series": []}
     print(f"[{label}] after {args.warmup} warm-up requests: RSS {server.rss_mb():.0f} MB, cache {mb:.1f} MB "
           f"in {files} files", flush=True)
+    fresh = NewPaintings(log.parent) if args.unique else None
     stop = threading.Event()
     watcher = threading.Thread(target=sampler, args=(server, stop, args.sample, result["series"]), daemon=True)
     watcher.start()
@@ -219,7 +257,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{'p95 s':>6} {'max s':>6} {'ans/s':>6} {'RSS MB':>7} {'cache MB':>8} {'files':>6} {'load':>15}")
     try:
         for r in range(args.rounds):
-            row = one_round(server.url, images, args.clients, args.requests, r * args.clients * args.requests)
+            row = one_round(server.url, images, args.clients, args.requests, r * args.clients * args.requests,
+                            fresh)
             mb, files = server.cache_size()
             row.update(rss_mb=server.rss_mb(), cache_mb=mb, cache_files=files, loadavg=load_avg())
             result["rounds"].append(row)

@@ -150,6 +150,51 @@ def test_ctrl_c_during_a_search_ends_its_trial_killed_and_resume_finishes_n_tria
     assert statuses(sweep) == ["FINISHED", "FINISHED"]  # the killed trial's MLflow run continued
 
 
+def test_ctrl_c_during_a_basic_sweep_ends_its_run_killed_and_resume_sweep_finishes_it(demo_root, tmp_path):
+    """`python train.py -m seed=0,1 logger=mlflow ...` (the basic launcher: the runs in the command's own process)
+    gets Ctrl-C in its first run's second epoch: the run's MLflow run ends KILLED, the command exits 130 with one
+    line that names resume_sweep= and no traceback; the sweep's own command plus resume_sweep= then finishes both
+    runs, the first from its checkpoint."""
+    pytest.importorskip("mlflow")
+    hold = tmp_path / "held"
+    tiny = [o for o in TINY if not o.startswith(("logger=", "phase.epochs="))]
+    args = ["-m", *demo_overrides(demo_root), *tiny, *TINY_SEQUENCER, "logger=mlflow", "phase.epochs=2", "seed=0,1"]
+    proc = popen(args, tmp_path, hold_env("epoch_end:1", hold))
+    wait_until_held(proc, hold)
+    code, out = ctrl_c(proc, tmp_path)
+    assert code == 130 and "Traceback" not in out, out[-3000:]
+    sweep = the_sweep_dir(tmp_path)
+    assert "interrupted (Ctrl-C)" in out and f"resume_sweep={sweep}" in out, out[-3000:]
+    assert statuses(sweep) == ["KILLED"]
+
+    res = run_script("train.py", *args, f"resume_sweep={sweep.relative_to(tmp_path)}", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "resumed after epoch 1" in (sweep / "0" / "train.log").read_text()
+    assert all((sweep / str(n) / "metrics.json").is_file() for n in (0, 1))
+    assert statuses(sweep) == ["FINISHED", "FINISHED"]
+
+
+def test_ctrl_c_during_a_single_run_says_how_to_resume_it_without_a_traceback(demo_root, tmp_path):
+    """`python train.py ...` (one run) gets Ctrl-C in its second epoch: exit 130, one line naming resume=<its run
+    dir>, no traceback; that command then continues the run from its checkpoint to the end."""
+    hold = tmp_path / "held"
+    tiny = [o for o in TINY if not o.startswith("phase.epochs=")]
+    proc = popen([*demo_overrides(demo_root), *tiny, *TINY_SEQUENCER, "phase.epochs=2"], tmp_path,
+                 hold_env("epoch_end:1", hold))
+    wait_until_held(proc, hold)
+    code, out = ctrl_c(proc, tmp_path)
+    assert code == 130 and "Traceback" not in out, out[-3000:]
+    (run_dir,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/train.log")]
+    line = next(line for line in out.splitlines() if line.startswith("interrupted (Ctrl-C)"))
+    assert line.endswith(f"python train.py resume={run_dir.relative_to(tmp_path)}") or \
+        line.endswith(f"python train.py resume={run_dir}"), line
+
+    res = run_script("train.py", f"resume={line.rsplit('resume=', 1)[1]}", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "resumed after epoch 1" in (run_dir / "train.log").read_text()
+    assert len(json.loads((run_dir / "metrics.json").read_text())["history"]) == 2
+
+
 @pytest.mark.slow
 def test_ctrl_c_with_two_ray_slots_busy_then_resume_runs_exactly_n_trials(demo_root, tmp_path):
     """A search on Ray, two trials at a time, gets Ctrl-C while both wait after their first epoch: both MLflow

@@ -165,3 +165,20 @@ def quote_path(arg: str) -> str:
 
 def _top_keys(config_name: str) -> list[str]:
     return [k for k in OmegaConf.load(CONF_DIR / f"{config_name}.yaml") if k != "hydra"]
+
+
+def interrupted(sweep_dir: str | None = None, run_dir: str | None = None) -> SystemExit:
+    """Ctrl-C of train.py: one line on stderr that says what stopped and how to continue, and exit status 130 (as a
+    shell reports an interrupted command); no traceback. `sweep_dir`: a sweep's or search's folder
+    (resume_sweep=); `run_dir`: a single run's (resume=); neither: Ctrl-C came before a run started."""
+    import sys
+
+    if sweep_dir:
+        text = (f"the runs that were running stopped (KILLED in their loggers); continue with the same command plus "
+                f"resume_sweep={sweep_dir}")
+    elif run_dir:
+        text = f"the run stopped (KILLED in its loggers); continue it with python train.py resume={run_dir}"
+    else:
+        text = "stopped before a run started"
+    print(f"\ninterrupted (Ctrl-C): {text}", file=sys.stderr, flush=True)
+    return SystemExit(130)

@@ -77,6 +77,15 @@ def _prepare_resumed_job(cfg: DictConfig, run_dir: Path, overrides: list[str] | 
     return None
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C reached a run of train.py: the KeyboardInterrupt, with the folder that continues it (`sweep_dir` for
+    resume_sweep=, a multirun's; else `run_dir` for resume=)."""
+
+    def __init__(self, sweep_dir: str | None, run_dir: str):
+        super().__init__()
+        self.sweep_dir, self.run_dir = sweep_dir, run_dir
+
+
 def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
     """train.py's Hydra job: train and return the objective (best val/mean_top1).
 
@@ -106,6 +115,8 @@ def run_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> float:
         (run_dir / rundir.PRUNED).unlink(missing_ok=True)
     try:
         summary = train_fn(cfg)
+    except KeyboardInterrupt as exc:  # Ctrl-C: the run ended as interrupted; train.py says how to continue
+        raise RunInterrupted(str(hc.sweep.dir) if multirun else None, str(run_dir)) from exc
     except TrialPruned as pruned:  # a search trial its pruner stopped: pruned.json, not a failure
         if main_rank:
             rundir.write_pruned(run_dir, pruned.info())

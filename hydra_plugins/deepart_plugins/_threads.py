@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -38,9 +37,9 @@ def _join(threads: list[threading.Thread]) -> None:
 def interrupted(sweep_dir: str) -> SystemExit:
     """Ctrl-C of a sweep or search: one line (the runs that were running are stopped, resume_sweep= continues)
     and exit status 130, as a shell reports an interrupted command; no traceback."""
-    print(f"\ninterrupted (Ctrl-C): the runs that were running stopped (KILLED in their loggers); continue with "
-          f"the same command plus resume_sweep={sweep_dir}", file=sys.stderr, flush=True)
-    return SystemExit(130)
+    from deepart.core.cli import interrupted as said
+
+    return said(sweep_dir=sweep_dir)
 
 
 @contextlib.contextmanager
