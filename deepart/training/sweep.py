@@ -82,7 +82,7 @@ class RunInterrupted(KeyboardInterrupt):
     resume_sweep=, a multirun's; else `run_dir` for resume=)."""
 
     def __init__(self, sweep_dir: str | None, run_dir: str):
-        super().__init__()
+        super().__init__(sweep_dir, run_dir)  # its args: a copy (pickle) is made with the same folders
         self.sweep_dir, self.run_dir = sweep_dir, run_dir
 
 
