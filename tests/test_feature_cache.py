@@ -112,12 +112,18 @@ def folders(cache: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def on_images(demo_root, tmp_path_factory) -> list[dict]:
-    """The run without the cache."""
+def images_run(demo_root, tmp_path_factory) -> Path:
+    """The run without the cache: its run dir."""
     run_dir = tmp_path_factory.mktemp("images")
     out = ok(train(demo_root, run_dir, run_dir / "unused", "trainer.feature_cache=false"))
     assert BUILD not in out and not (run_dir / "unused").exists()
-    return history(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def on_images(images_run) -> list[dict]:
+    """The run without the cache: its metrics."""
+    return history(images_run)
 
 
 @pytest.mark.slow
@@ -232,6 +238,22 @@ def test_with_data_hflip_the_train_cache_holds_each_mirror_image_and_the_seed_pi
         assert torch.allclose(cached[(i, 6)]["image"], own[i], atol=1e-5)        # an even seed: the image
         assert torch.allclose(cached[(i, 7)]["image"], mirror[i], atol=1e-5)     # an odd seed: its mirror image
         assert cached[(i, 7)]["labels"].tolist() == cached[i]["labels"].tolist()
+
+
+def test_the_final_evaluation_of_a_frozen_run_reads_the_cache_and_predicts_what_the_images_give(demo_root, tmp_path,
+                                                                                              images_run):
+    """best.pt of a run trained on cached features is evaluated on the val split's cache (its backbone built it): the
+    per-image predictions (val_predictions.csv) are those of the same run on images."""
+    import pandas as pd
+
+    out = ok(train(demo_root, tmp_path / "run", tmp_path / "features"))
+    assert "final evaluation on the cached backbone features of" in out, out[-2000:]
+    cached = pd.read_csv(tmp_path / "run" / "val_predictions.csv")
+    on_images = pd.read_csv(images_run / "val_predictions.csv")
+    assert len(cached) == len(on_images) > 0
+    pd.testing.assert_frame_equal(cached, on_images, atol=1e-5, check_exact=False)
+    # trainer.feature_cache=false: the images, as before
+    assert "final evaluation on the cached" not in (images_run / "train.log").read_text()
 
 
 def test_train_py_with_data_hflip_on_a_frozen_backbone_trains_on_the_cache_with_the_mirror_images(demo_root, tmp_path):

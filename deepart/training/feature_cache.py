@@ -512,6 +512,31 @@ class FromBackbone(nn.Module):
         return {"logits": out["logits"], "attention": out["attention"]}
 
 
+def cached_val(cfg: DictConfig, model: DeepArtNet, table: TaskTable, rt: Runtime,
+               batch_size: int) -> tuple[DataLoader, nn.Module] | None:
+    """The val split's complete feature cache of `model` as it is now (the key holds its backbone's weights: a
+    checkpoint whose backbone was frozen finds the folder its training built), as a loader and the model that reads
+    it: the run's final evaluation of best.pt without a backbone pass. None when there is none, or with
+    trainer.feature_cache=false, trainer.tta_hflip (the cache has no mirror images of val) or a texture that trains
+    with the model; nothing is built here."""
+    trainer = cfg.trainer
+    if trainer.get("feature_cache", False) is False or trainer.tta_hflip or \
+            (model.texture is not None and not model.texture.cacheable):
+        return None
+    inputs = cache_key(cfg, model, table, "val", rt)
+    folder = cache_folder(Path(trainer.get("feature_cache_dir") or "data/features"), inputs)
+    try:
+        meta = complete_meta(folder, inputs)
+    except DataError:  # a damaged folder: the images say the same
+        return None
+    if meta is None or not meta["complete"]:
+        return None
+    dataset = FeatureDataset(folder, table, "val")
+    log.info("final evaluation on the cached backbone features of %s (the checkpoint's backbone built them)", folder)
+    return (eval_loader(table, cfg.data, batch_size, str(rt.device), workers=0, dataset=dataset),
+            FromBackbone(model, dataset.layout))
+
+
 @dataclass
 class FeaturePath:
     """A phase's training on cached features: its train loader (the image loader's sampler: the same batches),

@@ -36,7 +36,7 @@ from deepart.training.ema import EMA
 from deepart.training.engine import Optimization, Progress, train_epoch
 from deepart.training.epoch_log import EpochLog
 from deepart.training.evaluation import PredictionRecorder, evaluate_loader
-from deepart.training.feature_cache import FeaturePath, open_feature_path
+from deepart.training.feature_cache import FeaturePath, cached_val, open_feature_path
 from deepart.training.freezing import apply_freezing, log_stages, log_texture
 from deepart.training.lr_find import apply_lr, run_lr_finder
 from deepart.training.optim import build_optimizer, build_scheduler
@@ -334,9 +334,12 @@ class Trainer:
         """The run's best checkpoint on the val split: its per-image predictions (val_predictions.csv) and
         confusion matrices."""
         self.model.load_state_dict(Checkpoint.load(rundir.best_checkpoint(self.run_dir)).weights)
-        val_dl = eval_loader(self.table, self.cfg.data, self.plan.eval_batch_size(self.cfg), str(self.rt.device))
+        batch_size = self.plan.eval_batch_size(self.cfg)
+        # a checkpoint whose backbone was frozen on cached features: the same features, read from the cache
+        val_dl, net = cached_val(self.cfg, self.model, self.table, self.rt, batch_size) or \
+            (eval_loader(self.table, self.cfg.data, batch_size, str(self.rt.device)), self.model)
         recorder = PredictionRecorder(self.tasks, self.table.frame("val")["path"].tolist())
-        _, meter = evaluate_loader(self.model, self.loss_fn, val_dl, self.rt, self.tasks, skips=SkipCounter(),
+        _, meter = evaluate_loader(net, self.loss_fn, val_dl, self.rt, self.tasks, skips=SkipCounter(),
                                    collect=recorder, hflip=self.cfg.trainer.tta_hflip)
         recorder.save(self.run_dir / rundir.PREDICTIONS)
         return meter
