@@ -32,6 +32,7 @@ import argparse
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -52,6 +53,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Every process of `proc`'s process group (started with start_new_session=True: a Ray node, a sweep and its
+    workers) killed with SIGKILL, then `proc` reaped; a group that is gone already is left as it is."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 class AppServer:

@@ -42,7 +42,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.app_load import free_port  # noqa: E402
+from benchmarks.app_load import free_port, kill_group  # noqa: E402
 
 QUIET = ["logger=none", "trainer.progress_bar=false", "trainer.log_every_n_steps=0", "trainer.threads=1",
          "data.num_workers=0"]
@@ -200,11 +200,7 @@ class LoopbackCluster:
 
     def close(self) -> None:
         for proc in self.procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            kill_group(proc)
 
 
 def cluster_cmd(opts, repo: Path, folder: Path) -> None:

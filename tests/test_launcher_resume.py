@@ -10,6 +10,7 @@ import time
 import pandas as pd
 import pytest
 
+from benchmarks.app_load import kill_group
 from tests.conftest import REPO, demo_overrides, hold_env, run_script, wait_until_held
 from tests.test_launcher import ARGS, RAY
 
@@ -42,10 +43,7 @@ def test_killed_launcher_then_resume_sweep_finishes_and_a_failing_run_is_listed(
         raise
     finally:
         hold.unlink(missing_ok=True)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(proc)
     assert (sweep / "0" / "checkpoints" / "last.pt").is_file() and not (sweep / "0" / "metrics.json").exists()
     assert (sweep / "1" / "failure.json").is_file()
 

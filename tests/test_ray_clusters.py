@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.app_load import free_port
+from benchmarks.app_load import free_port, kill_group
 from tests.conftest import REPO, demo_overrides, the_sweep_dir
 from tests.test_launcher import ARGS, held
 
@@ -73,10 +73,7 @@ class Machine:
 
     def close(self) -> None:
         for head in self.heads:
-            try:
-                os.killpg(head.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_group(head)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
