@@ -34,14 +34,6 @@ def _join(threads: list[threading.Thread]) -> None:
             thread.join(timeout=0.2)
 
 
-def interrupted(sweep_dir: str) -> SystemExit:
-    """Ctrl-C of a sweep or search: one line (the runs that were running are stopped, resume_sweep= continues)
-    and exit status 130, as a shell reports an interrupted command; no traceback."""
-    from deepart.core.cli import interrupted as said
-
-    return said(sweep_dir=sweep_dir)
-
-
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
     """Ctrl-C held back until the block ends (in the main thread; elsewhere a no-op), so that a write the block

@@ -33,12 +33,12 @@ class OptunaSweeper(Sweeper):
                                                                 task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Sequence[Any]:
+        from deepart.core.cli import interrupted
         from deepart.core.errors import report_errors
 
         from . import _optuna
-        from ._threads import interrupted
 
         try:
             return report_errors(_optuna.sweep, self, arguments)
         except KeyboardInterrupt:
-            raise interrupted(str(self.config.hydra.sweep.dir)) from None
+            raise interrupted(sweep_dir=str(self.config.hydra.sweep.dir)) from None

@@ -40,15 +40,15 @@ class RayLauncher(Launcher):
         report_errors(_ray.slots, self)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from deepart.core.cli import interrupted
         from deepart.core.errors import report_errors
 
         from . import _ray
-        from ._threads import interrupted
 
         try:
             return report_errors(_ray.launch, self, job_overrides, initial_job_idx)
         except KeyboardInterrupt:
-            raise interrupted(str(self.config.hydra.sweep.dir)) from None
+            raise interrupted(sweep_dir=str(self.config.hydra.sweep.dir)) from None
 
     def interrupt(self) -> None:
         """Ctrl-C of a search whose slots call launch() from threads: the running jobs are interrupted (each ends
