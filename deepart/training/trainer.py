@@ -130,6 +130,7 @@ class Trainer:
         self.logger = build(cfg.logger) if self.dist.is_main else NullLogger()
         self.epoch_log = EpochLog(self.logger, self.tasks, self.rt)
         self.skips = SkipCounter()
+        self.trained_on_cache = False  # a phase of this process trained on cached backbone features
         self.step = 0
         self.plain_cfg = to_plain(cfg)
         self.started = time.time()
@@ -236,6 +237,7 @@ class Trainer:
             ema.load_state_dict(resume.ema)
         net, loss_fn, compiled = self._parallel()
         features = open_feature_path(cfg, self.model, self.table, phase, rt, d.enabled, eval_batch_size(cfg, phase))
+        self.trained_on_cache |= features is not None
         n = torch.get_num_threads()
         threads = f", {n} thread{'s' if n > 1 else ''}" if rt.device.type == "cpu" else ""
         log.info("phase %s: %d epochs, lr %g, batch %d, %d steps/epoch on %s%s%s%s", phase.name, phase.epochs,
@@ -335,8 +337,10 @@ class Trainer:
         confusion matrices."""
         self.model.load_state_dict(Checkpoint.load(rundir.best_checkpoint(self.run_dir)).weights)
         batch_size = self.plan.eval_batch_size(self.cfg)
-        # a checkpoint whose backbone was frozen on cached features: the same features, read from the cache
-        val_dl, net = cached_val(self.cfg, self.model, self.table, self.rt, batch_size) or \
+        # a checkpoint whose backbone was frozen on cached features: the same features, read from the cache (looked
+        # up only when a phase trained on them: the key hashes every backbone weight)
+        cached = cached_val(self.cfg, self.model, self.table, self.rt, batch_size) if self.trained_on_cache else None
+        val_dl, net = cached or \
             (eval_loader(self.table, self.cfg.data, batch_size, str(self.rt.device)), self.model)
         recorder = PredictionRecorder(self.tasks, self.table.frame("val")["path"].tolist())
         _, meter = evaluate_loader(net, self.loss_fn, val_dl, self.rt, self.tasks, skips=SkipCounter(),
