@@ -1,7 +1,8 @@
 """hydra/launcher=ray on a machine where a Ray cluster was started before (`ray start --head`, with the token
 authentication Ray sets up where a token exists): a sweep with `address: null` starts a Ray of its own whether that
 cluster is alive or long dead, and one given the cluster's address joins it with the token, or stops in one line.
-Each cluster lives in a temp dir and home of its own (RAY_TMPDIR, HOME), so the machine's Ray is never touched."""
+Each cluster lives in a temp dir and home of its own (RAY_TMPDIR, HOME), so the machine's Ray is never touched, and
+in Ray's single-machine mode, so that it listens on the loopback only (benchmarks/ray_cluster.py)."""
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.app_load import free_port, kill_group
+from benchmarks.ray_cluster import SINGLE_MACHINE, LoopbackCluster, listening
 from tests.conftest import REPO, demo_overrides, the_sweep_dir
 from tests.test_launcher import ARGS, held
 
@@ -39,7 +41,7 @@ class Machine:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
         return {**env, "RAY_TMPDIR": str(self.root), "HOME": str(self.root / "home"), "PYTHONUNBUFFERED": "1",
                 "WANDB_MODE": "offline", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                **extra}
+                **SINGLE_MACHINE, **extra}
 
     @property
     def recorded(self) -> Path:
@@ -75,6 +77,13 @@ class Machine:
         for head in self.heads:
             kill_group(head)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def beyond_loopback(proc: subprocess.Popen) -> set[str]:
+    """The addresses that the processes of `proc`'s group listen on other than the loopback (none is wanted)."""
+    found = listening(proc.pid)
+    assert found, "no listening socket found: the check reads nothing"
+    return {a for a in found if not a.startswith(("127.0.0.1:", "::1:"))}
 
 
 @pytest.fixture
@@ -118,6 +127,7 @@ def test_own_ray_beside_a_live_then_dead_recorded_cluster_and_joining_it_with_it
     out = joined.stdout + joined.stderr
     assert joined.returncode == 0, out[-3000:]
     assert [p["node"] for p in placements(tmp_path / "joined")] == [head, head]
+    assert not beyond_loopback(machine.heads[0])
 
     refused, wall = sweep(machine, tmp_path / "refused", demo_root, f"hydra.launcher.address=127.0.0.1:{port}",
                           "seed=0", RAY_AUTH_TOKEN="not-the-heads-token")
@@ -143,22 +153,15 @@ def test_own_ray_beside_a_live_then_dead_recorded_cluster_and_joining_it_with_it
 
 
 def test_a_two_node_sweep_on_both_nodes_and_a_lost_node_fails_only_its_run(machine, demo_root, tmp_path):
-    """A 2-node cluster on the loopback (a head and a second `ray start --address`, one core each, token
-    authentication): a 4-run sweep given the head's address runs its first two runs one on each node. The second
-    node is killed while both runs wait after their first epoch: its run fails alone and is listed failed, the other
-    three finish on the head, the sweep exits 1, and resume_sweep= reruns just the lost run."""
+    """A 2-node cluster on the loopback (a head and a second node, one core each, token authentication:
+    benchmarks/ray_cluster.py): a 4-run sweep given the head's address runs its first two runs one on each node.
+    The second node is killed while both runs wait after their first epoch: its run fails alone and is listed
+    failed, the other three finish on the head, the sweep exits 1, and resume_sweep= reruns just the lost run."""
     machine.generate_token()
     port = free_port()
-    head_node = machine.start_head(port)
-    log = open(machine.root / "node2.log", "w")
-    node2 = subprocess.Popen(["ray", "start", "--block", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
-                              "--num-cpus=1", "--num-gpus=0"], env=machine.env(RAY_AUTH_MODE="token"), stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True)  # as docs/scaling.md says
-    machine.heads.append(node2)
-    deadline = time.monotonic() + 300  # only catches a node that never comes up
-    while "Ray runtime started" not in (machine.root / "node2.log").read_text():
-        assert node2.poll() is None and time.monotonic() < deadline, (machine.root / "node2.log").read_text()
-        time.sleep(0.1)
+    cluster = LoopbackCluster(machine.root, port, 2, env=machine.env(RAY_AUTH_MODE="token"))
+    machine.heads.append(cluster.proc)
+    head_node = cluster.nodes[0]["node_id"]
     holds = tmp_path / "holds"
     holds.mkdir()
     cwd = tmp_path / "sweep"
@@ -182,10 +185,10 @@ def test_a_two_node_sweep_on_both_nodes_and_a_lost_node_fails_only_its_run(machi
         assert len(placed) == 2 and len({p["node"] for p in placed.values()}) == 2 and head_node in \
             {p["node"] for p in placed.values()}, placed
         (lost,) = [run for run, p in placed.items() if p["node"] != head_node]
+        assert not beyond_loopback(cluster.proc)
         killed_at = time.time()
-        os.killpg(node2.pid, signal.SIGKILL)  # the second node's Ray processes and its worker, as a crash does
-        os.kill(placed[lost]["pid"], signal.SIGKILL)  # its worker: not in that process group
-        node2.wait(timeout=60)
+        cluster.kill_node(1)  # the second node's Ray processes and its worker, as a crash does
+        os.kill(placed[lost]["pid"], signal.SIGKILL)
         for path in held(holds).values():  # the head's run goes on
             path.unlink()
         code = proc.wait(timeout=1200)
