@@ -42,7 +42,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.app_load import free_port, kill_group  # noqa: E402
+from benchmarks.app_load import free_port  # noqa: E402
+from benchmarks.ray_cluster import SINGLE_MACHINE, LoopbackCluster  # noqa: E402
 
 QUIET = ["logger=none", "trainer.progress_bar=false", "trainer.log_every_n_steps=0", "trainer.threads=1",
          "data.num_workers=0"]
@@ -168,49 +169,29 @@ def ablation_cmd(opts, repo: Path, folder: Path) -> None:
           f"{sum(own) / len(own):.1f} s |", flush=True)
 
 
-class LoopbackCluster:
-    """A Ray cluster of `nodes` nodes on this machine as docs/scaling.md starts one (a token made with `ray
-    get-auth-token --generate`, `ray start --head`, then `ray start --address` with RAY_AUTH_MODE=token), each
-    given --node-ip-address=127.0.0.1 (which `ray start` swaps for this machine's routable address, its servers
-    listening on every interface), one core a node, in a Ray temp dir and a home (~/.ray/auth_token) of its own;
-    every process of it killed at the end."""
-
-    def __init__(self, nodes: int = 2):
-        self.root = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))  # short: Ray's sockets live under it
-        (self.root / "home").mkdir()
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))},
-                    "RAY_TMPDIR": str(self.root), "HOME": str(self.root / "home")}
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.procs: list[subprocess.Popen] = []
-        subprocess.run(["ray", "get-auth-token", "--generate"], env=self.env, check=True, capture_output=True)
-        common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0"]
-        self.start("head", ["--head", f"--port={self.port}", "--include-dashboard=false", *common], self.env)
-        for n in range(1, nodes):
-            self.start(f"node{n}", [f"--address={self.address}", *common], {**self.env, "RAY_AUTH_MODE": "token"})
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log = self.root / f"{name}.log"
-        self.procs.append(subprocess.Popen(["ray", "start", *args], env=env, stdout=log.open("w"),
-                                           stderr=subprocess.STDOUT, start_new_session=True))
-        while "Ray runtime started" not in log.read_text():
-            if self.procs[-1].poll() is not None:
-                sys.exit(f"ray start {' '.join(args)} failed:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            kill_group(proc)
+def loopback_cluster(nodes: int = 2) -> tuple[LoopbackCluster, dict[str, str]]:
+    """A Ray cluster of `nodes` nodes on this machine, on the loopback only (benchmarks/ray_cluster.py), one core a
+    node, with token authentication (a token made with `ray get-auth-token --generate`, as docs/scaling.md says), in
+    a Ray temp dir and a home (~/.ray/auth_token) of its own; and the environment a sweep joining it runs in."""
+    root = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))  # short: Ray's sockets live under it
+    (root / "home").mkdir()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))},
+           "RAY_TMPDIR": str(root), "HOME": str(root / "home"), **SINGLE_MACHINE}
+    subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    try:
+        return LoopbackCluster(root, free_port(), nodes, env={**env, "RAY_AUTH_MODE": "token"}), env
+    except RuntimeError as exc:
+        sys.exit(str(exc))
 
 
 def cluster_cmd(opts, repo: Path, folder: Path) -> None:
     args = ["-m", *demo(folder), f"phase.epochs={opts.epochs[0]}", "seed=0,1,2,3", *RAY_CPU]
-    cluster = LoopbackCluster()
+    cluster, env = loopback_cluster()
     try:
         print("| Ray | nodes the runs ran on | wall | a run's own time | overhead / run |")
         print("|---|---:|---:|---:|---:|")
         cases = [("cluster", "2-node loopback cluster, 1 core a node", f"hydra.launcher.address={cluster.address}",
-                  cluster.env), ("own", "the sweep's own, 2 cores", "hydra.launcher.num_cpus=2", None)]
+                  env), ("own", "the sweep's own, 2 cores", "hydra.launcher.num_cpus=2", None)]
         for short, name, extra, env in cases:
             sweep, wall, _, _ = run(repo, [*args, extra], folder / short, env=env)
             own = runtimes(sweep)
