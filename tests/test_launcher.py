@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 
 import pandas as pd
@@ -165,6 +166,27 @@ def test_address_auto_on_a_port_another_program_holds_is_one_line_within_seconds
     lines = [line for line in out.splitlines() if f"no Ray head answers at 127.0.0.1:{port}" in line]
     assert len(lines) == 1 and "Traceback" not in out and "another program holds it" in lines[0], out[-3000:]
     assert held, "the probe never connected"
+    assert not list(tmp_path.glob("multirun/*/*/[0-9]*"))  # no run started
+
+
+def test_address_where_another_grpc_service_answers_is_one_line(demo_root, tmp_path):
+    """hydra.launcher.address names a loopback port where a gRPC server answers that is not a Ray head (another
+    service took the port after the head died): it answers HTTP/2 as a head does, but not a head's methods; the
+    sweep stops in one line before any run, where ray.init would retry for minutes."""
+    grpc = pytest.importorskip("grpc")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))  # no services: every method UNIMPLEMENTED
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        res = run_script("train.py", "-m", *RAY, f"hydra.launcher.address=127.0.0.1:{port}",
+                         *demo_overrides(demo_root), *ARGS, "seed=0,1", cwd=tmp_path)
+    finally:
+        server.stop(None)
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out[-3000:]
+    lines = [line for line in out.splitlines() if f"no Ray head answers at 127.0.0.1:{port}" in line]
+    assert len(lines) == 1 and "Traceback" not in out, out[-3000:]
+    assert "a gRPC server answers there, but not as a Ray head" in lines[0] and "ray start --head" in lines[0]
     assert not list(tmp_path.glob("multirun/*/*/[0-9]*"))  # no run started
 
 

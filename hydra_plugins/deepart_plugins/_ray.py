@@ -57,11 +57,30 @@ def _speaks_grpc(sock: socket.socket, timeout_s: float) -> bool:
     return head[3] == _H2_SETTINGS
 
 
+#: A method every Ray head's GCS serves (an empty request): another gRPC service answers it UNIMPLEMENTED.
+_GCS_METHOD = "/ray.rpc.NodeInfoGcsService/GetClusterId"
+
+
+def _serves_gcs(host: str, port: int, timeout_s: float) -> bool:
+    """Whether the gRPC server at host:port serves a Ray GCS's methods: any answer to _GCS_METHOD but
+    UNIMPLEMENTED (a head with token authentication refuses a caller without its token: UNAUTHENTICATED, still a
+    head)."""
+    import grpc
+
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    with grpc.insecure_channel(target) as channel:
+        try:
+            channel.unary_unary(_GCS_METHOD)(b"", timeout=timeout_s)
+        except grpc.RpcError as exc:
+            return exc.code() != grpc.StatusCode.UNIMPLEMENTED
+    return True
+
+
 def probe(address: str, timeout_s: float = 5.0) -> None:
     """A ConfigError in one line unless a Ray head answers at `address` (host[:port], or ray://host:port of a Ray
     client server): something must accept a connection there and, for a head's GCS, answer as a gRPC server does
-    (a port held by another program would keep ray.init retrying for minutes). With RAY_USE_TLS the gRPC check is
-    left to Ray."""
+    and serve a GCS's methods (a port held by another program would keep ray.init retrying for minutes). With
+    RAY_USE_TLS the gRPC checks are left to Ray."""
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", str(DEFAULT_PORT))
     try:
@@ -82,6 +101,9 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
             raise ConfigError(f"{KEY}.address={address}: no Ray head answers at {host}:{number} (the port accepts "
                               f"connections but does not answer as a Ray head's gRPC server within {timeout_s:g} s: "
                               f"another program holds it); {fix}")
+    if grpc and not _serves_gcs(host, number, timeout_s):
+        raise ConfigError(f"{KEY}.address={address}: no Ray head answers at {host}:{number} (a gRPC server answers "
+                          f"there, but not as a Ray head: another program holds it); {fix}")
 
 
 def _local(num_cpus: int | None, num_gpus: int | None) -> dict[str, Any]:
