@@ -408,10 +408,10 @@ def build(source_text: str, out: str | Path = DEFAULT_OUT, styles: tuple[str, ..
     styles = tuple(dict.fromkeys(folder_of(s) for s in styles))
     if train < 1 or val < 1:
         raise DataError(f"--train {train} --val {val}: each split needs at least one image per style")
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"--out {out}: the folder exists and is not empty; delete it or pass another --out")
-    source = open_source(source_text, styles)
+    source = open_source(source_text, styles)  # the input first: a wrong --from is named whatever --out holds
     try:
+        if out.exists() and any(out.iterdir()):
+            raise DataError(f"--out {out}: the folder exists and is not empty; delete it or pass another --out")
         chosen = select(source, styles, train, val, seed, size, progress)
     finally:
         source.close()
