@@ -95,13 +95,6 @@ def the_sweep_dir(cwd: Path) -> Path:
     return found[0]
 
 
-def pytest_xdist_auto_num_workers(config):
-    """`-n auto` (pyproject's addopts): one worker more than the machine has cores. Most of the suite's time is
-    end-to-end tests waiting on the processes they start (a Ray, a page, a training's start-up), when a core is
-    idle unless another file runs beside them."""
-    return (os.cpu_count() or 1) + 1
-
-
 def pytest_collection_modifyitems(config, items):
     """Files with end-to-end (slow) tests run first: with the suite spread over the cores one file per worker
     (pyproject's addopts), the long files start at once and the short ones fill in behind them, instead of a long
