@@ -187,8 +187,8 @@ def test_a_two_node_sweep_on_both_nodes_and_a_lost_node_fails_only_its_run(machi
         (lost,) = [run for run, p in placed.items() if p["node"] != head_node]
         assert not beyond_loopback(cluster.proc)
         killed_at = time.time()
-        cluster.kill_node(1)  # the second node's Ray processes and its worker, as a crash does
-        os.kill(placed[lost]["pid"], signal.SIGKILL)
+        cluster.kill_node(1)  # the second node's Ray processes, as a crash does
+        os.kill(placed[lost]["pid"], signal.SIGKILL)  # and its worker
         for path in held(holds).values():  # the head's run goes on
             path.unlink()
         code = proc.wait(timeout=1200)
