@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.app_load import kill_group
+
 SINGLE_MACHINE = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
@@ -86,18 +88,18 @@ def listening(pgid: int) -> set[str]:
 
 
 class LoopbackCluster:
-    """The cluster above started in a subprocess (a process group of its own, its log in `root`/cluster.log);
-    `env` is the environment every process that joins it needs (Ray's temp dir and home, single-machine mode),
-    plus `extra`."""
+    """The cluster above started in a subprocess (a process group of its own, its log in `root`/cluster.log), in
+    `env` (default: this process's) with Ray's single-machine mode added; a process that joins it needs the same
+    mode and Ray temp dir."""
 
     def __init__(self, root: Path, port: int, nodes: int = 2, env: dict[str, str] | None = None,
                  timeout_s: float = 300) -> None:
-        self.env = {**(env if env is not None else os.environ), **SINGLE_MACHINE}
+        env = {**(env if env is not None else os.environ), **SINGLE_MACHINE}
         self.address = f"127.0.0.1:{port}"
         info = root / "cluster.json"
         log = root / "cluster.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.ray_cluster", f"--port={port}",
-                                      f"--nodes={nodes}", f"--info={info}"], env=self.env, stdout=log.open("w"),
+                                      f"--nodes={nodes}", f"--info={info}"], env=env, stdout=log.open("w"),
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      cwd=Path(__file__).resolve().parents[1])
         deadline = time.monotonic() + timeout_s  # only catches a cluster that never comes up
@@ -118,8 +120,6 @@ class LoopbackCluster:
                 pass
 
     def close(self) -> None:
-        from benchmarks.app_load import kill_group
-
         kill_group(self.proc)
 
 

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,12 +187,12 @@ def loopback_cluster(nodes: int = 2) -> tuple[LoopbackCluster, dict[str, str]]:
 
 def cluster_cmd(opts, repo: Path, folder: Path) -> None:
     args = ["-m", *demo(folder), f"phase.epochs={opts.epochs[0]}", "seed=0,1,2,3", *RAY_CPU]
-    cluster, env = loopback_cluster()
+    cluster, joining = loopback_cluster()
     try:
         print("| Ray | nodes the runs ran on | wall | a run's own time | overhead / run |")
         print("|---|---:|---:|---:|---:|")
         cases = [("cluster", "2-node loopback cluster, 1 core a node", f"hydra.launcher.address={cluster.address}",
-                  env), ("own", "the sweep's own, 2 cores", "hydra.launcher.num_cpus=2", None)]
+                  joining), ("own", "the sweep's own, 2 cores", "hydra.launcher.num_cpus=2", None)]
         for short, name, extra, env in cases:
             sweep, wall, _, _ = run(repo, [*args, extra], folder / short, env=env)
             own = runtimes(sweep)
@@ -200,6 +201,7 @@ def cluster_cmd(opts, repo: Path, folder: Path) -> None:
                   f"{(wall * 2 - sum(own)) / len(own):.1f} s |", flush=True)
     finally:
         cluster.close()
+        shutil.rmtree(joining["RAY_TMPDIR"], ignore_errors=True)  # the cluster's temp dir and home
 
 
 def resume_cmd(opts, repo: Path, folder: Path) -> None:
