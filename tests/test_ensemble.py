@@ -128,6 +128,28 @@ def test_eval_of_a_sweep_dir_prints_the_ensemble_beside_its_members(sweep, tmp_p
 
 
 @pytest.mark.slow
+def test_a_sweep_dir_with_a_failed_and_an_unfinished_run_names_them(sweep, tmp_path):
+    """A run without best.pt is left out and named; a member that did not finish enters and is named too."""
+    import shutil
+
+    from deepart.core.rundir import METRICS, write_failure
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("eval"))
+    (copy / "1" / METRICS).unlink()  # killed after its best epoch: best.pt, no metrics.json
+    lost = copy / "2"
+    shutil.copytree(copy / "0" / ".hydra", lost / ".hydra")
+    write_failure(lost, {"error": "RuntimeError", "message": "worker lost", "overrides": ["seed=3"]})
+    res = run_script("eval.py", f"ckpt={copy}", "gallery=0", "wandb=false", cwd=tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "ensemble of 2 models" in out
+    assert f"ensemble: {lost} left out, no checkpoints/best.pt (failed: RuntimeError: worker lost)" in out
+    assert f"ensemble: {copy / '1'} is unfinished; it enters with its best.pt so far" in out
+    assert set(json.loads((copy / "eval" / "metrics.json").read_text())["members"]) == {"0", "1"}
+
+
+@pytest.mark.slow
 def test_an_ensemble_with_a_member_of_another_image_size_is_refused(sweep, tmp_path):
     ckpt = Checkpoint.load(best_checkpoint(sweep / "1"))
     ckpt.config["data"]["image_size"] = 96

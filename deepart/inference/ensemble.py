@@ -9,6 +9,7 @@ calibrated probabilities.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,13 +23,28 @@ from deepart.core.errors import CheckpointError
 from deepart.core.rundir import best_checkpoint, run_dir_of
 from deepart.inference.loading import MODEL_ARG, is_export_dir, load_model, resolve_model_path
 from deepart.models.deepartnet import INPUT_KEYS, DeepArtNet
-from deepart.report.runs import run_dirs
+from deepart.report.runs import run_dirs, run_status
 from deepart.training.evaluation import tta_forward
+
+log = logging.getLogger("deepart")
 
 
 def sweep_runs(folder: Path) -> list[Path]:
-    """The run dirs of a sweep dir with a checkpoints/best.pt, in job order (the sweep report's run_dirs)."""
-    return [d for d in run_dirs(folder) if best_checkpoint(d).is_file()]
+    """The run dirs of a sweep dir with a checkpoints/best.pt, in job order (the sweep report's run_dirs). A run
+    left out (no best.pt: it failed before its first epoch ended) and a member that did not finish (killed, still
+    running, or pruned: it enters with its best.pt so far) are each named in a warning, so that an ensemble is
+    never smaller or older than the user expects without a word."""
+    runs = []
+    for run in run_dirs(folder):
+        status, error = run_status(run)
+        if not best_checkpoint(run).is_file():
+            why = f"failed: {error.splitlines()[0]}" if status == "failed" and error else status
+            log.warning("ensemble: %s left out, no checkpoints/best.pt (%s)", run, why)
+            continue
+        if status != "done":
+            log.warning("ensemble: %s is %s; it enters with its best.pt so far", run, status)
+        runs.append(run)
+    return runs
 
 
 def member_paths(spec: Any) -> list[Path]:
