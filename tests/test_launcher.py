@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from deepart.core.errors import ConfigError
 from tests.conftest import REPO, TINY, TINY_SEQUENCER, demo_overrides, run_script, the_sweep_dir
 
 pytestmark = pytest.mark.slow  # end-to-end: real commands and trainings (python -m pytest -m "not slow" skips them)
@@ -122,6 +123,23 @@ def test_a_run_whose_worker_dies_fails_alone_and_its_slot_gets_a_new_worker(demo
     assert "run 1 failed" in out
     placed = [json.loads((sweep / str(n) / "placement.json").read_text()) for n in range(3)]
     assert placed[0]["pid"] == placed[1]["pid"] != placed[2]["pid"]  # warm for run 1, a new worker for run 2
+
+
+@pytest.mark.parametrize("address, host_port", [
+    ("node01:6390", ("node01", 6390)), ("node01", ("node01", 6379)), ("ray://10.0.0.5:10001", ("10.0.0.5", 10001)),
+    ("[::1]:6390", ("::1", 6390)), ("[fe80::2]", ("fe80::2", 6379)), ("fe80::2", ("fe80::2", 6379)),
+])
+def test_a_head_address_is_split_into_host_and_port(address, host_port):
+    from hydra_plugins.deepart_plugins._ray import _host_port
+
+    assert _host_port(address) == host_port
+
+
+def test_a_head_address_with_a_port_that_is_no_number_is_one_line():
+    from hydra_plugins.deepart_plugins._ray import _host_port
+
+    with pytest.raises(ConfigError, match=r"address=node01:http: not host:port; give the head's address"):
+        _host_port("node01:http")
 
 
 @pytest.mark.parametrize("option, message", [

@@ -135,7 +135,14 @@ def test_own_ray_beside_a_live_then_dead_recorded_cluster_and_joining_it_with_it
     lines = [line for line in out.splitlines() if f"hydra.launcher.address=127.0.0.1:{port}:" in line]
     assert refused.returncode == 2 and len(lines) == 1 and "Traceback" not in out, out[-3000:]
     assert "RAY_AUTH_TOKEN=<output of `ray get-auth-token` on the head>" in lines[0]
+    assert "the token sent is not the head's" in lines[0]  # asked of the head's GCS, before ray.init's retries
     print(f"a refused join stopped after {wall:.1f} s (the command's whole wall time)")
+    unsent, _ = sweep(machine, tmp_path / "unsent", demo_root, f"hydra.launcher.address=127.0.0.1:{port}", "seed=0",
+                      RAY_AUTH_MODE="disabled")  # the token at hand, but authentication turned off for the sweep
+    out = unsent.stdout + unsent.stderr
+    lines = [line for line in out.splitlines() if f"hydra.launcher.address=127.0.0.1:{port}:" in line]
+    assert unsent.returncode == 2 and len(lines) == 1 and "Traceback" not in out, out[-3000:]
+    assert "no token sent; authentication disabled)" in lines[0]
 
     machine.crash(machine.heads[0])
     assert machine.recorded.read_text().strip().endswith(f":{port}")  # stale: recorded, nobody answers

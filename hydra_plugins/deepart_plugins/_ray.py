@@ -61,19 +61,42 @@ def _speaks_grpc(sock: socket.socket, timeout_s: float) -> bool:
 _GCS_METHOD = "/ray.rpc.NodeInfoGcsService/GetClusterId"
 
 
+def _gcs_status(host: str, port: int, timeout_s: float, metadata: list[tuple[str, str]] | None = None) -> Any:
+    """The gRPC status code with which the server at host:port answers _GCS_METHOD (None: it answered OK)."""
+    import grpc
+
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    with grpc.insecure_channel(target) as channel:
+        try:
+            channel.unary_unary(_GCS_METHOD)(b"", timeout=timeout_s, metadata=metadata)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return None
+
+
 def _serves_gcs(host: str, port: int, timeout_s: float) -> bool:
     """Whether the gRPC server at host:port serves a Ray GCS's methods: any answer to _GCS_METHOD but
     UNIMPLEMENTED (a head with token authentication refuses a caller without its token: UNAUTHENTICATED, still a
     head)."""
     import grpc
 
-    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    with grpc.insecure_channel(target) as channel:
-        try:
-            channel.unary_unary(_GCS_METHOD)(b"", timeout=timeout_s)
-        except grpc.RpcError as exc:
-            return exc.code() != grpc.StatusCode.UNIMPLEMENTED
-    return True
+    return _gcs_status(host, port, timeout_s) != grpc.StatusCode.UNIMPLEMENTED
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """(host, port) of host[:port], [ipv6]:port or ray://host:port; a ConfigError when the port is not a number."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    no_port = ":" not in hostport or hostport.endswith("]") or (hostport.count(":") > 1 and hostport[0] != "[")
+    host, _, port = (hostport, "", str(DEFAULT_PORT)) if no_port else hostport.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise ConfigError(f"{KEY}.address={address}: not host:port; give the head's address, e.g. "
+                          f"{KEY}.address=node01:{DEFAULT_PORT}") from None
+
+
+def _tls() -> bool:
+    return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
 
 
 def probe(address: str, timeout_s: float = 5.0) -> None:
@@ -81,13 +104,7 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
     client server): something must accept a connection there and, for a head's GCS, answer as a gRPC server does
     and serve a GCS's methods (a port held by another program would keep ray.init retrying for minutes). With
     RAY_USE_TLS the gRPC checks are left to Ray."""
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", str(DEFAULT_PORT))
-    try:
-        number = int(port)
-    except ValueError:
-        raise ConfigError(f"{KEY}.address={address}: not host:port; give the head's address, e.g. "
-                          f"{KEY}.address=node01:{DEFAULT_PORT}") from None
+    host, number = _host_port(address)
     fix = (f"start one there (`ray start --head --port={number}`) or leave {KEY}.address=null for a Ray of this "
            f"sweep's own")
     try:
@@ -96,7 +113,7 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"{KEY}.address={address}: no Ray head answers at {host}:{number} "
                           f"({exc.strerror or exc}); {fix}") from None
     with sock:
-        grpc = "://" not in address and os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true")
+        grpc = "://" not in address and not _tls()
         if grpc and not _speaks_grpc(sock, timeout_s):
             raise ConfigError(f"{KEY}.address={address}: no Ray head answers at {host}:{number} (the port accepts "
                               f"connections but does not answer as a Ray head's gRPC server within {timeout_s:g} s: "
@@ -133,16 +150,21 @@ def init_local(**init: Any) -> None:
 AUTH_MODE, AUTH_TOKEN, AUTH_TOKEN_PATH = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 
 
-def token_at_hand() -> bool:
-    """Whether this process has a Ray authentication token: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names,
-    or ~/.ray/auth_token (where `ray start --head` and `ray get-auth-token --generate` keep it)."""
+def token() -> str | None:
+    """This process's Ray authentication token: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, or
+    ~/.ray/auth_token (where `ray start --head` and `ray get-auth-token --generate` keep it); None without one."""
     if os.environ.get(AUTH_TOKEN, "").strip():
-        return True
+        return os.environ[AUTH_TOKEN].strip()
     path = os.environ.get(AUTH_TOKEN_PATH) or str(Path.home() / ".ray" / "auth_token")
     try:
-        return bool(Path(path).read_text().strip())
+        return Path(path).read_text().strip() or None
     except OSError:
-        return False
+        return None
+
+
+def token_at_hand() -> bool:
+    """Whether this process has a Ray authentication token (`token`)."""
+    return token() is not None
 
 
 def use_token() -> None:
@@ -177,27 +199,46 @@ def resolve(address: str) -> str:
     return found
 
 
+def _refused(address: str, target: str, why: str) -> ConfigError:
+    mode = os.environ.get(AUTH_MODE)
+    return ConfigError(
+        f"{KEY}.address={address}: the Ray head at {target} answers but did not let this process join ({why}; "
+        f"authentication {'token' if mode == 'token' else mode or 'off'}); if the cluster uses token "
+        f"authentication, give this process the head's token: export RAY_AUTH_TOKEN=<output of `ray get-auth-token` "
+        f"on the head> (or copy its ~/.ray/auth_token here), see docs/scaling.md")
+
+
+def check_admitted(address: str, target: str, timeout_s: float = 5.0) -> None:
+    """The refused-join ConfigError at once when the head at `target` refuses what this process would present (its
+    token under RAY_AUTH_MODE=token, else none): its GCS answers UNAUTHENTICATED, where ray.init would retry ~20 s
+    before giving up. With RAY_USE_TLS the check is left to Ray."""
+    import grpc
+
+    if _tls():
+        return
+    key = token() if os.environ.get(AUTH_MODE) == "token" else None
+    metadata = [("authorization", f"Bearer {key}")] if key else None
+    if _gcs_status(*_host_port(target), timeout_s, metadata) == grpc.StatusCode.UNAUTHENTICATED:
+        raise _refused(address, target, "its GCS answers UNAUTHENTICATED: "
+                       + ("the token sent is not the head's" if key else "no token sent"))
+
+
 def join(address: str, init: dict[str, Any]) -> None:
     """ray.init on the cluster at `address` (probed first: a dead address is one line within seconds); a head that
-    does not let this process in (Ray gives up after ~20 s: most often a token missing or not the head's) is a
-    ConfigError in one line naming the address and the fix."""
+    does not let this process in (most often a token missing or not the head's: asked of its GCS before ray.init,
+    which would retry ~20 s) is a ConfigError in one line naming the address and the fix."""
     import ray
 
     target = resolve(address)
     if not target.startswith("ray://"):
         probe(target)
         use_token()
+        check_admitted(address, target)
     log.info("Ray launcher: joining the Ray cluster at %s", target)
     try:
         ray.init(address=target, **init)
     except ConnectionError as exc:
-        mode = os.environ.get(AUTH_MODE)
-        raise ConfigError(
-            f"{KEY}.address={address}: the Ray head at {target} answers but did not let this process join "
-            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; authentication "
-            f"{'token' if mode == 'token' else mode or 'off'}); if the cluster uses token authentication, give "
-            f"this process the head's token: export RAY_AUTH_TOKEN=<output of `ray get-auth-token` on the head> "
-            f"(or copy its ~/.ray/auth_token here), see docs/scaling.md") from None
+        raise _refused(address, target, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
 class _NotMainThread(logging.Filter):
